@@ -1,0 +1,2 @@
+"""jtwin.models: model interface, feature families, the automatic mixture."""
+from jtwin.models.interface import FAMILIES, Feature, Model
