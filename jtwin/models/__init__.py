@@ -1,2 +1,2 @@
 """jtwin.models: model interface, feature families, the automatic mixture."""
-from jtwin.models.interface import FAMILIES, Feature, Model
+from jtwin.models.interface import FAMILIES, ClipInfo, Feature, Model

@@ -67,3 +67,17 @@ class Model(NamedTuple):
   clipped_grad_sum: Optional[Callable] = None
   sample_predictive: Optional[Callable] = None
   features: Optional[tuple] = None
+
+
+class ClipInfo(NamedTuple):
+  """Diagnostics of one clipped gradient sum (non-private: for the data holder).
+
+  Attributes:
+    num_clipped: examples whose gradient norm exceeded the threshold.
+    num_nonfinite: examples whose gradient or log-likelihood was non-finite
+      (they contribute exactly zero).
+    log_lik_sum: sum of the finite per-example log-likelihoods in the batch.
+  """
+  num_clipped: Array
+  num_nonfinite: Array
+  log_lik_sum: Array

@@ -1,0 +1,346 @@
+"""DP variational inference: Poisson-sampled, per-example-clipped DP-SGD.
+
+`fit` maximises the ELBO of a `jtwin.models.Model` under a mean-field Gaussian
+posterior. Each step:
+
+  1. draws eps ~ N(0, I) and theta = loc + softplus(raw_scale) * eps (one
+     reparameterised draw shared by the batch; eps is data-independent);
+  2. takes a Poisson batch (`jtwin.batching`), padded to a static shape;
+  3. computes sum_i clip_C(grad_phi log p(x_i | theta)) exactly
+     (`Model.clipped_grad_sum`, or `vmap(grad)` for custom models), where phi
+     = (loc, raw_scale) and the norm is over the whole variational pytree;
+  4. adds N(0, (sigma C)^2) per coordinate and multiplies by 1/q
+     (`jtwin.dp.dp_aggregate`);
+  5. adds the exact gradients of log p(theta) and of the entropy of q;
+  6. takes an Adam step (twinify: learning rate 1e-3).
+
+Steps run as `lax.scan` inside `jit`, one epoch (ceil(1/q) steps) per call,
+so progress and non-finite checks happen on the host between chunks; a run
+compiles once. The number of steps that runs, T = ceil(num_epochs / q), is
+exactly the number accounted.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jtwin import batching, dp
+from jtwin._rng import numpy_generator, root_key
+from jtwin.errors import JtwinInputError, NonFiniteError
+from jtwin.models import posterior as post
+from jtwin.models.interface import Model
+
+Array = jax.Array
+
+
+class PrivacyRecord(NamedTuple):
+  """What was spent, as certified for the code that ran.
+
+  Attributes:
+    mode: "calibrated" (sigma chosen for epsilon_target), "noise_multiplier"
+      (sigma given, epsilon reported) or "non-private" (NO privacy).
+    epsilon: the certified upper bound on epsilon (inf when non-private).
+    epsilon_target: the requested epsilon (None if sigma was given).
+    epsilon_estimate: the accountant's point estimate (for information).
+    delta: delta.
+    noise_multiplier: sigma (noise std on the clipped sum is sigma * C).
+    sampling_ratio: q, the Poisson sampling probability.
+    steps: T, the number of DP-SGD steps that ran.
+    clipping_threshold: C.
+    accountant: which accountant certified `epsilon` ("prv", "rdp", ...).
+    relation: the neighbouring relation ("add/remove one row").
+  """
+  mode: str
+  epsilon: float
+  epsilon_target: Optional[float]
+  epsilon_estimate: float
+  delta: float
+  noise_multiplier: float
+  sampling_ratio: float
+  steps: int
+  clipping_threshold: float
+  accountant: str
+  relation: str = "add/remove one row"
+
+
+class TrainState(NamedTuple):
+  params: post.MeanFieldParams
+  opt_state: Any
+  dp_state: dp.DPAggregateState
+  key: Array
+
+
+class StepInfo(NamedTuple):
+  """Per-step diagnostics (NON-private: computed from the batch)."""
+  num_clipped: Array
+  num_nonfinite: Array
+  log_lik_sum: Array
+  batch_size: Array
+
+
+class FitResult(NamedTuple):
+  """Result of `fit`.
+
+  Attributes:
+    posterior: the variational parameters (DP: a post-processing of the noisy
+      gradients).
+    privacy: the `PrivacyRecord`.
+    diagnostics: per-epoch arrays (clip fraction, non-finite count, mean
+      batch log-likelihood): NON-private statistics of the data, for the data
+      holder only; not stored in result files.
+    model: the model that was fitted.
+    num_examples: N.
+    timings: seconds per phase ("calibration", "compile", "training").
+  """
+  posterior: post.MeanFieldParams
+  privacy: PrivacyRecord
+  diagnostics: dict
+  model: Model
+  num_examples: int
+  timings: dict
+
+
+def num_steps(num_epochs: float, sampling_ratio: float) -> int:
+  """T = ceil(num_epochs / q) (an epoch is 1/q steps in expectation)."""
+  return max(1, int(math.ceil(num_epochs / sampling_ratio - 1e-9)))
+
+
+def _unpack_data(data):
+  if hasattr(data, "values") and hasattr(data, "observed") and not callable(data.values):
+    values, observed = data.values, data.observed
+  else:
+    values, observed = data
+  values = np.asarray(values, np.float32)
+  observed = np.asarray(observed, bool)
+  if values.ndim != 2 or values.shape != observed.shape:
+    raise ValueError(f"data must be values [N, D] and observed [N, D], got "
+                     f"{values.shape} and {observed.shape}")
+  if not np.all(np.isfinite(values[observed])):
+    raise ValueError("data values must be finite where observed")
+  return np.where(observed, values, 0.0).astype(np.float32), observed
+
+
+def _validate(epsilon, delta, sampling_ratio, num_epochs, clip, n):
+  if not (0 < sampling_ratio <= 1):
+    raise JtwinInputError(f"sampling ratio q must be in (0, 1], got {sampling_ratio}")
+  if not num_epochs > 0:
+    raise JtwinInputError(f"number of epochs must be > 0, got {num_epochs}")
+  if not clip > 0:
+    raise JtwinInputError(f"clipping threshold must be > 0, got {clip}")
+  if epsilon is not None and not epsilon > 0:
+    raise JtwinInputError(f"epsilon must be > 0, got {epsilon}")
+  if delta is not None and not (0 < delta < 1):
+    raise JtwinInputError(f"delta must be in (0, 1), got {delta}")
+  if n < 1:
+    raise JtwinInputError("the data set has no rows")
+
+
+def privacy_plan(num_examples: int, *, epsilon: Optional[float], delta: Optional[float],
+                 sampling_ratio: float, num_epochs: float, clipping_threshold: float,
+                 noise_multiplier: Optional[float] = None, max_epsilon: Optional[float] = None,
+                 non_private: bool = False) -> PrivacyRecord:
+  """Chooses sigma (or reports epsilon) from public inputs only.
+
+  delta defaults to 0.1 / N (twinify 2.0's choice); a delta above 1/N gets a
+  warning, since it would allow releasing a whole row.
+  """
+  from jtwin import accounting  # local: keeps `import jtwin` light
+  n, q = num_examples, sampling_ratio
+  _validate(epsilon, delta, q, num_epochs, clipping_threshold, n)
+  steps = num_steps(num_epochs, q)
+  if delta is None:
+    delta = 0.1 / n
+  elif delta > 1.0 / n:
+    warnings.warn(f"delta = {delta:g} is larger than 1/N = {1.0 / n:g}: such a guarantee "
+                  "allows a mechanism that publishes a random row; use delta < 1/N",
+                  stacklevel=2)
+  if non_private:
+    return PrivacyRecord("non-private", math.inf, None, math.inf, delta, 0.0, q, steps,
+                         math.inf, "none")
+  if noise_multiplier is not None:
+    if not noise_multiplier > 0:
+      raise JtwinInputError(f"noise multiplier must be > 0, got {noise_multiplier}")
+    if max_epsilon is not None:
+      fit_steps = accounting.steps_for_epsilon(max_epsilon, noise_multiplier, q, delta)
+      if fit_steps < steps:
+        warnings.warn(f"max_epsilon = {max_epsilon:g} allows only {fit_steps} of the "
+                      f"{steps} steps; training stops there", stacklevel=2)
+        steps = fit_steps
+    bounds = accounting.epsilon(noise_multiplier, q, steps, delta)
+    return PrivacyRecord("noise_multiplier", float(bounds.upper), None, float(bounds.estimate),
+                         delta, float(noise_multiplier), q, steps, clipping_threshold,
+                         bounds.accountant)
+  if epsilon is None:
+    raise JtwinInputError("give epsilon, noise_multiplier, or non_private=True")
+  if max_epsilon is not None and epsilon > max_epsilon:
+    raise JtwinInputError(f"epsilon = {epsilon:g} exceeds max_epsilon = {max_epsilon:g}")
+  cal = accounting.calibrate_noise(epsilon, delta, q, steps)
+  return PrivacyRecord("calibrated", float(cal.bounds.upper), float(epsilon),
+                       float(cal.bounds.estimate), delta, float(cal.noise_multiplier), q,
+                       steps, clipping_threshold, cal.bounds.accountant)
+
+
+def _clipped_sum_fn(model: Model) -> Callable:
+  if model.clipped_grad_sum is not None:
+    return model.clipped_grad_sum
+  return functools.partial(dp.vmap_clipped_grad_sum, model.log_likelihood)
+
+
+def make_step(model: Model, optimizer: optax.GradientTransformation,
+              aggregator: optax.GradientTransformation, clip: float) -> Callable:
+  """One DP-VI step `(state, (indices, mask, active), values, observed) -> (state, info)`."""
+  clipped_sum = _clipped_sum_fn(model)
+  grad_prior = jax.grad(model.log_prior)
+
+  def step(state: TrainState, xs, values, observed):
+    indices, mask, active = xs
+    key, k_eps = jax.random.split(state.key)
+    params = state.params
+    eps = post.sample_noise(k_eps, params)
+    theta = post.transform(params, eps)
+    dscale, weights = post.reparam_weights(params, eps)
+    xb = jnp.where(mask[:, None], values[indices], 0.0)
+    ob = observed[indices] & mask[:, None]
+    g_lik, info = clipped_sum(theta, weights, xb, ob, mask, clip)
+    lik_phi = post.MeanFieldParams(g_lik, jax.tree.map(jnp.multiply, g_lik, dscale))
+    noisy, dp_state = aggregator.update(lik_phi, state.dp_state)
+    gp = grad_prior(theta)
+    ent = jax.tree.map(lambda r: jax.nn.sigmoid(r) / post.scale_of(r), params.raw_scale)
+    exact = post.MeanFieldParams(gp, jax.tree.map(lambda g, d, e: g * d + e, gp, dscale, ent))
+    elbo_grad = jax.tree.map(jnp.add, noisy, exact)
+    updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, elbo_grad),
+                                          state.opt_state, params)
+    keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(active, x, y), a, b)
+    # Inactive (past-the-end) steps of the last chunk change nothing but keys.
+    new = TrainState(keep(optax.apply_updates(params, updates), params),
+                     keep(opt_state, state.opt_state), dp_state, key)
+    return new, StepInfo(info.num_clipped, info.num_nonfinite, info.log_lik_sum,
+                         jnp.sum(mask))
+
+  return step
+
+
+def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 1.0,
+        delta: Optional[float] = None, sampling_ratio: float = 0.01,
+        num_epochs: float = 200, clipping_threshold: float = 1.0,
+        noise_multiplier: Optional[float] = None, max_epsilon: Optional[float] = None,
+        non_private: bool = False, learning_rate: float = 1e-3,
+        init_method: str = "uniform", init_scale: float = 0.1,
+        progress: Optional[Callable[[int, int, dict], None]] = None,
+        privacy: Optional[PrivacyRecord] = None) -> FitResult:
+  """Fits the mean-field posterior of `model` to `data` under (epsilon, delta)-DP.
+
+  Args:
+    key: the run's PRNG root (`jax.random.key(seed)`); None draws one from
+      `secrets`. It is split once per purpose (init, batches, posterior
+      draws, noise) and each of those per step.
+    model: a `jtwin.models.Model` (the automatic mixture or a custom model).
+    data: `(values float [N, D], observed bool [N, D])` or an object with
+      `.values`/`.observed` (e.g. `jtwin.data.EncodedData`).
+    epsilon: target epsilon; sigma is calibrated so that the certified upper
+      bound is <= epsilon. Ignored when `noise_multiplier` is given.
+    delta: delta; default 0.1 / N. A warning is given if delta > 1/N.
+    sampling_ratio: q, the Poisson sampling probability (twinify: 0.01).
+    num_epochs: epochs; T = ceil(num_epochs / q) steps run and are accounted.
+    clipping_threshold: C (twinify: 1).
+    noise_multiplier: sigma; when given, epsilon is reported, not targeted.
+    max_epsilon: with `noise_multiplier`: train only as many steps as fit
+      under this ceiling. With `epsilon`: an error if epsilon exceeds it.
+    non_private: no clipping and no noise (NOT private; for baselines).
+    learning_rate: Adam learning rate (twinify: 1e-3).
+    init_method, init_scale: posterior initialisation (`posterior.init`).
+    progress: optional callback `(steps_done, total_steps, epoch_info)`.
+    privacy: a precomputed `privacy_plan(...)` (skips calibration).
+
+  Returns:
+    A `FitResult`.
+
+  Raises:
+    JtwinInputError: invalid settings.
+    NonFiniteError: the parameters became non-finite.
+  """
+  values, observed = _unpack_data(data)
+  n = values.shape[0]
+  t0 = time.perf_counter()
+  if privacy is None:
+    privacy = privacy_plan(n, epsilon=epsilon, delta=delta, sampling_ratio=sampling_ratio,
+                           num_epochs=num_epochs, clipping_threshold=clipping_threshold,
+                           noise_multiplier=noise_multiplier, max_epsilon=max_epsilon,
+                           non_private=non_private)
+  t_cal = time.perf_counter() - t0
+  q, steps, clip = privacy.sampling_ratio, privacy.steps, privacy.clipping_threshold
+  if privacy.mode == "non-private":
+    clip = math.inf
+  key = root_key() if key is None else key
+  k_init, k_batch, k_draw, k_noise = jax.random.split(key, 4)
+  k_init_post, k_template = jax.random.split(k_init)
+  params = post.init(k_init_post, model.init(k_template), method=init_method,
+                     init_scale=init_scale)
+  optimizer = optax.adam(learning_rate)
+  aggregator = dp.dp_aggregate(privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip),
+                               1.0 / q, k_noise)
+  state = TrainState(params, optimizer.init(params), aggregator.init(params), k_draw)
+  step = make_step(model, optimizer, aggregator, clip)
+
+  @functools.partial(jax.jit, donate_argnums=(0,))
+  def run_chunk(state, xs, values, observed):
+    return jax.lax.scan(lambda s, x: step(s, x, values, observed), state, xs)
+
+  rng = numpy_generator(k_batch)
+  chunk = min(steps, max(1, int(math.ceil(1.0 / q))))
+  num_chunks = int(math.ceil(steps / chunk))
+  width = batching.default_max_batch(n, q)
+  values_d, observed_d = jnp.asarray(values), jnp.asarray(observed)
+
+  def next_xs(c):
+    active = np.arange(c * chunk, (c + 1) * chunk) < steps
+    b = batching.draw(rng, n, q, chunk, width)
+    return b, active
+
+  diag = {"clip_fraction": [], "nonfinite": [], "mean_log_lik": [], "steps": []}
+  t_compile = 0.0
+  t1 = time.perf_counter()
+  pending = next_xs(0)
+  for c in range(num_chunks):
+    b, active = pending
+    if b.indices.shape[1] > width:       # a batch larger than the padding: re-pad, never drop
+      width = b.indices.shape[1] + 8
+    idx = np.pad(b.indices, ((0, 0), (0, width - b.indices.shape[1])))
+    msk = np.pad(b.mask, ((0, 0), (0, width - b.mask.shape[1])))
+    tc = time.perf_counter()
+    state, info = run_chunk(state, (idx, msk, active), values_d, observed_d)
+    if c == 0:
+      jax.block_until_ready(info)
+      t_compile = time.perf_counter() - tc
+    if c + 1 < num_chunks:
+      pending = next_xs(c + 1)           # host work overlaps the device chunk
+    info = jax.device_get(info)
+    finite = bool(jax.device_get(jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state.params)]))))
+    act = active.astype(bool)
+    n_rows = max(int(info.batch_size[act].sum()), 1)
+    epoch = {"clip_fraction": float(info.num_clipped[act].sum()) / n_rows,
+             "nonfinite": int(info.num_nonfinite[act].sum()),
+             "mean_log_lik": float(info.log_lik_sum[act].sum()) / n_rows,
+             "steps": int(min(steps, (c + 1) * chunk))}
+    for k_, v in epoch.items():
+      diag[k_].append(v)
+    if not finite:
+      raise NonFiniteError(
+          f"training diverged at step {epoch['steps']} (non-finite parameters): the model "
+          "has major difficulties fitting the data; simplify the model, standardise "
+          "numeric columns, or lower the learning rate")
+    if progress is not None:
+      progress(epoch["steps"], steps, epoch)
+  t_train = time.perf_counter() - t1 - t_compile
+  diag = {k_: np.asarray(v) for k_, v in diag.items()}
+  timings = {"calibration": t_cal, "compile": t_compile, "training": t_train}
+  return FitResult(state.params, privacy, diag, model, n, timings)

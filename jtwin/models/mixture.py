@@ -1,0 +1,295 @@
+"""The automatic mixture model: features grouped by family, K components.
+
+log p(x_i) = logsumexp_k [log pi_k + sum_d log phi_d(x_id | theta_dk)]
+
+Features of one family are stacked into one block, so the traced graph grows
+with the number of families (at most four), not with the number of columns.
+Categorical (and Bernoulli, which is a two-category categorical with the same
+Beta(1, 1) = Dirichlet(1, 1) prior) columns share one flat "one-hot" layout
+of all their categories, so their log-likelihood for a batch is one matrix
+product [B, C_total] @ [C_total, K].
+
+Parameters (unconstrained, a dict; families without columns are absent):
+  "mix": [K-1]                   ALR logits of the mixture weights
+  "normal_loc", "normal_log_scale": [K, D_normal]
+  "poisson_log_rate": [K, D_poisson]
+  "cat_logits": [K, P_cat]       free ALR logits, P_cat = sum_d (C_d - 1)
+  "missing_logit": [K, D_missing] logit of the per-component missing probability
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+
+from jtwin.models import families as fam
+from jtwin.models.interface import FAMILIES, Feature, Model
+
+Array = jax.Array
+
+
+class MixtureLayout(NamedTuple):
+  """Static (public) index maps of a mixture model; numpy arrays, hashable by id."""
+  num_components: int
+  num_features: int
+  normal_idx: np.ndarray      # [Dn] column indices of Normal features
+  poisson_idx: np.ndarray     # [Dp]
+  cat_idx: np.ndarray         # [Dc] column indices of Categorical/Bernoulli features
+  cat_sizes: np.ndarray       # [Dc] number of categories
+  flat_feature: np.ndarray    # [Ct] categorical-block position of each flat category
+  flat_value: np.ndarray      # [Ct] category code of each flat category
+  flat_free: np.ndarray       # [Pc] flat positions that carry a free logit
+  pad_index: np.ndarray       # [Dc, Cmax] flat position, or 0 where padding
+  pad_valid: np.ndarray       # [Dc, Cmax] bool
+  missing_idx: np.ndarray     # [Dm] column indices that may be missing
+
+
+def make_layout(features: Sequence[Feature], num_components: int) -> MixtureLayout:
+  """Builds the static index maps. Validates the feature list."""
+  if num_components < 1:
+    raise ValueError(f"num_components must be >= 1, got {num_components}")
+  if not features:
+    raise ValueError("a mixture model needs at least one feature")
+  normal, poisson, cat, sizes, missing = [], [], [], [], []
+  for d, f in enumerate(features):
+    if f.family not in FAMILIES:
+      raise ValueError(f"feature {f.name!r}: unknown family {f.family!r}")
+    if f.family == "normal":
+      normal.append(d)
+    elif f.family == "poisson":
+      poisson.append(d)
+    else:
+      c = 2 if f.family == "bernoulli" else int(f.num_categories)
+      if f.family == "bernoulli" and f.num_categories not in (0, 2):
+        raise ValueError(f"feature {f.name!r}: bernoulli has 2 categories")
+      if c < 2:
+        raise ValueError(f"feature {f.name!r}: a categorical needs >= 2 categories, got {c}")
+      cat.append(d)
+      sizes.append(c)
+    if f.missing:
+      missing.append(d)
+  sizes_a = np.asarray(sizes, np.int32)
+  flat_feature = np.repeat(np.arange(len(sizes)), sizes).astype(np.int32)
+  offsets = np.concatenate([[0], np.cumsum(sizes_a)]).astype(np.int32)
+  flat_value = (np.arange(offsets[-1]) - offsets[flat_feature]).astype(np.int32)
+  flat_free = np.nonzero(flat_value < sizes_a[flat_feature] - 1)[0].astype(np.int32)
+  cmax = int(sizes_a.max()) if len(sizes) else 1
+  grid = np.arange(cmax)[None, :]
+  pad_valid = grid < sizes_a[:, None] if len(sizes) else np.zeros((0, 1), bool)
+  pad_index = np.where(pad_valid, offsets[:-1, None] + grid, 0).astype(np.int32)
+  as_idx = lambda v: np.asarray(v, np.int32)
+  return MixtureLayout(num_components, len(features), as_idx(normal), as_idx(poisson),
+                       as_idx(cat), sizes_a, flat_feature, flat_value, flat_free,
+                       pad_index, pad_valid, as_idx(missing))
+
+
+def param_shapes(layout: MixtureLayout) -> dict:
+  """Shapes of the unconstrained parameter dict."""
+  k = layout.num_components
+  shapes = {"mix": (k - 1,)}
+  if len(layout.normal_idx):
+    shapes["normal_loc"] = (k, len(layout.normal_idx))
+    shapes["normal_log_scale"] = (k, len(layout.normal_idx))
+  if len(layout.poisson_idx):
+    shapes["poisson_log_rate"] = (k, len(layout.poisson_idx))
+  if len(layout.cat_idx):
+    shapes["cat_logits"] = (k, len(layout.flat_free))
+  if len(layout.missing_idx):
+    shapes["missing_logit"] = (k, len(layout.missing_idx))
+  return shapes
+
+
+# ------------------------------------------------------------ categorical block
+def cat_full_logits(layout: MixtureLayout, free: Array) -> Array:
+  """Free logits [..., Pc] -> all-category logits [..., Ct] (reference = 0)."""
+  ct = len(layout.flat_feature)
+  full = jnp.zeros(free.shape[:-1] + (ct,), free.dtype)
+  return full.at[..., layout.flat_free].set(free)
+
+
+def cat_log_probs(layout: MixtureLayout, free: Array) -> Array:
+  """Per-feature log-softmax in the flat layout: [..., Pc] -> [..., Ct]."""
+  full = cat_full_logits(layout, free)
+  padded = jnp.where(layout.pad_valid, full[..., layout.pad_index], -jnp.inf)
+  lse = jax.nn.logsumexp(padded, axis=-1)                   # [..., Dc]
+  return full - lse[..., layout.flat_feature]
+
+
+def cat_onehot(layout: MixtureLayout, values: Array, observed: Array) -> Array:
+  """[B, D] data -> [B, Ct] float one-hot of observed categorical cells."""
+  codes = values[:, layout.cat_idx].astype(jnp.int32)[:, layout.flat_feature]
+  obs = observed[:, layout.cat_idx][:, layout.flat_feature]
+  return ((codes == layout.flat_value) & obs).astype(values.dtype)
+
+
+# ------------------------------------------------------------ likelihood
+class Components(NamedTuple):
+  """Per-example, per-component quantities of a batch (all [B, K])."""
+  log_joint: Array   # log pi_k + L_ik
+  log_lik: Array     # logsumexp_k log_joint  -> [B]
+
+
+def component_log_likelihood(layout: MixtureLayout, theta: dict, values: Array,
+                             observed: Array) -> Array:
+  """L_ik = sum_d log phi_d(x_id | theta_dk) incl. missingness: [B, D] -> [B, K]."""
+  b, k = values.shape[0], layout.num_components
+  total = jnp.zeros((b, k), values.dtype)
+  if len(layout.normal_idx):
+    x = values[:, layout.normal_idx][:, None, :]
+    o = observed[:, layout.normal_idx][:, None, :]
+    lp = fam.normal_log_prob(x, theta["normal_loc"], theta["normal_log_scale"])
+    total += jnp.sum(jnp.where(o, lp, 0.0), -1)
+  if len(layout.poisson_idx):
+    x = values[:, layout.poisson_idx]
+    o = observed[:, layout.poisson_idx]
+    x = jnp.where(o, x, 0.0)[:, None, :]
+    lp = fam.poisson_log_prob(x, theta["poisson_log_rate"])
+    total += jnp.sum(jnp.where(o[:, None, :], lp, 0.0), -1)
+  if len(layout.cat_idx):
+    onehot = cat_onehot(layout, values, observed)
+    total += onehot @ cat_log_probs(layout, theta["cat_logits"]).T
+  if len(layout.missing_idx):
+    om = observed[:, layout.missing_idx].astype(values.dtype)
+    zeta = theta["missing_logit"]
+    total += om @ (-jax.nn.softplus(zeta)).T + (1.0 - om) @ (-jax.nn.softplus(-zeta)).T
+  return total
+
+
+def log_likelihood_batch(layout: MixtureLayout, theta: dict, values: Array,
+                         observed: Array) -> Array:
+  """log p(x_i | theta) for a batch: [B, D] -> [B]."""
+  log_pi = fam.categorical_log_probs(theta["mix"])
+  comp = component_log_likelihood(layout, theta, values, observed)
+  return jax.nn.logsumexp(log_pi + comp, axis=-1)
+
+
+def log_prior(layout: MixtureLayout, theta: dict) -> Array:
+  """Log prior density of the unconstrained parameters (incl. Jacobians)."""
+  k = layout.num_components
+  lp = fam.dirichlet_ones_log_prior(fam.categorical_log_probs(theta["mix"]), k)
+  if "normal_loc" in theta:
+    lp += fam.normal_log_prior(theta["normal_loc"], theta["normal_log_scale"])
+  if "poisson_log_rate" in theta:
+    lp += fam.poisson_log_prior(theta["poisson_log_rate"])
+  if "cat_logits" in theta:
+    logp = cat_log_probs(layout, theta["cat_logits"])
+    lp += k * jnp.sum(gammaln(layout.cat_sizes.astype(np.float32))) + jnp.sum(logp)
+  if "missing_logit" in theta:
+    lp += fam.missing_log_prior(theta["missing_logit"])
+  return lp
+
+
+# ------------------------------------------------------------ sampling
+def sample_rows(layout: MixtureLayout, key: Array, rows: dict) -> tuple[Array, Array]:
+  """Samples one row per set of component parameters.
+
+  Args:
+    layout: the model layout.
+    key: PRNG key.
+    rows: the chosen component's unconstrained parameters for each row: like
+      theta without "mix" and without the K axis replaced by n, e.g.
+      "normal_loc" [n, Dn], "cat_logits" [n, Pc].
+
+  Returns:
+    values float32 [n, D] and observed bool [n, D].
+  """
+  some = next(iter(rows.values()))
+  n, d = some.shape[0], layout.num_features
+  k_norm, k_pois, k_cat, k_miss = jax.random.split(key, 4)
+  values = jnp.zeros((n, d), jnp.float32)
+  if len(layout.normal_idx):
+    x = fam.normal_sample(k_norm, rows["normal_loc"], rows["normal_log_scale"])
+    values = values.at[:, layout.normal_idx].set(x)
+  if len(layout.poisson_idx):
+    x = fam.poisson_sample(k_pois, rows["poisson_log_rate"])
+    values = values.at[:, layout.poisson_idx].set(x)
+  if len(layout.cat_idx):
+    full = cat_full_logits(layout, rows["cat_logits"])
+    padded = jnp.where(layout.pad_valid, full[:, layout.pad_index], -jnp.inf)
+    codes = jax.random.categorical(k_cat, padded, axis=-1)
+    values = values.at[:, layout.cat_idx].set(codes.astype(jnp.float32))
+  observed = jnp.ones((n, d), bool)
+  if len(layout.missing_idx):
+    q = jax.nn.sigmoid(rows["missing_logit"])
+    missing = jax.random.bernoulli(k_miss, q)
+    observed = observed.at[:, layout.missing_idx].set(~missing)
+    values = jnp.where(observed, values, 0.0)
+  return values, observed
+
+
+def _component_params(theta: dict, z: Array) -> dict:
+  return {name: v[z] for name, v in theta.items() if name != "mix"}
+
+
+def sample(layout: MixtureLayout, key: Array, theta: dict, n: int):
+  """n rows given one parameter value theta: z ~ pi, then x | z."""
+  k_z, k_x = jax.random.split(key)
+  log_pi = fam.categorical_log_probs(theta["mix"])
+  z = jax.random.categorical(k_z, log_pi, shape=(n,))
+  return sample_rows(layout, k_x, _component_params(theta, z))
+
+
+def sample_predictive(layout: MixtureLayout, key: Array, posterior, n: int):
+  """Posterior-predictive rows, a fresh theta ~ q for each row.
+
+  Because q is mean-field, drawing the whole theta for a row and then picking
+  component z equals drawing the weights, picking z, and drawing only
+  component z's parameters; the latter costs O(K + P/K) per row instead of
+  O(P).
+
+  Args:
+    posterior: `jtwin.models.posterior.MeanFieldParams` over the theta dict.
+  """
+  from jtwin.models.posterior import scale_of  # local: avoid an import cycle
+  k_mix, k_z, k_par, k_x = jax.random.split(key, 4)
+  loc, scale = posterior.loc, jax.tree.map(scale_of, posterior.raw_scale)
+  eps = jax.random.normal(k_mix, (n,) + loc["mix"].shape)
+  a = loc["mix"] + scale["mix"] * eps                          # [n, K-1]
+  z = jax.random.categorical(k_z, fam.categorical_log_probs(a), axis=-1)
+  rows = {}
+  names = [nm for nm in loc if nm != "mix"]
+  for nm, kk in zip(names, jax.random.split(k_par, max(len(names), 1))):
+    m, s = loc[nm][z], scale[nm][z]
+    rows[nm] = m + s * jax.random.normal(kk, m.shape)
+  return sample_rows(layout, k_x, rows)
+
+
+# ------------------------------------------------------------ the model
+def make_mixture_model(features: Sequence[Feature], num_components: int = 50) -> Model:
+  """The automatic mixture model of twinify, as a `Model`.
+
+  Args:
+    features: the columns, in data order (`jtwin.models.Feature`).
+    num_components: K, the number of mixture components (twinify default 50).
+
+  Returns:
+    A `Model` whose parameters are the dict described in the module
+    docstring, with the fast exact clipped-gradient path and the
+    component-gathering posterior-predictive sampler.
+  """
+  from jtwin.models import mixture_grads  # local import keeps modules small
+  features = tuple(Feature(*f) for f in features)
+  layout = make_layout(features, num_components)
+  shapes = param_shapes(layout)
+
+  def init(key):
+    keys = jax.random.split(key, len(shapes))
+    return {nm: jax.random.uniform(kk, shp, jnp.float32, -2.0, 2.0)
+            for (nm, shp), kk in zip(sorted(shapes.items()), keys)}
+
+  def log_likelihood(theta, x, observed):
+    return log_likelihood_batch(layout, theta, x[None], observed[None])[0]
+
+  return Model(
+      init=init,
+      log_prior=lambda theta: log_prior(layout, theta),
+      log_likelihood=log_likelihood,
+      sample=lambda key, theta, n: sample(layout, key, theta, n),
+      log_likelihood_batch=lambda theta, v, o: log_likelihood_batch(layout, theta, v, o),
+      clipped_grad_sum=lambda *a, **kw: mixture_grads.clipped_grad_sum(layout, *a, **kw),
+      sample_predictive=lambda key, post, n: sample_predictive(layout, key, post, n),
+      features=features,
+  )
