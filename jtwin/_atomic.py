@@ -1,0 +1,114 @@
+"""Atomic file writes and output-path checks (private helpers)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import Iterable, Iterator, Optional
+
+from jtwin.errors import DataError
+
+__all__ = ["atomic_write", "check_output_path"]
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w", *, encoding: Optional[str] = "utf-8",
+                 newline: Optional[str] = None) -> Iterator:
+  """Opens a temporary file next to `path`; renames it to `path` on success.
+
+  The temporary file lives in the same directory (so `os.replace` is atomic),
+  is created with the usual permissions (0666 minus the umask) and is flushed
+  and fsync'ed before the rename. On any exception, including
+  KeyboardInterrupt, it is deleted and `path` is left untouched.
+
+  Args:
+    path: destination file.
+    mode: "w" (text) or "wb" (binary).
+    encoding: text encoding (ignored in binary mode).
+    newline: passed to `open` in text mode (use "" for the csv module).
+
+  Yields:
+    The open file object.
+  """
+  if mode not in ("w", "wt", "wb"):
+    raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+  path = os.fspath(path)
+  directory, base = os.path.split(os.path.abspath(path))
+  tmp, fd = _create_temp(directory, base)
+  try:
+    try:
+      if "b" in mode:
+        f = os.fdopen(fd, "wb")
+      else:
+        f = os.fdopen(fd, "w", encoding=encoding, newline=newline)
+    except BaseException:
+      os.close(fd)
+      raise
+    with f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+  _fsync_directory(directory)
+
+
+def check_output_path(path, inputs: Iterable = ()) -> None:
+  """Checks that `path` can be written and is none of the `inputs`.
+
+  Args:
+    path: the output file about to be written.
+    inputs: input files of the run (None entries are ignored).
+
+  Raises:
+    DataError: the directory is missing or not writable, `path` is a
+      directory, or `path` is (a link to) one of the inputs.
+  """
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise DataError(f"{path}: output directory '{directory}' does not exist; "
+                    "create it first")
+  if not os.access(directory, os.W_OK | os.X_OK):
+    raise DataError(f"{path}: output directory '{directory}' is not writable; "
+                    "choose another output path")
+  if os.path.isdir(path):
+    raise DataError(f"{path}: is a directory; give an output file name")
+  for source in inputs:
+    if source is None:
+      continue
+    source = os.fspath(source)
+    if _same_file(path, source):
+      raise DataError(f"{path}: refusing to overwrite the input file "
+                      f"'{source}'; choose a different output path")
+
+
+def _same_file(a: str, b: str) -> bool:
+  if os.path.exists(a) and os.path.exists(b):
+    with contextlib.suppress(OSError):
+      return os.path.samefile(a, b)
+  return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _create_temp(directory: str, base: str) -> tuple[str, int]:
+  """Creates a new hidden temporary file (O_EXCL) in `directory`."""
+  for _ in range(100):
+    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+    try:
+      return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+      continue
+  raise FileExistsError(f"cannot create a temporary file in {directory}")
+
+
+def _fsync_directory(directory: str) -> None:
+  """Makes the rename durable where the OS allows it (best effort)."""
+  with contextlib.suppress(OSError, AttributeError):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)

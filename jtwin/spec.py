@@ -1,0 +1,374 @@
+"""Model files: twinify's `model.txt` grammar plus optional public domains.
+
+A model file has one line per modelled column::
+
+  # comment
+  column name : Distribution ; option ; option = value ...
+
+The part before `;` is exactly twinify's grammar (twinify.md §2.1): text after
+the first `#` is a comment, lines are stripped, empty lines are skipped, the
+column name is everything before the first `:` (spaces inside are kept) and
+the distribution is one of Normal, Bernoulli, Categorical, Poisson in any
+case. Every twinify model file therefore parses to the same columns, order and
+families.
+
+The optional `;`-separated options declare the column's *public* domain, so
+that nothing about it has to be read off the private data:
+
+  ============  =====================  =======================================
+  option        families               meaning
+  ============  =====================  =======================================
+  categories    Categorical, Bernoulli `categories = a, b, "c, d"` (CSV syntax)
+  bounds        Normal, Poisson        `bounds = lo, hi`; values are clipped
+  loc, scale    Normal                 public standardisation (x - loc)/scale
+  integer       Normal, Poisson        round to integers on output
+  missing       all                    the column may be missing (yes/no)
+  ============  =====================  =======================================
+
+This module is pure Python (no pandas, no JAX) so that it imports instantly.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from typing import Optional
+
+from jtwin.errors import ModelFileError
+
+__all__ = [
+    "FAMILIES",
+    "FeatureSpec",
+    "ModelSpec",
+    "parse_model_file",
+    "parse_model_text",
+]
+
+FAMILIES = ("normal", "bernoulli", "categorical", "poisson")
+
+_DISPLAY = {
+    "normal": "Normal",
+    "bernoulli": "Bernoulli",
+    "categorical": "Categorical",
+    "poisson": "Poisson",
+}
+
+# Options each family accepts, in the order they are listed and written.
+_OPTIONS = {
+    "normal": ("bounds", "loc", "scale", "integer", "missing"),
+    "poisson": ("bounds", "integer", "missing"),
+    "categorical": ("categories", "missing"),
+    "bernoulli": ("categories", "missing"),
+}
+_ALL_OPTIONS = ("categories", "bounds", "loc", "scale", "integer", "missing")
+_FLAGS = ("integer", "missing")
+_YES = ("yes", "true")
+_NO = ("no", "false")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+  """One line of a model file.
+
+  Attributes:
+    name: column name (stripped).
+    family: "normal", "bernoulli", "categorical" or "poisson".
+    categories: declared category labels (strings, in code order) or None.
+    bounds: declared `(lo, hi)` with lo < hi, or None.
+    loc: declared standardisation shift (Normal) or None.
+    scale: declared standardisation scale > 0 (Normal) or None.
+    integer: declared integer flag, or None when not declared.
+    missing: declared missing flag, or None when not declared.
+    line: 1-based line number in the model file (0 when not from a file);
+      ignored by `==`.
+  """
+  name: str
+  family: str
+  categories: Optional[tuple[str, ...]] = None
+  bounds: Optional[tuple[float, float]] = None
+  loc: Optional[float] = None
+  scale: Optional[float] = None
+  integer: Optional[bool] = None
+  missing: Optional[bool] = None
+  line: int = dataclasses.field(default=0, compare=False)
+
+  def to_text(self) -> str:
+    """This feature as one model-file line (with all declared options)."""
+    if not self.name or any(c in self.name for c in ":#\n\r"):
+      raise ValueError(f"column name {self.name!r} cannot be written to a "
+                       "model file (it is empty or contains ':', '#' or a "
+                       "line break)")
+    parts = [f"{self.name} : {_DISPLAY[self.family]}"]
+    if self.categories is not None:
+      parts.append("categories = " +
+                   ", ".join(_quote_label(c) for c in self.categories))
+    if self.bounds is not None:
+      parts.append(f"bounds = {_fmt(self.bounds[0])}, {_fmt(self.bounds[1])}")
+    if self.loc is not None:
+      parts.append(f"loc = {_fmt(self.loc)}")
+    if self.scale is not None:
+      parts.append(f"scale = {_fmt(self.scale)}")
+    for flag in _FLAGS:
+      value = getattr(self, flag)
+      if value is not None:
+        parts.append(flag if value else f"{flag} = no")
+    return " ; ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """A parsed model file.
+
+  Attributes:
+    features: the modelled columns, in file order.
+    path: the file it was read from (used in error messages), or None;
+      ignored by `==`.
+  """
+  features: tuple[FeatureSpec, ...]
+  path: Optional[str] = dataclasses.field(default=None, compare=False)
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    """Column names in model order."""
+    return tuple(f.name for f in self.features)
+
+  def where(self, feature: FeatureSpec) -> str:
+    """`path:line` prefix for messages about `feature`."""
+    return f"{self.path or 'model file'}:{feature.line}"
+
+  def to_text(self) -> str:
+    """The model file text; `parse_model_text(s.to_text())` equals `s`."""
+    return "".join(f.to_text() + "\n" for f in self.features)
+
+
+def parse_model_text(text: str, path: str = "<string>") -> ModelSpec:
+  """Parses the text of a model file.
+
+  Args:
+    text: the file contents.
+    path: file name used in error messages and stored in the result.
+
+  Returns:
+    The `ModelSpec`, features in file order.
+
+  Raises:
+    ModelFileError: one line `path:line: problem (what to do)`.
+
+  Examples:
+    >>> spec = parse_model_text("Height (cm) : normal  # comment\\n"
+    ...                         "sex : Bernoulli ; categories = F, M\\n")
+    >>> [(f.name, f.family, f.categories) for f in spec.features]
+    [('Height (cm)', 'normal', None), ('sex', 'bernoulli', ('F', 'M'))]
+  """
+  features = []
+  first_line = {}
+  # `splitlines` and `split("#")` exactly as twinify's `parse_model`.
+  for number, raw in enumerate(text.splitlines(), start=1):
+    line = raw.split("#")[0].strip()
+    if not line:
+      continue
+    where = f"{path}:{number}"
+    if ":" not in line:
+      raise ModelFileError(f"{where}: expected 'column name : Distribution', "
+                           f"got {line!r}")
+    name, rest = line.split(":", 1)
+    name = name.strip()
+    if not name:
+      raise ModelFileError(f"{where}: empty column name before ':'")
+    if name in first_line:
+      raise ModelFileError(f"{where}: column '{name}' is already modelled on "
+                           f"line {first_line[name]}; list each column once")
+    segments = _split_options(rest, where)
+    token = segments[0].strip()
+    family = token.lower()
+    if family not in _OPTIONS:
+      raise ModelFileError(
+          f"{where}: unknown distribution '{token}' for column '{name}' "
+          "(use Normal, Bernoulli, Categorical or Poisson)")
+    options = _parse_options(segments[1:], name, family, where)
+    first_line[name] = number
+    features.append(FeatureSpec(name=name, family=family, line=number,
+                                **options))
+  if not features:
+    raise ModelFileError(f"{path}: the model file lists no columns; add lines "
+                         "like 'age : Normal'")
+  return ModelSpec(features=tuple(features), path=path)
+
+
+def parse_model_file(path: str) -> ModelSpec:
+  """Reads and parses a model file (UTF-8, a byte-order mark is ignored).
+
+  Raises:
+    ModelFileError: the file cannot be read, or does not parse.
+  """
+  try:
+    with open(path, encoding="utf-8-sig") as f:
+      text = f.read()
+  except FileNotFoundError:
+    raise ModelFileError(f"{path}: model file not found; check the path") \
+        from None
+  except IsADirectoryError:
+    raise ModelFileError(f"{path}: is a directory, not a model file") from None
+  except UnicodeDecodeError as e:
+    raise ModelFileError(f"{path}: not UTF-8 text ({e.reason} at byte "
+                         f"{e.start}); save the model file as UTF-8") from None
+  except OSError as e:
+    raise ModelFileError(f"{path}: cannot read the model file "
+                         f"({e.strerror or e})") from None
+  return parse_model_text(text, path=str(path))
+
+
+def _split_options(rest: str, where: str) -> list[str]:
+  """Splits on `;` outside double quotes."""
+  segments, current, quoted = [], [], False
+  for char in rest:
+    if char == '"':
+      quoted = not quoted
+    if char == ";" and not quoted:
+      segments.append("".join(current))
+      current = []
+    else:
+      current.append(char)
+  if quoted:
+    raise ModelFileError(f"{where}: unterminated '\"' quote; close it or "
+                         "remove it")
+  segments.append("".join(current))
+  return segments
+
+
+def _parse_options(segments, name, family, where) -> dict:
+  """Parses `key` / `key = value` segments into FeatureSpec keyword args."""
+  allowed = _OPTIONS[family]
+  display = _DISPLAY[family]
+  out = {}
+  for segment in segments:
+    segment = segment.strip()
+    if not segment:
+      continue
+    key, has_value, value = segment.partition("=")
+    key, value = key.strip().lower(), value.strip()
+    if key not in allowed:
+      what = (f"unknown option '{key}' for '{name}'" if key not in _ALL_OPTIONS
+              else f"option '{key}' does not apply to {display} column "
+              f"'{name}'")
+      raise ModelFileError(f"{where}: {what} (expected one of: "
+                           f"{', '.join(allowed)})")
+    if key in out:
+      raise ModelFileError(f"{where}: option '{key}' given twice for "
+                           f"'{name}'; keep one")
+    if key in _FLAGS:
+      out[key] = _parse_flag(key, value if has_value else "yes", name, where)
+      continue
+    if not value:
+      raise ModelFileError(f"{where}: option '{key}' for '{name}' needs a "
+                           f"value, e.g. '{_EXAMPLES[key]}'")
+    out[key] = _PARSERS[key](value, name, family, where)
+  if family == "poisson" and out.get("integer") is False:
+    raise ModelFileError(f"{where}: Poisson column '{name}' is always integer; "
+                         "remove 'integer = no'")
+  return out
+
+
+_EXAMPLES = {
+    "categories": "categories = a, b, c",
+    "bounds": "bounds = 0, 100",
+    "loc": "loc = 0",
+    "scale": "scale = 1",
+}
+
+
+def _parse_flag(key, value, name, where) -> bool:
+  if value.lower() in _YES:
+    return True
+  if value.lower() in _NO:
+    return False
+  raise ModelFileError(f"{where}: option '{key}' for '{name}' must be yes or "
+                       f"no, not '{value}'")
+
+
+def _parse_categories(value, name, family, where) -> tuple[str, ...]:
+  try:
+    rows = list(csv.reader([value], skipinitialspace=True))
+  except csv.Error as e:
+    raise ModelFileError(f"{where}: cannot read the categories of '{name}' "
+                         f"({e}); quote labels like \"a, b\"") from None
+  labels = tuple(label.strip() for label in rows[0]) if rows else ()
+  if any(not label for label in labels):
+    raise ModelFileError(f"{where}: empty category label for '{name}'; "
+                         "remove the extra ','")
+  seen = set()
+  for label in labels:
+    if label in seen:
+      raise ModelFileError(f"{where}: category '{label}' listed twice for "
+                           f"'{name}'")
+    seen.add(label)
+  if family == "bernoulli" and len(labels) != 2:
+    raise ModelFileError(f"{where}: Bernoulli column '{name}' needs exactly 2 "
+                         f"categories, got {len(labels)}; use Categorical for "
+                         "more")
+  return labels
+
+
+def _parse_number(text, key, name, where) -> float:
+  try:
+    number = float(text)
+  except ValueError:
+    number = math.nan
+  if not math.isfinite(number):
+    raise ModelFileError(f"{where}: {key} for '{name}' must be a finite "
+                         f"number, got '{text}'")
+  return number
+
+
+def _parse_bounds(value, name, family, where) -> tuple[float, float]:
+  parts = [p.strip() for p in value.split(",")]
+  if len(parts) != 2:
+    raise ModelFileError(f"{where}: bounds for '{name}' must be two numbers "
+                         f"'lo, hi', got '{value}'")
+  lo, hi = (_parse_number(p, "bounds", name, where) for p in parts)
+  if not lo < hi:
+    raise ModelFileError(f"{where}: bounds for '{name}' need lo < hi, got "
+                         f"'{value}'")
+  if family == "poisson" and (lo < 0 or lo != int(lo) or hi != int(hi)):
+    raise ModelFileError(f"{where}: bounds for Poisson column '{name}' must be "
+                         f"non-negative integers, got '{value}'")
+  return lo, hi
+
+
+def _parse_loc(value, name, family, where) -> float:
+  del family
+  return _parse_number(value, "loc", name, where)
+
+
+def _parse_scale(value, name, family, where) -> float:
+  del family
+  scale = _parse_number(value, "scale", name, where)
+  if scale <= 0:
+    raise ModelFileError(f"{where}: scale for '{name}' must be > 0, got "
+                         f"'{value}'")
+  return scale
+
+
+_PARSERS = {
+    "categories": _parse_categories,
+    "bounds": _parse_bounds,
+    "loc": _parse_loc,
+    "scale": _parse_scale,
+}
+
+
+def _fmt(number: float) -> str:
+  """Shortest text that parses back to `number` (integers without '.0')."""
+  if number == int(number) and abs(number) < 1e15:
+    return str(int(number))
+  return repr(float(number))
+
+
+def _quote_label(label: str) -> str:
+  """A category label in model-file CSV syntax, quoted when needed."""
+  if any(c in label for c in "#\n\r") or label != label.strip() or not label:
+    raise ValueError(f"category label {label!r} cannot be written to a model "
+                     "file (empty, surrounding spaces, '#' or a line break)")
+  if any(c in label for c in ',";'):
+    return '"' + label.replace('"', '""') + '"'
+  return label
