@@ -102,7 +102,15 @@ class DPAggregateState(NamedTuple):
   key: Array
 
 
-def dp_aggregate(noise_std: float, scale: float, key: Array) -> optax.GradientTransformation:
+def privatize(clipped_sum: PyTree, std_normal: PyTree, noise_std: float,
+              scale: float) -> PyTree:
+  """scale * (clipped_sum + noise_std * std_normal), leafwise."""
+  return jax.tree.map(lambda g, z: scale * (g + noise_std * z.astype(g.dtype)),
+                      clipped_sum, std_normal)
+
+
+def dp_aggregate(noise_std: float, scale: float,
+                 key: Array) -> optax.GradientTransformationExtraArgs:
   """Adds N(0, noise_std^2) to every coordinate of a clipped SUM, then scales.
 
   Args:
@@ -113,10 +121,14 @@ def dp_aggregate(noise_std: float, scale: float, key: Array) -> optax.GradientTr
       every update and never reused.
 
   Returns:
-    An `optax.GradientTransformation` whose `update(clipped_sum, state)` returns
-    `(scale * (clipped_sum + noise), new_state)`. The input must already be a
-    sum of per-example gradients clipped to C (`Model.clipped_grad_sum`),
-    padding rows contributing zero.
+    An `optax.GradientTransformationExtraArgs` whose
+    `update(clipped_sum, state, params=None, *, noise=None)` returns
+    `(scale * (clipped_sum + noise_std * z), new_state)` with z ~ N(0, I)
+    drawn by `wide_normal` from the state's key, or, if `noise` is given,
+    z = noise (standard normals the caller drew from an independent key for
+    this step only, e.g. a whole chunk's worth drawn at once with
+    `wide_normal`; the state is then returned unchanged). The input must already be a sum of per-example
+    gradients clipped to C, padding rows contributing zero.
   """
   if noise_std < 0 or not math.isfinite(noise_std):
     raise ValueError(f"noise_std must be finite and >= 0, got {noise_std}")
@@ -125,13 +137,15 @@ def dp_aggregate(noise_std: float, scale: float, key: Array) -> optax.GradientTr
     del params
     return DPAggregateState(key)
 
-  def update_fn(updates, state, params=None):
-    del params
+  def update_fn(updates, state, params=None, *, noise=None, **extra):
+    del params, extra
+    if noise is not None:
+      return privatize(updates, noise, noise_std, scale), state
     next_key, noise_key = jax.random.split(state.key)
-    leaves, treedef = jax.tree.flatten(updates)
-    keys = jax.random.split(noise_key, max(len(leaves), 1))
-    noisy = [scale * (g + noise_std * wide_normal(k, g.shape).astype(g.dtype))
-             for g, k in zip(leaves, keys)]
-    return jax.tree.unflatten(treedef, noisy), DPAggregateState(next_key)
+    if True:
+      leaves, treedef = jax.tree.flatten(updates)
+      keys = jax.random.split(noise_key, max(len(leaves), 1))
+      noise = jax.tree.unflatten(treedef, [wide_normal(k, g.shape) for g, k in zip(leaves, keys)])
+    return privatize(updates, noise, noise_std, scale), DPAggregateState(next_key)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -20,11 +20,27 @@ import jax.numpy as jnp
 
 from jtwin.models import families as fam
 from jtwin.models.interface import ClipInfo
-from jtwin.models.mixture import MixtureLayout, cat_log_probs, cat_onehot, component_log_likelihood
+from jtwin.models.mixture import MixtureLayout, cat_log_probs, cat_onehot
 
 
 def _finite_or_zero(x):
   return jnp.where(jnp.isfinite(x), x, 0.0)
+
+
+def _design(layout: MixtureLayout, values, observed):
+  """The batch's 0/1 design matrix F [B, M] of the categorical and missingness
+  blocks: [one-hot of observed categories (Ct) | observed categorical cell (Dc)
+  | observed (Dm) | missing (Dm)]. Every such block's log-likelihood, squared
+  score norm and weighted gradient sum is then one product with F or F^T.
+  """
+  parts = []
+  if len(layout.cat_idx):
+    parts += [cat_onehot(layout, values, observed),
+              observed[:, layout.cat_idx].astype(values.dtype)]
+  if len(layout.missing_idx):
+    om = observed[:, layout.missing_idx].astype(values.dtype)
+    parts += [om, 1.0 - om]
+  return jnp.concatenate(parts, axis=1) if parts else None
 
 
 def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
@@ -51,79 +67,90 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
   """
   dtype = values.dtype
   k = layout.num_components
+  b = values.shape[0]
   log_pi = fam.categorical_log_probs(theta["mix"])            # [K]
   pi = jnp.exp(log_pi)
-  comp = component_log_likelihood(layout, theta, values, observed)  # [B, K]
-  joint = log_pi + comp
-  ell = jax.nn.logsumexp(joint, axis=-1)                     # [B]
-  resp = jnp.exp(joint - ell[:, None])                        # [B, K]
-
-  # ---- squared norms: sum_k r_ik^2 N2_ik + weight-logit part.
-  n2 = jnp.zeros_like(comp)
-  terms = {}
+  comp = jnp.zeros((b, k), dtype)                             # L_ik
+  n2 = jnp.zeros((b, k), dtype)                               # weighted |dL_ik/dtheta_k|^2
   if len(layout.normal_idx):
     x = values[:, layout.normal_idx][:, None, :]
     o = observed[:, layout.normal_idx][:, None, :]
-    inv_s = jnp.exp(-theta["normal_log_scale"])
+    log_s = theta["normal_log_scale"]
+    inv_s = jnp.exp(-log_s)
     z = (x - theta["normal_loc"]) * inv_s                     # [B, K, Dn]
+    comp += jnp.sum(jnp.where(o, -0.5 * z * z - log_s - fam._HALF_LOG_2PI, 0.0), -1)
     d_loc = jnp.where(o, z * inv_s, 0.0)
     d_ls = jnp.where(o, z * z - 1.0, 0.0)
     n2 += jnp.sum(coord_weights["normal_loc"] * d_loc**2
                   + coord_weights["normal_log_scale"] * d_ls**2, -1)
-    terms["normal"] = (d_loc, d_ls)
   if len(layout.poisson_idx):
     o = observed[:, layout.poisson_idx]
     x = jnp.where(o, values[:, layout.poisson_idx], 0.0)
-    rate = jnp.exp(theta["poisson_log_rate"])                 # [K, Dp]
+    eta = theta["poisson_log_rate"]
+    rate = jnp.exp(eta)                                       # [K, Dp]
+    lp = fam.poisson_log_prob(x[:, None, :], eta)
+    comp += jnp.sum(jnp.where(o[:, None, :], lp, 0.0), -1)
     d_eta = jnp.where(o[:, None, :], x[:, None, :] - rate, 0.0)
     n2 += jnp.sum(coord_weights["poisson_log_rate"] * d_eta**2, -1)
-    terms["poisson"] = (o.astype(dtype), x)
-  if len(layout.cat_idx):
-    onehot = cat_onehot(layout, values, observed)             # [B, Ct]
-    oc = observed[:, layout.cat_idx].astype(dtype)            # [B, Dc]
-    p = jnp.exp(cat_log_probs(layout, theta["cat_logits"]))   # [K, Ct]
-    w = jnp.zeros_like(p).at[:, layout.flat_free].set(coord_weights["cat_logits"])
-    seg = jax.nn.one_hot(layout.flat_feature, len(layout.cat_idx), dtype=dtype)  # [Ct, Dc]
-    a_kd = (w * p * p) @ seg                                  # [K, Dc]
-    n2 += oc @ a_kd.T + onehot @ (w * (1.0 - 2.0 * p)).T
-    terms["cat"] = (onehot, oc, p)
-  if len(layout.missing_idx):
-    om = observed[:, layout.missing_idx].astype(dtype)        # [B, Dm]
-    q = jax.nn.sigmoid(theta["missing_logit"])                # [K, Dm]
-    wz = coord_weights["missing_logit"]
-    n2 += om @ (wz * q * q).T + (1.0 - om) @ (wz * (1.0 - q) ** 2).T
-    terms["missing"] = (om, q)
+  design = _design(layout, values, observed)
+  if design is not None:
+    fwd, nrm = [], []
+    if len(layout.cat_idx):
+      logp = cat_log_probs(layout, theta["cat_logits"])       # [K, Ct]
+      p = jnp.exp(logp)
+      w = jnp.zeros_like(p).at[:, layout.flat_free].set(coord_weights["cat_logits"])
+      seg = jax.nn.one_hot(layout.flat_feature, len(layout.cat_idx), dtype=dtype)
+      # sum_c w_c (1[x=c] - p_c)^2 = sum_c w_c p_c^2 + w_x (1 - 2 p_x)
+      fwd += [logp, jnp.zeros((k, len(layout.cat_idx)), dtype)]
+      nrm += [w * (1.0 - 2.0 * p), (w * p * p) @ seg]
+    if len(layout.missing_idx):
+      zeta = theta["missing_logit"]
+      q = jax.nn.sigmoid(zeta)
+      wz = coord_weights["missing_logit"]
+      fwd += [-jax.nn.softplus(zeta), -jax.nn.softplus(-zeta)]
+      nrm += [wz * q * q, wz * (1.0 - q) ** 2]
+    both = design @ jnp.concatenate([jnp.concatenate(fwd, 1), jnp.concatenate(nrm, 1)], 0).T
+    comp += both[:, :k]
+    n2 += both[:, k:]
+  joint = log_pi + comp
+  ell = jax.nn.logsumexp(joint, axis=-1)                     # [B]
+  resp = jnp.exp(joint - ell[:, None])                        # [B, K]
   g_mix = resp[:, : k - 1] - pi[: k - 1]                      # [B, K-1]
   norm2 = jnp.sum(resp * resp * n2, -1) + jnp.sum(coord_weights["mix"] * g_mix**2, -1)
   norm = jnp.sqrt(jnp.maximum(norm2, 0.0))
 
   finite = jnp.isfinite(norm) & jnp.isfinite(ell)
   use = mask & finite
-  factor = jnp.where(norm > clip, clip / jnp.where(norm > 0, norm, 1.0), 1.0)
+  # A relative margin of 2^-16 absorbs float rounding between the norm and the sum.
+  target = clip * (1.0 - 2.0**-16)
+  factor = jnp.where(norm > target, target / jnp.where(norm > 0, norm, 1.0), 1.0)
   c = jnp.where(use, factor, 0.0)                             # [B]
   a = jnp.where(use[:, None], c[:, None] * resp, 0.0)         # [B, K]
   a = _finite_or_zero(a)
 
   # ---- weighted sums sum_i sum_k a_ik dL_ik/dtheta_k.
   grads = {"mix": jnp.sum(a[:, : k - 1], 0) - pi[: k - 1] * jnp.sum(c)}
-  if "normal" in terms:
-    d_loc, d_ls = terms["normal"]
+  if len(layout.normal_idx):
     grads["normal_loc"] = jnp.einsum("bk,bkd->kd", a, _finite_or_zero(d_loc))
     grads["normal_log_scale"] = jnp.einsum("bk,bkd->kd", a, _finite_or_zero(d_ls))
-  if "poisson" in terms:
-    o, x = terms["poisson"]
-    rate = jnp.exp(theta["poisson_log_rate"])
+  if len(layout.poisson_idx):
+    o = observed[:, layout.poisson_idx].astype(dtype)
     grads["poisson_log_rate"] = a.T @ (o * x) - rate * (a.T @ o)
-  if "cat" in terms:
-    onehot, oc, p = terms["cat"]
-    per_feat = (a.T @ oc)[:, layout.flat_feature]             # [K, Ct]
-    g_flat = a.T @ onehot - p * per_feat
-    grads["cat_logits"] = g_flat[:, layout.flat_free]
-  if "missing" in terms:
-    om, q = terms["missing"]
-    grads["missing_logit"] = a.T @ (1.0 - om) - q * jnp.sum(a, 0)[:, None]
+  if design is not None:
+    ad = a.T @ design                                         # [K, M]
+    pos = 0
+    if len(layout.cat_idx):
+      ct, dc = len(layout.flat_feature), len(layout.cat_idx)
+      a_onehot, a_obs = ad[:, :ct], ad[:, ct:ct + dc]
+      g_flat = a_onehot - p * a_obs[:, layout.flat_feature]
+      grads["cat_logits"] = g_flat[:, layout.flat_free]
+      pos = ct + dc
+    if len(layout.missing_idx):
+      dm = len(layout.missing_idx)
+      a_missing = ad[:, pos + dm:pos + 2 * dm]
+      grads["missing_logit"] = a_missing - q * jnp.sum(a, 0)[:, None]
 
-  info = ClipInfo(num_clipped=jnp.sum(use & (norm > clip)),
+  info = ClipInfo(num_clipped=jnp.sum(use & (norm > target)),
                   num_nonfinite=jnp.sum(mask & ~finite),
                   log_lik_sum=jnp.sum(jnp.where(use, ell, 0.0)))
   if return_norms:

@@ -1,0 +1,187 @@
+"""Fidelity metrics on integer-coded tables (see `encoding`), all NumPy.
+
+Marginals are counted with one `np.bincount` per column subset on combined
+codes (`code_a * size_b + code_b` ...), so all 2-way marginals of a 15-column
+table with 32k rows take milliseconds.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "auroc",
+    "cramers_v",
+    "cramers_v_matrix",
+    "joint_counts",
+    "kway_tvds",
+    "pearson_matrix",
+    "sample_subsets",
+    "synthetic_ranking_agreement",
+    "tvd",
+    "wasserstein1",
+]
+
+
+def joint_counts(codes: np.ndarray, sizes: Sequence[int],
+                 columns: Sequence[int]) -> np.ndarray:
+  """Counts of the joint codes of `columns`: an array of shape sizes[columns].
+
+  Args:
+    codes: int [N, D] codes.
+    sizes: number of codes of every column.
+    columns: the column indices of the marginal.
+  """
+  shape = tuple(int(sizes[c]) for c in columns)
+  flat = np.zeros(codes.shape[0], dtype=np.int64)
+  for c, s in zip(columns, shape):
+    flat = flat * s + codes[:, c]
+  return np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape)
+
+
+def tvd(counts_p: np.ndarray, counts_q: np.ndarray) -> float:
+  """Total variation distance 0.5 * sum |p - q| of two count tables."""
+  p = counts_p / max(counts_p.sum(), 1)
+  q = counts_q / max(counts_q.sum(), 1)
+  return float(0.5 * np.abs(p - q).sum())
+
+
+def sample_subsets(num_columns: int, k: int, max_subsets: int,
+                   rng: np.random.Generator) -> list[tuple[int, ...]]:
+  """All k-subsets of the columns, or `max_subsets` of them drawn at random.
+
+  The sample is drawn without replacement from all subsets, and sorted.
+  """
+  total = _comb(num_columns, k)
+  if total <= max_subsets:
+    return list(itertools.combinations(range(num_columns), k))
+  seen = set()
+  while len(seen) < max_subsets:
+    seen.add(tuple(sorted(rng.choice(num_columns, size=k, replace=False)
+                          .tolist())))
+  return sorted(seen)
+
+
+def _comb(n: int, k: int) -> int:
+  return math.comb(n, k) if n >= k else 0
+
+
+def kway_tvds(codes_p: np.ndarray, codes_q: np.ndarray, sizes: Sequence[int],
+              subsets: Sequence[Sequence[int]]) -> np.ndarray:
+  """TVD of the marginal of every column subset: float [len(subsets)]."""
+  return np.array([tvd(joint_counts(codes_p, sizes, s),
+                       joint_counts(codes_q, sizes, s)) for s in subsets],
+                  dtype=float)
+
+
+def cramers_v(table: np.ndarray) -> float:
+  """Cramér's V of a 2-way count table (no bias correction).
+
+  V = sqrt(chi2 / (n * (min(r, c) - 1))), where r and c count the non-empty
+  rows and columns. NaN if either margin has a single non-empty level.
+  """
+  table = np.asarray(table, dtype=float)
+  table = table[table.sum(1) > 0][:, table.sum(0) > 0]
+  r, c = table.shape
+  n = table.sum()
+  if min(r, c) < 2:
+    return float("nan")
+  expected = np.outer(table.sum(1), table.sum(0)) / n
+  chi2 = ((table - expected) ** 2 / expected).sum()
+  return float(np.sqrt(chi2 / (n * (min(r, c) - 1))))
+
+
+def cramers_v_matrix(codes: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+  """Cramér's V of every column pair: float [D, D], symmetric, diagonal 1.
+
+  Missing is a category of its own, numeric columns are binned (codes).
+  """
+  d = codes.shape[1]
+  out = np.eye(d)
+  for a, b in itertools.combinations(range(d), 2):
+    out[a, b] = out[b, a] = cramers_v(joint_counts(codes, sizes, (a, b)))
+  return out
+
+
+def pearson_matrix(frame: pd.DataFrame) -> np.ndarray:
+  """Pearson correlations of the columns of `frame` (pairwise complete)."""
+  values = frame.apply(pd.to_numeric, errors="coerce").astype(float)
+  return values.corr(method="pearson").to_numpy()
+
+
+def wasserstein1(a: np.ndarray, b: np.ndarray) -> float:
+  """Exact Wasserstein-1 distance of two 1-d samples, via sorted quantiles.
+
+  W1 = integral over u in (0, 1) of |F_a^{-1}(u) - F_b^{-1}(u)|, evaluated
+  exactly on the union of the two step functions' breakpoints. NaNs are
+  dropped; NaN if either sample is empty.
+  """
+  a = np.sort(np.asarray(a, dtype=float)[~np.isnan(a)])
+  b = np.sort(np.asarray(b, dtype=float)[~np.isnan(b)])
+  n, m = a.size, b.size
+  if n == 0 or m == 0:
+    return float("nan")
+  u = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
+  du = np.diff(u, prepend=0.0)
+  mid = u - du / 2
+  ia = np.minimum((mid * n).astype(np.int64), n - 1)
+  ib = np.minimum((mid * m).astype(np.int64), m - 1)
+  return float(np.sum(du * np.abs(a[ia] - b[ib])))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+  """1-based ranks of x, ties sharing their average rank."""
+  order = np.argsort(x, kind="mergesort")
+  xs = x[order]
+  boundaries = np.flatnonzero(np.diff(xs)) + 1
+  starts = np.concatenate([[0], boundaries])
+  ends = np.concatenate([boundaries, [xs.size]])
+  avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+  ranks = np.empty(x.size)
+  ranks[order] = np.repeat(avg, ends - starts)
+  return ranks
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+  """Area under the ROC curve by the rank (Mann-Whitney U) statistic.
+
+  AUROC = (R_1 - n_1 (n_1 + 1) / 2) / (n_1 n_0), R_1 the sum of the
+  positives' ranks among all scores (ties get average ranks, so a tie
+  counts 1/2). NaN if one class is absent.
+
+  Args:
+    labels: bool or 0/1 [N], 1 = positive.
+    scores: float [N], higher = more likely positive.
+  """
+  labels = np.asarray(labels).astype(bool)
+  scores = np.asarray(scores, dtype=float)
+  n1 = int(labels.sum())
+  n0 = labels.size - n1
+  if n1 == 0 or n0 == 0:
+    return float("nan")
+  r1 = _average_ranks(scores)[labels].sum()
+  return float((r1 - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def synthetic_ranking_agreement(scores_real: Sequence[float],
+                                scores_synth: Sequence[float]) -> float:
+  """Fraction of model pairs ordered the same way by both score lists.
+
+  A pair (i, j) agrees when sign(real_i - real_j) == sign(synth_i - synth_j)
+  (a tie agrees only with a tie). NaN with fewer than two models.
+
+  References:
+    Jordon, Yoon, van der Schaar (2018), "Measuring the quality of synthetic
+    data for use in competitions", arXiv:1806.11345.
+  """
+  r = np.asarray(scores_real, dtype=float)
+  s = np.asarray(scores_synth, dtype=float)
+  pairs = list(itertools.combinations(range(r.size), 2))
+  if not pairs:
+    return float("nan")
+  agree = [np.sign(r[i] - r[j]) == np.sign(s[i] - s[j]) for i, j in pairs]
+  return float(np.mean(agree))
