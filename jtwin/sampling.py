@@ -23,15 +23,31 @@ def _generic_predictive(model: Model, key, posterior: post.MeanFieldParams, n: i
   return jax.vmap(one)(jax.random.split(key, n))
 
 
-def predictive_fn(model: Model):
-  """`(key, posterior, n) -> (values [n, D], observed [n, D])` for this model."""
+def _grouped_predictive(model: Model, m: int, key, posterior: post.MeanFieldParams, n: int):
+  """n parameter draws theta ~ q, m rows from each: [n * m, D]."""
+  def one(k):
+    k_theta, k_x = jax.random.split(k)
+    return model.sample(k_x, post.sample(k_theta, posterior), m)
+  values, observed = jax.vmap(one)(jax.random.split(key, n))
+  return values.reshape((n * m,) + values.shape[2:]), observed.reshape((n * m,) + observed.shape[2:])
+
+
+def predictive_fn(model: Model, records_per_draw: int = 1):
+  """`(key, posterior, n) -> (values, observed)` for this model.
+
+  With records_per_draw = m > 1, n is the number of parameter draws and the
+  result has n * m rows (twinify's --num_synthetic_records_per_parameter_sample).
+  """
+  if records_per_draw > 1:
+    return functools.partial(_grouped_predictive, model, records_per_draw)
   if model.sample_predictive is not None:
     return model.sample_predictive
   return functools.partial(_generic_predictive, model)
 
 
 def sample_synthetic(key: jax.Array, model: Model, posterior: post.MeanFieldParams,
-                     num_rows: int, *, chunk_size: int = DEFAULT_CHUNK):
+                     num_rows: int, *, chunk_size: int = DEFAULT_CHUNK,
+                     records_per_draw: int = 1):
   """Draws `num_rows` synthetic rows from the posterior predictive.
 
   Each row gets its own parameter draw theta ~ q (twinify's default). Rows
@@ -45,15 +61,21 @@ def sample_synthetic(key: jax.Array, model: Model, posterior: post.MeanFieldPara
     posterior: its variational parameters.
     num_rows: rows to draw (>= 0).
     chunk_size: rows per compiled call.
+    records_per_draw: rows per parameter draw (default 1: a fresh theta per
+      row); rows of one draw are consecutive.
 
   Returns:
     numpy (values float32 [num_rows, D], observed bool [num_rows, D]).
   """
   if num_rows < 0:
     raise ValueError(f"num_rows must be >= 0, got {num_rows}")
-  size = int(max(1, min(chunk_size, num_rows)))
-  draw = jax.jit(predictive_fn(model), static_argnums=2)
-  num_chunks = int(math.ceil(num_rows / size))
+  if records_per_draw < 1:
+    raise ValueError(f"records_per_draw must be >= 1, got {records_per_draw}")
+  m = int(records_per_draw)
+  num_draws = int(math.ceil(num_rows / m))
+  size = int(max(1, min(max(chunk_size // m, 1), num_draws)))
+  draw = jax.jit(predictive_fn(model, m), static_argnums=2)
+  num_chunks = int(math.ceil(num_draws / size))
   keys = jax.random.split(key, max(num_chunks, 1))
   vals, obs = [], []
   for c in range(num_chunks):

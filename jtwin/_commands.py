@@ -1,0 +1,336 @@
+"""The work behind `jtwin fit`, `jtwin sample` and `jtwin check` (called by `jtwin.cli`)."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from jtwin.errors import DataError, JtwinInputError
+
+
+class _Timer:
+  def __init__(self):
+    self.phases, self._t = {}, time.perf_counter()
+
+  def lap(self, name):
+    now = time.perf_counter()
+    self.phases[name] = self.phases.get(name, 0.0) + now - self._t
+    self._t = now
+
+
+class Prepared(NamedTuple):
+  """Data and model ready for training."""
+  model: object
+  values: np.ndarray
+  observed: np.ndarray
+  frame: object             # the modelled columns, as read (for plots)
+  domain: object            # jtwin.data.Domain, or None for custom models
+  decode: object            # (values, observed) -> DataFrame
+  model_info: dict
+  inferred: list            # items taken from the private data without noise
+
+
+def _say(args, *lines):
+  if not getattr(args, "quiet", False):
+    for line in lines:
+      print(line, flush=True)
+
+
+def prepare(df, model_path: str, *, k: int, drop_na: bool, source: str) -> Prepared:
+  """Model file (or custom .py model) + data -> model, encoded data, decoder."""
+  from jtwin import data as jdata
+  if model_path.endswith(".py"):
+    return _prepare_custom(df, model_path, drop_na=drop_na, source=source)
+  from jtwin.models import make_mixture_model
+  from jtwin.spec import parse_model_file
+  spec = parse_model_file(model_path)
+  frame = jdata.select_columns(df, spec, bool(drop_na), source=source)
+  if len(frame) == 0:
+    raise DataError(f"{source}: no rows left after dropping rows with missing values "
+                    "(--drop_na); declare the columns as 'missing' instead")
+  domain = jdata.resolve_domain(frame, spec, source=source)
+  for name, count in jdata.out_of_bounds(frame, domain).items():
+    warnings.warn(f"column '{name}': {count} value(s) outside the declared bounds were "
+                  "clipped to them")
+  encoded = jdata.encode(frame, domain, source=source)
+  model = make_mixture_model(domain.features(), k)
+  info = {"kind": "mixture", "num_components": int(k),
+          "features": [list(f) for f in domain.features()]}
+  return Prepared(model, encoded.values, encoded.observed, frame, domain,
+                  lambda v, o: jdata.decode(v, o, domain), info, domain.inferred_from_data())
+
+
+def _prepare_custom(df, path, *, drop_na, source):
+  import pandas as pd
+  from jtwin.custom import load_custom_model
+  from jtwin.result_io import file_sha256
+  custom = load_custom_model(path)
+  frame = df.dropna() if drop_na else df
+  if custom.preprocess is not None:
+    try:
+      frame = custom.preprocess(frame)
+    except JtwinInputError:
+      raise
+    except Exception as e:
+      raise JtwinInputError(f"{path}: preprocess() failed: {e.__class__.__name__}: {e}") from None
+    if not isinstance(frame, pd.DataFrame):
+      raise JtwinInputError(f"{path}: preprocess() must return a pandas DataFrame")
+  bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+  if bad:
+    raise DataError(f"{source}: column '{bad[0]}' is not numeric; a custom model needs "
+                    f"numeric columns: convert it in preprocess() in {path}")
+  arr = frame.to_numpy(np.float64)
+  observed = np.isfinite(arr)
+  values = np.where(observed, arr, 0.0).astype(np.float32)
+  columns = list(frame.columns)
+  model = custom.make_model(columns)
+
+  def decode(v, o):
+    out = pd.DataFrame(np.where(o, v, np.nan), columns=columns)
+    if custom.postprocess is not None:
+      try:
+        out = custom.postprocess(out)
+      except Exception as e:
+        raise JtwinInputError(f"{path}: postprocess() failed: {e.__class__.__name__}: {e}") from None
+    return out
+
+  inferred = ["custom model: whatever preprocess() derives from the data"] if custom.preprocess else []
+  info = {"kind": "custom", "path": os.path.abspath(path), "sha256": file_sha256(path),
+          "columns": columns}
+  return Prepared(model, values, observed, frame, None, decode, info, inferred)
+
+
+def _warn_inferred(inferred):
+  if inferred:
+    warnings.warn("taken from the private data, NOT covered by the epsilon guarantee "
+                  "(declare them in the model file to avoid this): " + "; ".join(inferred))
+
+
+def _output_paths(args):
+  from jtwin._atomic import check_output_path
+  prefix = args.output_path
+  paths = {"csv": prefix + ".csv", "result": prefix + ".jtwin.npz"}
+  inputs = [args.data_path, args.model_path]
+  for p in paths.values():
+    check_output_path(p, inputs=inputs)
+  return paths
+
+
+def fit(args) -> int:
+  import jax
+  from jtwin import data as jdata
+  from jtwin import infer
+  from jtwin._rng import root_key
+  from jtwin._progress import ProgressBar
+  from jtwin.result_io import save_result
+  from jtwin.sampling import sample_synthetic
+
+  timer = _Timer()
+  if args.num_synthetic is not None and args.num_synthetic < 0:
+    raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
+  paths = _output_paths(args)
+  df = jdata.read_csv(args.data_path)
+  prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path)
+  n, d = prep.values.shape
+  timer.lap("load and encode")
+  _warn_inferred(prep.inferred)
+  q = args.sampling_ratio
+  if q * n < 1:
+    raise DataError(f"{args.data_path}: {n} rows are too few for --sampling_ratio {q:g} "
+                    f"(expected batch q*N = {q * n:.2g} < 1); raise --sampling_ratio to at "
+                    f"least {1.0 / n:.2g}")
+  delta = args.delta if args.delta is not None else 0.1 / n
+  if delta > 1.0 / n and not args.allow_large_delta and not args.non_private:
+    raise _unsafe_delta(delta, n)
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="delta = .* is larger than 1/N")
+    privacy = infer.privacy_plan(
+        n, epsilon=args.epsilon, delta=delta, sampling_ratio=q, num_epochs=args.num_epochs,
+        clipping_threshold=args.clipping_threshold, noise_multiplier=args.noise_multiplier,
+        max_epsilon=args.max_epsilon, non_private=args.non_private)
+  timer.lap("noise calibration")
+  if privacy.mode == "non-private":
+    warnings.warn("--no-privacy: NO differential privacy; do not release this output")
+  _say(args, f"jtwin: {n} rows x {d} features; {_privacy_line(privacy)}")
+
+  key = root_key(args.seed)
+  k_fit, k_sample = jax.random.split(key)
+  bar = ProgressBar("training", privacy.steps, quiet=args.quiet)
+  result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
+                     learning_rate=args.learning_rate,
+                     progress=lambda done, total, ep: bar.update(
+                         done, f"loglik/row {ep['mean_log_lik']:.3g}"))
+  timer.phases["compile"] = result.timings["compile"]
+  timer.lap("training")
+  timer.phases["training"] -= result.timings["compile"]
+
+  num = n if args.num_synthetic is None else args.num_synthetic
+  m = args.num_synthetic_records_per_parameter_sample
+  values, observed = sample_synthetic(k_sample, prep.model, result.posterior, num,
+                                      records_per_draw=m)
+  synth = prep.decode(values, observed)
+  timer.lap("sampling")
+  written = []
+  if args.separate_output:
+    for i, start in enumerate(range(0, num, m)):
+      path = f"{args.output_path}.{i}.csv"
+      jdata.write_csv_atomic(synth.iloc[start:start + m], path)
+    written.append(f"{args.output_path}.{{0..{max(math.ceil(num / m) - 1, 0)}}}.csv")
+  else:
+    jdata.write_csv_atomic(synth, paths["csv"])
+    written.append(paths["csv"])
+  save_result(paths["result"], result.posterior, model_info=prep.model_info,
+              privacy=privacy, domain=prep.domain, inferred_from_data=prep.inferred)
+  written.append(paths["result"])
+  timer.lap("writing")
+  if args.visualize != "none":
+    from jtwin.plots import make_plots
+    real = prep.decode(prep.values, prep.observed) if prep.domain is None else prep.frame
+    made = make_plots(real, synth, args.output_path, args.visualize)
+    written += list(made.files)
+    timer.lap("plots")
+    if made.files:
+      _say(args, "jtwin: the plots compare against the REAL data: they are for the data "
+           "holder, not for release")
+  _say(args, *_summary(n, d, privacy, timer.phases, written, num))
+  return 0
+
+
+def _unsafe_delta(delta, n):
+  from jtwin.cli import UnsafeDeltaError
+  return UnsafeDeltaError(
+      f"--delta {delta:g} is larger than 1/N = {1.0 / n:.3g}: that allows publishing a whole "
+      "row; use a smaller --delta (default 0.1/N) or pass --allow_large_delta")
+
+
+def _privacy_line(p) -> str:
+  if p.mode == "non-private":
+    return f"NON-PRIVATE run (no clipping, no noise), q = {p.sampling_ratio:g}, T = {p.steps} steps"
+  target = f", target {p.epsilon_target:g}" if p.epsilon_target is not None else ""
+  return (f"(epsilon = {p.epsilon:.4g}{target}, delta = {p.delta:.3g})-DP "
+          f"[certified upper bound, {p.accountant} accountant, {p.relation}]; "
+          f"noise multiplier sigma = {p.noise_multiplier:.4g}, q = {p.sampling_ratio:g}, "
+          f"T = {p.steps} steps, C = {p.clipping_threshold:g}")
+
+
+def _summary(n, d, privacy, phases, written, num):
+  total = sum(phases.values())
+  times = " | ".join(f"{k} {v:.2f}s" for k, v in phases.items())
+  return [f"jtwin: done in {total:.1f} s ({times})",
+          f"jtwin: privacy: {_privacy_line(privacy)}",
+          f"jtwin: wrote {num} synthetic rows: " + ", ".join(written)]
+
+
+def _rebuild_posterior(model, loaded_posterior, key):
+  """Puts saved leaves back into the model's parameter structure."""
+  import jax
+  import jax.numpy as jnp
+  from jtwin.models.posterior import MeanFieldParams
+  template = model.init(key)
+  leaves, treedef = jax.tree.flatten(template)
+
+  def build(saved):
+    names = sorted(saved)
+    if isinstance(template, dict) and set(saved) == set(template):
+      return {k_: jnp.asarray(saved[k_]) for k_ in template}
+    if len(names) != len(leaves):
+      raise JtwinInputError("the result file does not match the model (parameter count)")
+    return jax.tree.unflatten(treedef, [jnp.asarray(saved[k_]) for k_ in names])
+
+  post = MeanFieldParams(build(loaded_posterior.loc), build(loaded_posterior.raw_scale))
+  for a, b in zip(jax.tree.leaves(post.loc), leaves):
+    if a.shape != jnp.shape(b):
+      raise JtwinInputError("the result file does not match the model (parameter shapes)")
+  return post
+
+
+def sample(args) -> int:
+  import jax
+  from jtwin import data as jdata
+  from jtwin._atomic import check_output_path
+  from jtwin._rng import root_key
+  from jtwin.result_io import file_sha256, load_result
+  from jtwin.sampling import sample_synthetic
+  if args.num_synthetic < 0:
+    raise JtwinInputError(f"-n must be >= 0, got {args.num_synthetic}")
+  check_output_path(args.output, inputs=[args.result] + ([args.model] if args.model else []))
+  t0 = time.perf_counter()
+  loaded = load_result(args.result)
+  info = loaded.meta["model"]
+  if info["kind"] == "mixture":
+    from jtwin.models import make_mixture_model
+    from jtwin.models.interface import Feature
+    model = make_mixture_model([Feature(*f) for f in info["features"]], info["num_components"])
+    decode = lambda v, o: jdata.decode(v, o, loaded.domain)
+  else:
+    import pandas as pd
+    from jtwin.custom import load_custom_model
+    path = args.model or info["path"]
+    if not os.path.isfile(path):
+      raise JtwinInputError(f"{args.result}: was fitted with the custom model {info['path']}, "
+                            "which is not there; pass it with --model MODEL.py")
+    if file_sha256(path) != info["sha256"]:
+      warnings.warn(f"{path} differs from the model file the result was fitted with")
+    custom = load_custom_model(path)
+    model = custom.make_model(info["columns"])
+
+    def decode(v, o):
+      out = pd.DataFrame(np.where(o, v, np.nan), columns=info["columns"])
+      return custom.postprocess(out) if custom.postprocess else out
+  key = root_key(args.seed)
+  k_template, k_sample = jax.random.split(key)
+  post = _rebuild_posterior(model, loaded.posterior, k_template)
+  values, observed = sample_synthetic(k_sample, model, post, args.num_synthetic,
+                                      records_per_draw=args.m)
+  jdata.write_csv_atomic(decode(values, observed), args.output)
+  p = loaded.meta.get("privacy", {})
+  _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "
+       f"{time.perf_counter() - t0:.2f} s (post-processing of a result with "
+       f"epsilon = {p.get('epsilon')}, delta = {p.get('delta')}; no extra privacy cost)")
+  return 0
+
+
+def check(args) -> int:
+  import jax
+  import jax.numpy as jnp
+  from jtwin import data as jdata
+  df = jdata.read_csv(args.data_path)
+  prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path)
+  n, d = prep.values.shape
+  problems = []
+  if args.sampling_ratio * n < 1:
+    problems.append(f"{n} rows are too few for --sampling_ratio {args.sampling_ratio:g}")
+  model = prep.model
+  key = jax.random.key(0)   # public, data-independent: only used to test the model
+  k1, k2 = jax.random.split(key)
+  theta = model.init(k1)
+  rows = slice(0, min(n, 1000))
+  batch = model.log_likelihood_batch or jax.vmap(model.log_likelihood, in_axes=(None, 0, 0))
+  ll = np.asarray(batch(theta, jnp.asarray(prep.values[rows]), jnp.asarray(prep.observed[rows])))
+  if not np.all(np.isfinite(ll)):
+    bad = int(np.argmax(~np.isfinite(ll)))
+    problems.append(f"the log-likelihood is not finite for data row {bad + 1}")
+  lp = float(model.log_prior(theta))
+  if not math.isfinite(lp):
+    problems.append("the log-prior is not finite at the initial parameters")
+  values, observed = model.sample(k2, theta, 100)
+  if np.asarray(values).shape != (100, d):
+    problems.append(f"sample() returned shape {np.asarray(values).shape}, expected (100, {d})")
+  else:
+    prep.decode(np.asarray(values), np.asarray(observed))
+  print(f"jtwin check: {args.model_path} against {args.data_path}: {n} rows x {d} features")
+  if prep.inferred:
+    print("  taken from the private data (declare to avoid): " + "; ".join(prep.inferred))
+  else:
+    print("  every domain is declared: nothing is taken from the private data")
+  if problems:
+    for p in problems:
+      print(f"  problem: {p}", file=sys.stderr)
+    return 1
+  print("Everything okay!")
+  return 0

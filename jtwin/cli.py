@@ -1,0 +1,231 @@
+"""The `jtwin` command line: fit, sample, check, evaluate.
+
+A twinify command line works after changing the program name: `twinify DATA
+MODEL OUT [opts]` (v0.1) and `twinify vi DATA MODEL OUT [opts]` (2.0) both run
+`jtwin fit`, with twinify's option names, meanings and defaults (except
+`--visualize`, which defaults to `store`: a popup would block). Arguments can
+be read from a file with `%args.txt`, as in twinify.
+
+This is the only module that reads flags, prints and exits. User mistakes end
+with one line on stderr and a non-zero exit code (1: bad input, 2: usage or
+training diverged, 3: model file error, 4: unsafe delta refused), never with a
+traceback, and leave no output files behind.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from jtwin import __version__
+from jtwin.errors import JtwinInputError, ModelFileError, NonFiniteError
+
+COMMANDS = ("fit", "vi", "sample", "check", "evaluate")
+
+
+class UnsafeDeltaError(JtwinInputError):
+  """delta > 1/N without --allow_large_delta."""
+
+
+def _positive_float(name):
+  def parse(text):
+    try:
+      value = float(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+    if not value > 0 or value != value:
+      raise argparse.ArgumentTypeError(f"{name} must be > 0, got {text}")
+    return value
+  return parse
+
+
+def _positive_int(name):
+  def parse(text):
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+    if value < 1:
+      raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {text}")
+    return value
+  return parse
+
+
+def _probability(name, upper_open=False):
+  def parse(text):
+    try:
+      value = float(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+    ok = 0 < value < 1 if upper_open else 0 < value <= 1
+    if not ok:
+      interval = "(0, 1)" if upper_open else "(0, 1]"
+      raise argparse.ArgumentTypeError(f"{name} must be in {interval}, got {text}")
+    return value
+  return parse
+
+
+def _add_fit_parser(sub):
+  p = sub.add_parser(
+      "fit", aliases=["vi"], help="fit a DP model to a CSV file and write a synthetic twin",
+      description="Fit a differentially private mixture model to DATA.csv as described by "
+      "MODEL (a twinify model.txt, optionally with public domains, or a custom .py model) "
+      "and write OUTPUT_PREFIX.csv (synthetic rows), OUTPUT_PREFIX.jtwin.npz (the result, "
+      "for 'jtwin sample') and, with --visualize, comparison plots.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter, fromfile_prefix_chars="%")
+  p.add_argument("data_path", metavar="DATA.csv", help="the sensitive data (never modified)")
+  p.add_argument("model_path", metavar="MODEL", help="model.txt, or a .py custom model")
+  p.add_argument("output_path", metavar="OUTPUT_PREFIX", help="prefix of the output files")
+  g = p.add_argument_group("privacy")
+  g.add_argument("--epsilon", type=_positive_float("--epsilon"), default=1.0,
+                 help="target epsilon; the noise is calibrated so that the certified upper "
+                 "bound is at most this")
+  g.add_argument("--delta", type=_probability("--delta", upper_open=True), default=None,
+                 help="delta (default: 0.1/N, N = rows used)")
+  g.add_argument("--noise_multiplier", type=_positive_float("--noise_multiplier"),
+                 default=None, help="use this noise multiplier sigma and REPORT the epsilon "
+                 "spent instead of calibrating to --epsilon")
+  g.add_argument("--max_epsilon", type=_positive_float("--max_epsilon"), default=None,
+                 help="ceiling: with --noise_multiplier, train only as many steps as fit "
+                 "under it; with --epsilon, refuse a larger target")
+  g.add_argument("--clipping_threshold", type=_positive_float("--clipping_threshold"),
+                 default=1.0, help="per-example gradient clipping norm C")
+  g.add_argument("--allow_large_delta", action="store_true",
+                 help="accept delta > 1/N (such a delta allows publishing a whole row)")
+  g.add_argument("--no-privacy", "--non_private", dest="non_private", action="store_true",
+                 help="no clipping or noise: NOT private, for baselines only")
+  g = p.add_argument_group("model and training")
+  g.add_argument("--k", type=_positive_int("--k"), default=50,
+                 help="number of mixture components (automatic model)")
+  g.add_argument("--num_epochs", "-e", type=_positive_int("--num_epochs"), default=200,
+                 help="epochs; T = ceil(epochs / q) DP steps run and are accounted")
+  g.add_argument("--sampling_ratio", "-q", type=_probability("--sampling_ratio"),
+                 default=0.01, help="Poisson sampling probability q of each row per step")
+  g.add_argument("--learning_rate", type=_positive_float("--learning_rate"), default=1e-3,
+                 help="Adam learning rate")
+  g.add_argument("--drop_na", type=int, nargs="?", const=1, default=0, choices=(0, 1),
+                 help="drop rows with a missing value in a modelled column "
+                 "('--drop_na' or '--drop_na 1')")
+  g.add_argument("--seed", type=int, default=None,
+                 help="seed for reproducibility (default: drawn from the OS; a known seed "
+                 "lets anyone recompute the noise, so keep it secret)")
+  g = p.add_argument_group("output")
+  g.add_argument("--num_synthetic", "--n", type=int, default=None,
+                 help="synthetic rows to write (default: N)")
+  g.add_argument("--num_synthetic_records_per_parameter_sample", "--m", type=_positive_int("--m"),
+                 default=1, help="rows per posterior parameter draw")
+  g.add_argument("--separate_output", action="store_true",
+                 help="write OUTPUT_PREFIX.{i}.csv per parameter draw")
+  g.add_argument("--visualize", choices=("none", "store", "popup", "both"), default="store",
+                 help="comparison plots of real vs synthetic (for the data holder only): "
+                 "store SVGs, pop up windows, both, or none")
+  g.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+  return p
+
+
+def _add_sample_parser(sub):
+  p = sub.add_parser(
+      "sample", help="draw more synthetic rows from a stored result (no data needed)",
+      description="Draw synthetic rows from a result file written by 'jtwin fit'. Sampling "
+      "is post-processing of the DP posterior: it costs no privacy and needs no data.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("result", metavar="RESULT", help="PREFIX.jtwin.npz from 'jtwin fit'")
+  p.add_argument("-n", "--num_synthetic", type=int, required=True, help="rows to draw")
+  p.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="output CSV")
+  p.add_argument("--seed", type=int, default=None, help="seed (default: from the OS)")
+  p.add_argument("--model", default=None, metavar="MODEL.py",
+                 help="the custom model file, for results of custom models")
+  p.add_argument("--m", "--num_synthetic_records_per_parameter_sample", dest="m",
+                 type=_positive_int("--m"), default=1, help="rows per posterior parameter draw")
+  p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+  return p
+
+
+def _add_check_parser(sub):
+  p = sub.add_parser(
+      "check", help="validate a model file against the data without training",
+      description="Parse MODEL, match it to DATA.csv, build the model, evaluate its "
+      "likelihood on the data and draw prior-predictive rows; report problems and what "
+      "would be taken from the private data. Trains nothing and writes nothing.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("data_path", metavar="DATA.csv")
+  p.add_argument("model_path", metavar="MODEL")
+  p.add_argument("--k", type=_positive_int("--k"), default=50, help="mixture components")
+  p.add_argument("--drop_na", type=int, nargs="?", const=1, default=0, choices=(0, 1),
+                 help="drop rows with missing values first")
+  p.add_argument("--sampling_ratio", "-q", type=_probability("--sampling_ratio"),
+                 default=0.01, help="checked against the data size")
+  return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="jtwin", fromfile_prefix_chars="%",
+      description="Differentially private synthetic twins of tabular data (a fast, "
+      "pure-JAX twinify). 'jtwin DATA MODEL OUT' is short for 'jtwin fit DATA MODEL OUT'.")
+  parser.add_argument("--version", action="version", version=f"jtwin {__version__}")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  _add_fit_parser(sub)
+  _add_sample_parser(sub)
+  _add_check_parser(sub)
+  from jtwin.evaluate import cli as evaluate_cli
+  evaluate_cli.add_parser(sub)
+  return parser
+
+
+def _normalise_argv(argv: list) -> list:
+  """twinify v0.1 style `DATA MODEL OUT ...` means `fit DATA MODEL OUT ...`."""
+  first = next((a for a in argv if not a.startswith("%")), None)
+  if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+    return ["fit"] + argv
+  del first
+  return argv
+
+
+def _exit_code(error: Exception) -> int:
+  if isinstance(error, UnsafeDeltaError):
+    return 4
+  if isinstance(error, ModelFileError):
+    return 3
+  if isinstance(error, NonFiniteError):
+    return 2
+  return 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the command line; returns the exit code."""
+  argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+  parser = build_parser()
+  if not argv:
+    parser.print_help(sys.stderr)
+    return 2
+  try:
+    args = parser.parse_args(argv)
+  except SystemExit as e:   # argparse: --help (0) or a usage error (2)
+    return int(e.code or 0)
+  from jtwin import _commands
+  run = {"fit": _commands.fit, "vi": _commands.fit, "sample": _commands.sample,
+         "check": _commands.check}.get(args.command)
+  if run is None:
+    from jtwin.evaluate import cli as evaluate_cli
+    run = evaluate_cli.run
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("default")
+      warnings.showwarning = _show_warning
+      return int(run(args) or 0)
+  except (JtwinInputError, NonFiniteError) as e:
+    print(f"jtwin: error: {e}", file=sys.stderr)
+    return _exit_code(e)
+  except KeyboardInterrupt:
+    print("jtwin: interrupted; no output was written", file=sys.stderr)
+    return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+  print(f"jtwin: warning: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

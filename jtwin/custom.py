@@ -1,0 +1,71 @@
+"""Loading a custom model from a `.py` file (twinify's "NumPyro model file", in JAX).
+
+The file is ordinary Python that defines
+
+  * `model`: a `jtwin.models.Model`, or `make_model(columns)` returning one
+    (`columns` is the list of data columns after `preprocess`);
+  * optionally `preprocess(df) -> DataFrame` (must return numeric columns;
+    NaN marks a missing cell) and `postprocess(df) -> DataFrame`, which maps
+    synthetic rows back to the original representation, as in twinify.
+
+Privacy: `preprocess` sees the raw private data. Whatever it derives from the
+data (category sets, scales, ...) is not covered by the DP guarantee; jtwin
+says so when it runs one.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from typing import Callable, NamedTuple, Optional
+
+from jtwin.errors import JtwinInputError
+from jtwin.models.interface import Model
+
+
+class CustomModel(NamedTuple):
+  path: str
+  make_model: Callable[[list], Model]
+  preprocess: Optional[Callable]
+  postprocess: Optional[Callable]
+
+
+def load_custom_model(path: str) -> CustomModel:
+  """Imports a custom model file.
+
+  Raises:
+    JtwinInputError: the file is missing, fails to import, or defines
+      neither `model` nor `make_model` (the message names the file).
+  """
+  if not os.path.isfile(path):
+    raise JtwinInputError(f"{path}: no such model file")
+  name = "jtwin_custom_model_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # the user's code failed: say where, briefly
+    raise JtwinInputError(f"{path}: importing the model file failed: "
+                          f"{e.__class__.__name__}: {e}") from None
+  finally:
+    sys.modules.pop(name, None)
+  model = getattr(module, "model", None)
+  factory = getattr(module, "make_model", None)
+  if isinstance(model, Model):
+    make = lambda columns: model
+  elif callable(factory):
+    def make(columns):
+      built = factory(list(columns))
+      if not isinstance(built, Model):
+        raise JtwinInputError(f"{path}: make_model() must return a jtwin.models.Model, "
+                              f"got {type(built).__name__}")
+      return built
+  else:
+    raise JtwinInputError(f"{path}: defines neither 'model' (a jtwin.models.Model) nor "
+                          "'make_model(columns)'; see docs/custom_models.md")
+  for fn in ("preprocess", "postprocess"):
+    f = getattr(module, fn, None)
+    if f is not None and not callable(f):
+      raise JtwinInputError(f"{path}: '{fn}' must be a function")
+  return CustomModel(path, make, getattr(module, "preprocess", None),
+                     getattr(module, "postprocess", None))

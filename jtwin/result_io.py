@@ -1,0 +1,128 @@
+"""Result files: everything `jtwin sample` needs, without the data and without pickle.
+
+A result is one `.npz` file (read with `allow_pickle=False`) holding
+  * the posterior arrays, named `loc/<param>` and `raw_scale/<param>`;
+  * `meta.json`, a UTF-8 JSON document (stored as a uint8 array): format
+    version, jtwin version, the model description (automatic mixture: K and
+    the features; custom: the model file's path and SHA-256), the public
+    domain and encoders (`jtwin.data.Domain`), the privacy record, and the
+    list of items taken from the private data without noise.
+
+It never contains the seed (whoever knows the seed can recompute the noise),
+per-epoch diagnostics or any other non-private statistic.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from jtwin._atomic import atomic_write
+from jtwin.errors import JtwinInputError
+
+FORMAT = "jtwin-result"
+FORMAT_VERSION = 1
+
+
+class LoadedResult(NamedTuple):
+  """A result file's contents.
+
+  Attributes:
+    posterior: `jtwin.models.MeanFieldParams` of numpy arrays (dicts).
+    meta: the JSON metadata (dict).
+    domain: `jtwin.data.Domain` or None (custom models without a domain).
+  """
+  posterior: Any
+  meta: dict
+  domain: Any
+
+
+def _clean(x):
+  """JSON-safe copy: inf/nan floats become strings."""
+  if isinstance(x, float) and not math.isfinite(x):
+    return str(x)
+  if isinstance(x, dict):
+    return {k: _clean(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_clean(v) for v in x]
+  if isinstance(x, (np.floating, np.integer)):
+    return _clean(x.item())
+  return x
+
+
+def file_sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def save_result(path: str, posterior, *, model_info: dict, privacy, domain=None,
+                inferred_from_data: Optional[list] = None, extra: Optional[dict] = None) -> None:
+  """Writes a result file atomically.
+
+  Args:
+    path: output path (conventionally `PREFIX.jtwin.npz`).
+    posterior: `MeanFieldParams` whose loc/raw_scale are dicts of arrays.
+    model_info: {"kind": "mixture", "num_components": K, "features": [...]}
+      or {"kind": "custom", "path": ..., "sha256": ...}.
+    privacy: `jtwin.infer.PrivacyRecord`.
+    domain: `jtwin.data.Domain` or None.
+    inferred_from_data: items taken from the private data without noise.
+    extra: more JSON-able metadata.
+  """
+  from jtwin import __version__
+  arrays = {}
+  for part in ("loc", "raw_scale"):
+    tree = getattr(posterior, part)
+    if not isinstance(tree, dict):
+      raise TypeError("posterior parameters must be dicts of arrays to be saved")
+    for name, value in tree.items():
+      arrays[f"{part}/{name}"] = np.asarray(value)
+  meta = {
+      "format": FORMAT, "format_version": FORMAT_VERSION, "jtwin_version": __version__,
+      "model": model_info, "privacy": privacy._asdict() if hasattr(privacy, "_asdict") else privacy,
+      "domain": domain.to_dict() if domain is not None else None,
+      "inferred_from_data": list(inferred_from_data or []),
+      **(extra or {}),
+  }
+  blob = json.dumps(_clean(meta), indent=1, sort_keys=True).encode("utf-8")
+  arrays["meta.json"] = np.frombuffer(blob, np.uint8)
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  with atomic_write(path, "wb") as f:
+    f.write(buffer.getvalue())
+
+
+def load_result(path: str) -> LoadedResult:
+  """Reads a result file (no pickle is ever loaded).
+
+  Raises:
+    JtwinInputError: missing, unreadable or not a jtwin result file.
+  """
+  from jtwin.data import Domain
+  from jtwin.models.posterior import MeanFieldParams
+  if not os.path.isfile(path):
+    raise JtwinInputError(f"{path}: no such result file (it is written by 'jtwin fit' as "
+                          "PREFIX.jtwin.npz)")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}
+  except Exception as e:  # zipfile/ValueError/OSError: not an npz
+    raise JtwinInputError(f"{path}: not a readable jtwin result file ({e.__class__.__name__})") from None
+  if "meta.json" not in arrays:
+    raise JtwinInputError(f"{path}: not a jtwin result file (no meta.json entry)")
+  try:
+    meta = json.loads(arrays.pop("meta.json").tobytes().decode("utf-8"))
+  except ValueError:
+    raise JtwinInputError(f"{path}: corrupt metadata in result file") from None
+  if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    raise JtwinInputError(f"{path}: unsupported result format {meta.get('format')!r} "
+                          f"version {meta.get('format_version')!r}; upgrade jtwin")
+  loc = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loc/")}
+  raw = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("raw_scale/")}
+  domain = Domain.from_dict(meta["domain"]) if meta.get("domain") else None
+  return LoadedResult(MeanFieldParams(loc, raw), meta, domain)
