@@ -6,13 +6,25 @@ posterior. Each step:
   1. draws eps ~ N(0, I) and theta = loc + softplus(raw_scale) * eps (one
      reparameterised draw shared by the batch; eps is data-independent);
   2. takes a Poisson batch (`jtwin.batching`), padded to a static shape;
-  3. computes sum_i clip_C(grad_phi log p(x_i | theta)) exactly
-     (`Model.clipped_grad_sum`, or `vmap(grad)` for custom models), where phi
-     = (loc, raw_scale) and the norm is over the whole variational pytree;
-  4. adds N(0, (sigma C)^2) per coordinate and multiplies by 1/q
-     (`jtwin.dp.dp_aggregate`);
-  5. adds the exact gradients of log p(theta) and of the entropy of q;
-  6. takes an Adam step (twinify: learning rate 1e-3).
+  3. computes G = sum_i clip_C(g_i), g_i = grad_theta log p(x_i | theta), the
+     per-example gradient clipped to global L2 norm C over the whole
+     parameter pytree, exactly (`Model.clipped_grad_sum`, or `vmap(grad)`
+     for custom models); padding rows contribute exactly zero;
+  4. releases G~ = (G + N(0, (sigma C)^2 I)) / q (`jtwin.dp.dp_aggregate`);
+  5. maps G~ to the variational parameters phi = (loc, raw_scale) by the
+     chain rule (G~, G~ * eps * sigmoid(raw_scale)): a data-independent
+     linear map, i.e. post-processing;
+  6. adds the exact gradients of log p(theta) and of the entropy of q;
+  7. takes an Adam step (twinify: learning rate 1e-3).
+
+Why clip and noise the theta-gradient rather than the phi-gradient: the
+per-example phi-gradient is (g_i, g_i * d) with the same d for every example,
+so privatising g's sum and applying the chain rule afterwards releases the
+same information with half the noise dimensions and without spending the
+clipping budget on a deterministic copy; the raw_scale gradient's noise then
+scales with d like its signal. Only step 4 touches the data, and its
+sensitivity under add/remove-one is C, which is what `jtwin.accounting`
+accounts for.
 
 Steps run as `lax.scan` inside `jit`, one epoch (ceil(1/q) steps) per call,
 so progress and non-finite checks happen on the host between chunks; a run
@@ -220,14 +232,16 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
               flat: _FlatLayout) -> Callable:
   """One DP-VI step `(state, xs, values, observed) -> (state, info)`.
 
-  xs = (indices [B], mask [B], active [], eps_next [P], noise [2P]): the
+  xs = (indices [B], mask [B], active [], eps_next [P], noise [P]): the
   Poisson batch, whether the step is real (the last chunk may be padded with
   inactive steps), the N(0, I) draw for the NEXT step's theta, and this
   step's standard-normal DP noise (`dp.wide_normal`). All randomness is drawn
   per chunk from per-purpose keys outside the step.
 
   The variational parameters are one flat vector phi = [loc (P), raw_scale (P)]
-  so that noise, Adam and the chain rule are single array operations.
+  so that noise, Adam and the chain rule are single array operations. The
+  per-example gradients w.r.t. theta are clipped and noised (see the module
+  docstring); `noise` in xs is [P].
   """
   clipped_sum = _clipped_sum_fn(model)
   grad_prior = jax.grad(model.log_prior)
@@ -242,16 +256,15 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
     scale = post.scale_of(raw)
     dscale = state.dscale
     theta = unravel(state.theta)
-    weights = unravel(1.0 + dscale * dscale)
+    weights = unravel(jnp.ones((size,), jnp.float32))   # plain L2 norm over theta
     xb = jnp.where(mask[:, None], values[indices], 0.0)
     ob = observed[indices] & mask[:, None]
     g_lik, info = clipped_sum(theta, weights, xb, ob, mask, clip)
-    g = ravel(g_lik)
-    noisy, dp_state = aggregator.update(jnp.concatenate([g, g * dscale]), state.dp_state,
-                                        noise=noise)
+    noisy, dp_state = aggregator.update(ravel(g_lik), state.dp_state, noise=noise)
     gp = ravel(grad_prior(theta))
     ent = jax.nn.sigmoid(raw) / scale                     # d entropy / d raw_scale
-    elbo_grad = noisy + jnp.concatenate([gp, gp * dscale + ent])
+    total = noisy + gp                                    # d ELBO / d theta (estimate)
+    elbo_grad = jnp.concatenate([total, total * dscale + ent])
     updates, opt_state = optimizer.update(-elbo_grad, state.opt_state, state.params)
     # Inactive (past-the-end) steps of the last chunk change nothing but keys.
     new_params = jnp.where(active, optax.apply_updates(state.params, updates), state.params)
@@ -337,7 +350,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
   def run_chunk(state, xs, key_eps, key_noise, values, observed):
     num = xs[0].shape[0]
     eps = jax.random.normal(key_eps, (num, flat.size), jnp.float32)
-    noise = dp.wide_normal(key_noise, (num, 2 * flat.size))
+    noise = dp.wide_normal(key_noise, (num, flat.size))
     return jax.lax.scan(lambda s, x: step(s, x, values, observed), state, xs + (eps, noise))
 
   rng = numpy_generator(k_batch)
