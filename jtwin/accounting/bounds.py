@@ -68,13 +68,12 @@ def combine(prv_bounds: Optional[Tuple[float, float, float]],
 
 def prv_or_none(noise_multiplier: float, sampling_prob: float, steps: int,
                 delta: float, eps_error: float) -> Optional[Tuple[float, float, float]]:
-  """PRV (lower, estimate, upper), retried once coarser; None if both fail."""
-  for err in (eps_error, max(eps_error, _RETRY_EPS_ERROR)):
+  """PRV (lower, estimate, upper), retried once at eps_error 0.1; None if it fails."""
+  for err in (eps_error,) if eps_error >= _RETRY_EPS_ERROR else (eps_error, _RETRY_EPS_ERROR):
     try:
       return _prv.prv_epsilon(noise_multiplier, sampling_prob, steps, delta, err)[:3]
     except _prv.PRVError:
-      if err >= _RETRY_EPS_ERROR:
-        return None
+      continue
   return None
 
 

@@ -1,7 +1,8 @@
 """Noise calibration: the smallest sigma whose certified epsilon meets a target.
 
-Recipe (dp_engines.md §3.4), about 10x faster than
-`prv_accountant.dpsgd.find_noise_multiplier`:
+Recipe (dp_engines.md §3.4); ~50x faster than
+`prv_accountant.dpsgd.find_noise_multiplier(eps_error=0.01)` at the same
+certified resolution (benchmarks/bench_accounting.py):
 
 1. RDP bracket: sigma_rdp, the smallest sigma whose RDP bound is <= target
    (closed form per probe, ~2 ms). It is already certified; the answer lies
@@ -13,7 +14,8 @@ Recipe (dp_engines.md §3.4), about 10x faster than
    min(0.25, target / 2), then at min(0.1, target / 5), aiming at
    target - eps_fine / 10. Cost per probe is ~linear in 1 / eps_error and in
    sqrt(T).
-3. One certification at eps_fine = min(0.01, target / 100): the certified upper
+3. One certification at eps_fine (`fine_eps_error`: 0.01, within
+   [target / 400, target / 100]): the certified upper
    bound (min of PRV upper and RDP) must be <= target; if not, sigma is raised
    a little and re-certified. Any prv-accountant failure falls back to
    sigma_rdp, certified by RDP.
@@ -42,6 +44,7 @@ _COARSE = ((0.25, 0.5), (0.1, 0.2))  # per stage: eps_error min(a, b * target)
 _REL_TOL = (5e-3, 2e-4)  # tolerance on log(eps) per stage
 _MARGIN = 0.1  # aim at target - _MARGIN * eps_fine
 _MAX_RECERTIFY = 3
+_PROBE_MAX_GRID = 2**20  # a search probe needing more points counts as failed
 
 
 class Calibration(NamedTuple):
@@ -57,14 +60,20 @@ class Calibration(NamedTuple):
 
 
 def fine_eps_error(target: float) -> float:
-  """eps_error of the final certification: min(0.01, target / 100)."""
-  return min(_bounds.DEFAULT_EPS_ERROR, target / 100.0)
+  """eps_error of the final certification, for an epsilon target.
+
+  0.01, but at most target / 100 (so that small targets stay tight) and at
+  least target / 400 (large targets need no finer than 0.25%; the grid cost
+  grows with the target and with 1 / eps_error).
+  """
+  return min(target / 100.0, max(_bounds.DEFAULT_EPS_ERROR, target / 400.0))
 
 
 def _rdp_sigma(target: float, delta: float, q: float, steps: int) -> float:
   """Smallest sigma (to ~1e-4 relative) whose RDP epsilon is <= target."""
   def excess(log_sigma: float) -> float:
-    return math.log(_rdp.rdp_epsilon(math.exp(log_sigma), q, steps, delta)) - math.log(target)
+    eps = _rdp.rdp_epsilon(math.exp(log_sigma), q, steps, delta)
+    return math.log(max(eps, 1e-300)) - math.log(target)
   lo, hi = math.log(_SIGMA_MIN), math.log(SIGMA_MAX)
   if excess(hi) > 0:
     return math.inf
@@ -78,8 +87,8 @@ def _rdp_sigma(target: float, delta: float, q: float, steps: int) -> float:
 
 
 def _secant(f: Callable[[float], float], x: float, fx: Optional[float],
-            slope: float, tol: float, x_hi: float,
-            max_iter: int = 12) -> Tuple[float, float, float]:
+            slope: float, tol: float, x_hi: float, x_lo: float,
+            max_iter: int = 10) -> Tuple[float, float, float]:
   """Safeguarded secant for a decreasing f: finds x with -tol <= f(x) <= 0.
 
   Args:
@@ -88,16 +97,19 @@ def _secant(f: Callable[[float], float], x: float, fx: Optional[float],
     slope: initial guess of df/dx (< 0; about -1 in log-log).
     tol: acceptance width.
     x_hi: a point known to satisfy f(x_hi) <= 0.
+    x_lo: the search never goes below this point.
 
   Returns:
     (x, f(x), slope estimate) with f(x) <= 0. After max_iter, the smallest
     evaluated x with f(x) <= 0, or (x_hi, -inf, slope) if there is none.
   """
-  lo = -math.inf  # largest x seen with f > 0
+  lo = x_lo  # largest x seen with f > 0 (or the floor)
   best = (x_hi, -math.inf)  # smallest x seen with f <= 0
   if fx is None:
     fx = f(x)
   for _ in range(max_iter):
+    if best[0] - lo < 1e-7:  # bracket collapsed (f is not smooth at this scale)
+      break
     if fx <= 0:
       if fx >= -tol:
         return x, fx, slope
@@ -107,7 +119,7 @@ def _secant(f: Callable[[float], float], x: float, fx: Optional[float],
       lo = max(lo, x)
     x_new = x - (fx + tol / 2) / slope if math.isfinite(fx) else math.nan
     if not lo < x_new < best[0]:  # also catches nan
-      x_new = 0.5 * (lo + best[0]) if math.isfinite(lo) else best[0] - 0.05
+      x_new = 0.5 * (lo + best[0])
     f_new = f(x_new)
     if math.isfinite(f_new) and math.isfinite(fx) and x_new != x and f_new != fx:
       slope = min(max((f_new - fx) / (x_new - x), -10.0), -0.1)
@@ -139,12 +151,15 @@ def _calibrate(target: float, delta: float, q: float, steps: int) -> Calibration
     eps_fine = 1.02 * planned if planned > eps_fine else eps_fine
   except _prv.PRVError:
     pass
+  if eps_fine >= target / 2:  # the PRV grid this needs is too large
+    return fallback
   aim = math.log(target - _MARGIN * eps_fine)
 
   def excess(eps_error: float) -> Callable[[float], float]:
     def f(x: float) -> float:  # predicted fine upper bound vs the aim, in log
       try:
-        _, _, upper, used = _prv.prv_epsilon(math.exp(x), q, steps, delta, eps_error)
+        _, _, upper, used = _prv.prv_epsilon(math.exp(x), q, steps, delta, eps_error,
+                                             max_grid=_PROBE_MAX_GRID, coarsen=False)
       except _prv.PRVError:
         return math.inf  # treat as "not certifiable": search larger sigma
       return math.log(max(upper - used + eps_fine, 1e-300)) - aim
@@ -159,9 +174,10 @@ def _calibrate(target: float, delta: float, q: float, steps: int) -> Calibration
   # log-log slope of the RDP curve: a good first guess for the PRV curve's.
   r0, r1 = rdp_at(sigma_top), rdp_at(sigma_top * 1.02)
   slope = math.log(r1 / r0) / math.log(1.02) if 0 < r1 < r0 < math.inf else -1.0
+  x_min = math.log(_SIGMA_MIN)
   x, _, slope = _secant(excess(coarse[0]), x_top, f_top, min(slope, -0.1),
-                        _REL_TOL[0], x_top)
-  x, _, _ = _secant(excess(coarse[1]), x, None, slope, _REL_TOL[1], x_top)
+                        _REL_TOL[0], x_top, x_min)
+  x, _, _ = _secant(excess(coarse[1]), x, None, slope, _REL_TOL[1], x_top, x_min)
   sigma = math.exp(x)
   try:
     for _ in range(_MAX_RECERTIFY):
@@ -182,8 +198,9 @@ def calibrate_noise(epsilon: float, delta: float, sampling_prob: float,
   """Smallest noise multiplier whose certified epsilon is <= `epsilon`.
 
   Certified means the upper bound min(PRV upper at eps_error
-  min(0.01, epsilon / 100), RDP), so the returned sigma is within ~0.5% of
-  the smallest sigma that prv-accountant can certify at that resolution.
+  `fine_eps_error(epsilon)` (0.01 within [epsilon / 400, epsilon / 100]),
+  RDP), and the returned sigma is within ~0.5% of the smallest sigma that
+  prv-accountant certifies at that resolution.
   Where prv-accountant fails (e.g. very large epsilon), the RDP-calibrated
   sigma is returned and `bounds.accountant == "rdp"`.
 

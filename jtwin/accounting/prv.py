@@ -93,7 +93,7 @@ class _SubsampledGaussian(prv_accountant.PoissonSubsampledGaussianMechanism):
     for erfc; here z = log1p(expm1(t)/p) is evaluated once in double (no
     cancellation near t = 0), erfc in double as upstream, and the result is
     assembled in long double as upstream. It agrees with upstream to ~1e-16
-    (tests/accounting/test_prv.py).
+    (tests/accounting/test_prv_adapter.py).
   * `probability(a, b)`: when the intervals are consecutive cells
     (b[k] == a[k+1] up to rounding), as in the library's cell-centred
     discretisation, the CDF is evaluated once per cell edge instead of twice,
@@ -128,20 +128,21 @@ def _mechanism(sigma: float, q: float):
   return _SubsampledGaussian(sampling_probability=q, noise_multiplier=sigma)
 
 
-def _plan(sigma: float, q: float, max_steps: int, delta: float,
-          eps_error: float) -> Tuple[float, float, int]:
-  """eps_error (coarsened if the grid would exceed MAX_GRID), L, grid length.
+def _plan(sigma: float, q: float, max_steps: int, delta: float, eps_error: float,
+          max_grid: int = MAX_GRID, coarsen: bool = True) -> Tuple[float, float, int]:
+  """eps_error (coarsened if the grid would exceed max_grid), L, grid length.
 
   Raises:
-    PRVError: the RDP domain bound is infinite, or eps_error would exceed 0.5.
+    PRVError: the RDP domain bound is infinite, or the grid is too large
+      (with coarsen=False; else if eps_error would exceed 0.5).
   """
   l_safe = _safe_domain(sigma, q, max_steps, delta, eps_error)
   if not math.isfinite(l_safe):
     raise PRVError("RDP domain bound is not finite")
   points = 2 * l_safe / _mesh(eps_error, max_steps, delta)
-  if points > MAX_GRID:
-    eps_error *= points / MAX_GRID * 1.01
-    if eps_error > _MAX_EPS_ERROR:
+  if points > max_grid:
+    eps_error *= points / max_grid * 1.01
+    if not coarsen or eps_error > _MAX_EPS_ERROR:
       raise PRVError(f"PRV grid too large ({points:.3g} points)")
     l_safe = _safe_domain(sigma, q, max_steps, delta, eps_error)
   half_width, n = _fast_half_width(l_safe, _mesh(eps_error, max_steps, delta))
@@ -156,12 +157,13 @@ def grid_size(noise_multiplier: float, sampling_prob: float, max_steps: int,
 
 
 def build(noise_multiplier: float, sampling_prob: float, max_steps: int,
-          delta: float, eps_error: float) -> prv_accountant.PRVAccountant:
+          delta: float, eps_error: float, *, max_grid: int = MAX_GRID,
+          coarsen: bool = True) -> prv_accountant.PRVAccountant:
   """Builds a PRV accountant for up to `max_steps` steps.
 
-  If the grid at `eps_error` would exceed `MAX_GRID` points, eps_error is
-  raised until it fits (the bounds stay valid, just wider); read the value
-  used from `accountant.eps_error`.
+  If the grid at `eps_error` would exceed `max_grid` points, eps_error is
+  raised until it fits (the bounds stay valid, just wider; read the value
+  used from `accountant.eps_error`), or, with coarsen=False, PRVError.
 
   Args:
     noise_multiplier: sigma > 0.
@@ -169,15 +171,17 @@ def build(noise_multiplier: float, sampling_prob: float, max_steps: int,
     max_steps: the largest T that will be queried.
     delta: the delta that will be queried (sets delta_error = delta / 1000).
     eps_error: requested half-width of the certified epsilon interval.
+    max_grid: grid points allowed (the cost is about linear in them).
+    coarsen: whether to coarsen eps_error rather than fail on a large grid.
 
   Returns:
     A `prv_accountant.PRVAccountant`.
 
   Raises:
-    PRVError: the library failed, or no eps_error <= 0.5 gives a small grid.
+    PRVError: the library failed, or the grid is too large.
   """
   sigma, q, steps = float(noise_multiplier), float(sampling_prob), int(max_steps)
-  eps_error, half_width, _ = _plan(sigma, q, steps, delta, eps_error)
+  eps_error, half_width, _ = _plan(sigma, q, steps, delta, eps_error, max_grid, coarsen)
   try:
     with warnings.catch_warnings(), np.errstate(all="ignore"):
       warnings.simplefilter("ignore")
@@ -210,8 +214,9 @@ def query(accountant: prv_accountant.PRVAccountant, delta: float,
 
 
 def prv_epsilon(noise_multiplier: float, sampling_prob: float, steps: int,
-                delta: float, eps_error: float) -> Tuple[float, float, float, float]:
-  """One-shot PRV bounds.
+                delta: float, eps_error: float, **build_kwargs
+                ) -> Tuple[float, float, float, float]:
+  """One-shot PRV bounds (`build_kwargs`: see `build`).
 
   Returns:
     (lower, estimate, upper, eps_error actually used).
@@ -219,5 +224,5 @@ def prv_epsilon(noise_multiplier: float, sampling_prob: float, steps: int,
   Raises:
     PRVError: see `build` and `query`.
   """
-  acc = build(noise_multiplier, sampling_prob, steps, delta, eps_error)
+  acc = build(noise_multiplier, sampling_prob, steps, delta, eps_error, **build_kwargs)
   return (*query(acc, delta, steps), float(acc.eps_error))

@@ -7,7 +7,7 @@ Coarse-then-certify, as for the noise calibration:
 2. A coarse PRV accountant (eps_error 0.1, whose estimate is accurate to
    ~1e-3) locates the T where estimate + eps_fine crosses the budget; one
    accountant built for the largest T answers every smaller T with one FFT.
-3. One fine accountant (eps_error min(0.01, budget / 100)) certifies the
+3. One fine accountant (eps_error `fine_eps_error(budget)`) certifies the
    answer: the coarse prediction is corrected by the fine/coarse offset
    measured at that T, and the final T is checked to pass while T + 1 fails
    (binary search if the prediction was off).
@@ -116,7 +116,7 @@ def steps_for_epsilon(max_epsilon: float, noise_multiplier: float,
                       sampling_prob: float, delta: float) -> int:
   """Largest number of steps T whose certified epsilon is <= `max_epsilon`.
 
-  Certified means min(PRV upper at eps_error min(0.01, max_epsilon / 100),
+  Certified means min(PRV upper at eps_error `fine_eps_error(max_epsilon)`,
   RDP), as in `calibrate_noise`. If prv-accountant fails, the RDP answer is
   returned. The search stops at `MAX_STEPS` (1e7).
 
@@ -137,8 +137,8 @@ def steps_for_epsilon(max_epsilon: float, noise_multiplier: float,
     Uses public values only; see `jtwin.accounting` for the mechanism.
 
   Examples:
-    >>> steps_for_epsilon(1.0, 1.0, 0.01, 1e-5) > 1000
-    False
+    >>> steps_for_epsilon(1.0, 1.0, 0.01, 1e-5)
+    247
   """
   return _steps(_validate.positive("max_epsilon", max_epsilon),
                 _validate.positive("noise_multiplier", noise_multiplier),
