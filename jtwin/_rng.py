@@ -17,7 +17,12 @@ def root_key(seed: int | None = None) -> jax.Array:
   return jax.random.key(int(seed) % (2**63))
 
 
+def numpy_generator_from_bits(bits) -> np.random.Generator:
+  """A numpy Generator seeded by the key data (uint32 words) of a JAX key."""
+  words = np.asarray(bits).astype(np.uint64).ravel()
+  return np.random.Generator(np.random.PCG64(np.random.SeedSequence(words.tolist())))
+
+
 def numpy_generator(key: jax.Array) -> np.random.Generator:
   """A numpy Generator seeded by the bits of a JAX key (consumes the key)."""
-  bits = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel()
-  return np.random.Generator(np.random.PCG64(np.random.SeedSequence(bits.tolist())))
+  return numpy_generator_from_bits(jax.random.key_data(key))

@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from jtwin import batching, dp
-from jtwin._rng import numpy_generator, root_key
+from jtwin._rng import numpy_generator_from_bits, root_key
 from jtwin.errors import JtwinInputError, NonFiniteError
 from jtwin.models import posterior as post
 from jtwin.models.interface import Model
@@ -227,6 +227,24 @@ class _FlatLayout(NamedTuple):
   unravel: Callable
 
 
+def _ravel(tree) -> Array:
+  return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def _flat_layout(model: Model) -> _FlatLayout:
+  """The flat layout of `model`'s parameters, from shapes only (no compute)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  leaves, treedef = jax.tree.flatten(shapes)
+  sizes = [int(np.prod(x.shape, dtype=np.int64)) for x in leaves]
+  offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+
+  def unravel(vector):
+    parts = [vector[offsets[i]:offsets[i + 1]].reshape(x.shape) for i, x in enumerate(leaves)]
+    return jax.tree.unflatten(treedef, parts)
+
+  return _FlatLayout(int(offsets[-1]), unravel)
+
+
 def make_step(model: Model, optimizer: optax.GradientTransformation,
               aggregator: optax.GradientTransformation, clip: float,
               flat: _FlatLayout) -> Callable:
@@ -247,8 +265,7 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
   grad_prior = jax.grad(model.log_prior)
   size, unravel = flat.size, flat.unravel
 
-  def ravel(tree):
-    return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+  ravel = _ravel
 
   def step(state: TrainState, xs, values, observed):
     indices, mask, active, eps_next, noise = xs
@@ -328,22 +345,30 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
   if privacy.mode == "non-private":
     clip = math.inf
   key = root_key() if key is None else key
-  k_init, k_batch, k_draw, k_noise = jax.random.split(key, 4)
-  k_init_post, k_template = jax.random.split(k_init)
-  init_params = post.init(k_init_post, model.init(k_template), method=init_method,
-                          init_scale=init_scale)
-  loc0, unravel = jax.flatten_util.ravel_pytree(init_params.loc)
-  raw0, _ = jax.flatten_util.ravel_pytree(init_params.raw_scale)
-  flat = _FlatLayout(int(loc0.size), unravel)
-  params = jnp.concatenate([loc0, raw0]).astype(jnp.float32)
+  flat = _flat_layout(model)
   optimizer = optax.adam(learning_rate)
-  k_agg, k_noise = jax.random.split(k_noise)   # k_agg: the aggregator's own (unused) key
-  aggregator = dp.dp_aggregate(privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip),
-                               1.0 / q, k_agg)
-  k_first, k_draw = jax.random.split(k_draw)
-  eps0 = jax.random.normal(k_first, (flat.size,), jnp.float32)
-  state = TrainState(params, optimizer.init(params), aggregator.init(params),
-                     *_draw(eps0, params, flat.size))
+  noise_std = privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip)
+  chunk = min(steps, max(1, int(math.ceil(1.0 / q))))
+  num_chunks = int(math.ceil(steps / chunk))
+
+  @jax.jit
+  def setup(key):
+    """All data-independent initialisation in one compiled call."""
+    k_init, k_batch, k_draw, k_noise = jax.random.split(key, 4)
+    k_post, k_template, k_first = jax.random.split(k_init, 3)
+    k_agg, k_noise = jax.random.split(k_noise)   # k_agg: the aggregator's own key (unused)
+    init_params = post.init(k_post, model.init(k_template), method=init_method,
+                            init_scale=init_scale)
+    params = jnp.concatenate([_ravel(init_params.loc), _ravel(init_params.raw_scale)])
+    aggregator = dp.dp_aggregate(noise_std, 1.0 / q, k_agg)
+    eps0 = jax.random.normal(k_first, (flat.size,), jnp.float32)
+    state = TrainState(params.astype(jnp.float32), optimizer.init(params),
+                       aggregator.init(params), *_draw(eps0, params, flat.size))
+    return (state, k_agg, jax.random.key_data(k_batch),
+            jax.random.split(k_draw, num_chunks), jax.random.split(k_noise, num_chunks))
+
+  state, k_agg, batch_seed, eps_keys, noise_keys = setup(key)
+  aggregator = dp.dp_aggregate(noise_std, 1.0 / q, k_agg)
   step = make_step(model, optimizer, aggregator, clip, flat)
 
   @functools.partial(jax.jit, donate_argnums=(0,))
@@ -351,13 +376,11 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     num = xs[0].shape[0]
     eps = jax.random.normal(key_eps, (num, flat.size), jnp.float32)
     noise = dp.wide_normal(key_noise, (num, flat.size))
-    return jax.lax.scan(lambda s, x: step(s, x, values, observed), state, xs + (eps, noise))
+    state, info = jax.lax.scan(lambda s, x: step(s, x, values, observed), state,
+                               xs + (eps, noise))
+    return state, info, jnp.all(jnp.isfinite(state.params))
 
-  rng = numpy_generator(k_batch)
-  chunk = min(steps, max(1, int(math.ceil(1.0 / q))))
-  num_chunks = int(math.ceil(steps / chunk))
-  eps_keys = jax.random.split(k_draw, num_chunks)
-  noise_keys = jax.random.split(k_noise, num_chunks)
+  rng = numpy_generator_from_bits(batch_seed)
   width = batching.default_max_batch(n, q)
   values_d, observed_d = jnp.asarray(values), jnp.asarray(observed)
 
@@ -377,16 +400,14 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     idx = np.pad(b.indices, ((0, 0), (0, width - b.indices.shape[1])))
     msk = np.pad(b.mask, ((0, 0), (0, width - b.mask.shape[1])))
     tc = time.perf_counter()
-    state, info = run_chunk(state, (idx, msk, active), eps_keys[c], noise_keys[c],
-                            values_d, observed_d)
+    state, info, finite = run_chunk(state, (idx, msk, active), eps_keys[c], noise_keys[c],
+                                    values_d, observed_d)
     if c == 0:
       jax.block_until_ready(info)
       t_compile = time.perf_counter() - tc
     if c + 1 < num_chunks:
       pending = next_xs(c + 1)           # host work overlaps the device chunk
-    info = jax.device_get(info)
-    finite = bool(jax.device_get(jnp.all(jnp.array(
-        [jnp.all(jnp.isfinite(state.params))]))))
+    info, finite = jax.device_get((info, finite))
     act = active.astype(bool)
     n_rows = max(int(info.batch_size[act].sum()), 1)
     epoch = {"clip_fraction": float(info.num_clipped[act].sum()) / n_rows,
@@ -405,6 +426,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
   t_train = time.perf_counter() - t1 - t_compile
   diag = {k_: np.asarray(v) for k_, v in diag.items()}
   timings = {"calibration": t_cal, "compile": t_compile, "training": t_train}
-  posterior = post.MeanFieldParams(unravel(state.params[:flat.size]),
-                                   unravel(state.params[flat.size:]))
+  params = np.asarray(state.params)
+  posterior = post.MeanFieldParams(flat.unravel(params[:flat.size]),
+                                   flat.unravel(params[flat.size:]))
   return FitResult(posterior, privacy, diag, model, n, timings)

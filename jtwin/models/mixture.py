@@ -209,7 +209,11 @@ def sample_rows(layout: MixtureLayout, key: Array, rows: dict) -> tuple[Array, A
   if len(layout.cat_idx):
     full = cat_full_logits(layout, rows["cat_logits"])
     padded = jnp.where(layout.pad_valid, full[:, layout.pad_index], -jnp.inf)
-    codes = jax.random.categorical(k_cat, padded, axis=-1)
+    # Inverse CDF: one uniform per cell instead of one Gumbel per category.
+    probs = jnp.exp(padded - jnp.max(padded, -1, keepdims=True))   # [n, Dc, Cmax]
+    cdf = jnp.cumsum(probs, -1)
+    u = jax.random.uniform(k_cat, cdf.shape[:-1] + (1,)) * cdf[..., -1:]
+    codes = jnp.minimum(jnp.sum(cdf < u, -1), layout.cat_sizes - 1)
     values = values.at[:, layout.cat_idx].set(codes.astype(jnp.float32))
   observed = jnp.ones((n, d), bool)
   if len(layout.missing_idx):
