@@ -10,22 +10,50 @@ Public API (everything else is reached as `jtwin.models.*`,
   save_result, load_result                                      -- result files
   calibrate_noise, epsilon                                      -- accounting
   dp_aggregate                                                  -- DP-SGD noise as an optax transform
+
+Names are imported lazily on first use, so `import jtwin` is instant and
+`jtwin --help` does not start JAX.
 """
+import importlib
+
 __version__ = "0.1.0"
 
-from jtwin import accounting, models
-from jtwin.accounting import calibrate_noise, epsilon
-from jtwin.data import decode, encode, read_csv, resolve_domain
-from jtwin.dp import dp_aggregate
-from jtwin.infer import FitResult, PrivacyRecord, fit
-from jtwin.models import Feature, MeanFieldParams, Model, make_mixture_model
-from jtwin.result_io import load_result, save_result
-from jtwin.sampling import sample_synthetic
-from jtwin.spec import parse_model_file
+_EXPORTS = {
+    "accounting": ("jtwin.accounting", None),
+    "models": ("jtwin.models", None),
+    "calibrate_noise": ("jtwin.accounting", "calibrate_noise"),
+    "epsilon": ("jtwin.accounting", "epsilon"),
+    "decode": ("jtwin.data", "decode"),
+    "encode": ("jtwin.data", "encode"),
+    "read_csv": ("jtwin.data", "read_csv"),
+    "resolve_domain": ("jtwin.data", "resolve_domain"),
+    "dp_aggregate": ("jtwin.dp", "dp_aggregate"),
+    "FitResult": ("jtwin.infer", "FitResult"),
+    "PrivacyRecord": ("jtwin.infer", "PrivacyRecord"),
+    "fit": ("jtwin.infer", "fit"),
+    "Feature": ("jtwin.models", "Feature"),
+    "MeanFieldParams": ("jtwin.models", "MeanFieldParams"),
+    "Model": ("jtwin.models", "Model"),
+    "make_mixture_model": ("jtwin.models", "make_mixture_model"),
+    "load_result": ("jtwin.result_io", "load_result"),
+    "save_result": ("jtwin.result_io", "save_result"),
+    "sample_synthetic": ("jtwin.sampling", "sample_synthetic"),
+    "parse_model_file": ("jtwin.spec", "parse_model_file"),
+}
 
-__all__ = [
-    "FitResult", "Feature", "MeanFieldParams", "Model", "PrivacyRecord", "__version__",
-    "accounting", "calibrate_noise", "decode", "dp_aggregate", "encode", "epsilon", "fit",
-    "load_result", "make_mixture_model", "models", "parse_model_file", "read_csv",
-    "resolve_domain", "sample_synthetic", "save_result",
-]
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+  try:
+    module, attr = _EXPORTS[name]
+  except KeyError:
+    raise AttributeError(f"module 'jtwin' has no attribute {name!r}") from None
+  value = importlib.import_module(module)
+  value = value if attr is None else getattr(value, attr)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return __all__
