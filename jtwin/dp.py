@@ -37,9 +37,18 @@ def global_norms(per_example: PyTree, coord_weights: PyTree | None = None) -> Ar
   """Per-example L2 norms over a pytree with a leading batch axis: -> [B]."""
   if coord_weights is None:
     coord_weights = jax.tree.map(lambda g: jnp.ones(g.shape[1:], g.dtype), per_example)
-  sq = jax.tree.map(lambda g, w: jnp.sum((w * g * g).reshape(g.shape[0], -1), -1),
-                    per_example, coord_weights)
-  return jnp.sqrt(sum(jax.tree.leaves(sq)))
+  scaled = [(g * jnp.sqrt(w)).reshape(g.shape[0], -1)
+            for g, w in zip(jax.tree.leaves(per_example), jax.tree.leaves(coord_weights))
+            if g.size]
+  if not scaled:
+    return jnp.zeros(jax.tree.leaves(per_example)[0].shape[:1])
+  plain = jnp.sqrt(sum(jnp.sum(x * x, -1) for x in scaled))
+  # Squaring overflows float32 above ~1e19: rescale by the largest entry there,
+  # so every finite gradient gets a finite norm (and is clipped, not dropped).
+  big = jnp.max(jnp.stack([jnp.max(jnp.abs(x), -1) for x in scaled]), 0)
+  safe = jnp.where((big > 0) & jnp.isfinite(big), big, 1.0)
+  rescaled = safe * jnp.sqrt(sum(jnp.sum((x / safe[:, None]) ** 2, -1) for x in scaled))
+  return jnp.where(jnp.isinf(plain) & jnp.isfinite(big), rescaled, plain)
 
 
 def clip_factors(norms: Array, mask: Array, clip: float) -> tuple[Array, Array]:

@@ -78,9 +78,10 @@ def categorical_log_probs(a: Array) -> Array:
 
 
 def categorical_log_prob(x: Array, a: Array) -> Array:
-  """log Categorical(x | softmax([a, 0])): x int [...] , a [..., C-1]."""
+  """log Categorical(x | softmax([a, 0])), broadcasting x [...] against a [..., C-1]."""
   logp = categorical_log_probs(a)
-  return jnp.take_along_axis(logp, x[..., None].astype(jnp.int32), -1)[..., 0]
+  hit = jnp.asarray(x)[..., None].astype(jnp.int32) == jnp.arange(logp.shape[-1])
+  return jnp.sum(jnp.where(hit, logp, 0.0), -1)
 
 
 def dirichlet_ones_log_prior(log_p: Array, num_categories: Array | int) -> Array:

@@ -138,8 +138,8 @@ def component_log_likelihood(layout: MixtureLayout, theta: dict, values: Array,
   b, k = values.shape[0], layout.num_components
   total = jnp.zeros((b, k), values.dtype)
   if len(layout.normal_idx):
-    x = values[:, layout.normal_idx][:, None, :]
     o = observed[:, layout.normal_idx][:, None, :]
+    x = jnp.where(o, values[:, layout.normal_idx][:, None, :], 0.0)   # double where
     lp = fam.normal_log_prob(x, theta["normal_loc"], theta["normal_log_scale"])
     total += jnp.sum(jnp.where(o, lp, 0.0), -1)
   if len(layout.poisson_idx):

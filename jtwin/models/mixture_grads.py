@@ -68,13 +68,20 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
   dtype = values.dtype
   k = layout.num_components
   b = values.shape[0]
+  # Padding rows become all-missing zeros, and so do non-finite cells (such a
+  # row is then dropped below): no 0 * inf can reach the sums.
+  cell_ok = jnp.isfinite(values)
+  row_ok = jnp.all(cell_ok | ~observed, axis=1)
+  keep = (mask & row_ok)[:, None]
+  values = jnp.where(keep & cell_ok, values, 0.0)
+  observed = observed & keep
   log_pi = fam.categorical_log_probs(theta["mix"])            # [K]
   pi = jnp.exp(log_pi)
   comp = jnp.zeros((b, k), dtype)                             # L_ik
   n2 = jnp.zeros((b, k), dtype)                               # weighted |dL_ik/dtheta_k|^2
   if len(layout.normal_idx):
-    x = values[:, layout.normal_idx][:, None, :]
     o = observed[:, layout.normal_idx][:, None, :]
+    x = jnp.where(o, values[:, layout.normal_idx][:, None, :], 0.0)
     log_s = theta["normal_log_scale"]
     inv_s = jnp.exp(-log_s)
     z = (x - theta["normal_loc"]) * inv_s                     # [B, K, Dn]
@@ -116,10 +123,12 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
   ell = jax.nn.logsumexp(joint, axis=-1)                     # [B]
   resp = jnp.exp(joint - ell[:, None])                        # [B, K]
   g_mix = resp[:, : k - 1] - pi[: k - 1]                      # [B, K-1]
-  norm2 = jnp.sum(resp * resp * n2, -1) + jnp.sum(coord_weights["mix"] * g_mix**2, -1)
+  # A component with zero responsibility contributes nothing, even if its score overflows.
+  norm2 = (jnp.sum(jnp.where(resp > 0, resp * resp * n2, 0.0), -1)
+           + jnp.sum(coord_weights["mix"] * g_mix**2, -1))
   norm = jnp.sqrt(jnp.maximum(norm2, 0.0))
 
-  finite = jnp.isfinite(norm) & jnp.isfinite(ell)
+  finite = jnp.isfinite(norm) & jnp.isfinite(ell) & row_ok
   use = mask & finite
   # A relative margin of 2^-16 absorbs float rounding between the norm and the sum.
   target = clip * (1.0 - 2.0**-16)
