@@ -262,12 +262,18 @@ def sample_predictive(layout: MixtureLayout, key: Array, posterior, n: int):
 
 
 # ------------------------------------------------------------ the model
-def make_mixture_model(features: Sequence[Feature], num_components: int = 50) -> Model:
+def make_mixture_model(features: Sequence[Feature], num_components: int = 50, *,
+                       group_clip: bool = True) -> Model:
   """The automatic mixture model of twinify, as a `Model`.
 
   Args:
     features: the columns, in data order (`jtwin.models.Feature`).
     num_components: K, the number of mixture components (twinify default 50).
+    group_clip: DP clipping per parameter group (mixture weights, each numeric
+      column, all categorical columns, all missingness indicators), each group
+      to its share of C so that the whole per-example gradient stays within C
+      (`mixture_grads.group_budgets`). False: one global clip, exactly as the
+      generic `vmap` path.
 
   Returns:
     A `Model` whose parameters are the dict described in the module
@@ -293,7 +299,8 @@ def make_mixture_model(features: Sequence[Feature], num_components: int = 50) ->
       log_likelihood=log_likelihood,
       sample=lambda key, theta, n: sample(layout, key, theta, n),
       log_likelihood_batch=lambda theta, v, o: log_likelihood_batch(layout, theta, v, o),
-      clipped_grad_sum=lambda *a, **kw: mixture_grads.clipped_grad_sum(layout, *a, **kw),
+      clipped_grad_sum=lambda *a, **kw: mixture_grads.clipped_grad_sum(
+          layout, *a, **{"group_clip": group_clip, **kw}),
       sample_predictive=lambda key, post, n: sample_predictive(layout, key, post, n),
       features=features,
   )

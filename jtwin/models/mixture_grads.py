@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jtwin.models import families as fam
 from jtwin.models.interface import ClipInfo
@@ -45,7 +46,7 @@ def _design(layout: MixtureLayout, values, observed):
 
 def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
                      values: jax.Array, observed: jax.Array, mask: jax.Array,
-                     clip: float, *, return_norms: bool = False):
+                     clip: float, *, return_norms: bool = False, group_clip: bool = False):
   """Sum over the batch of per-example gradients clipped to L2 norm `clip`.
 
   Args:
@@ -58,7 +59,10 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
     values, observed: a batch [B, D] (float32, bool).
     mask: bool [B]; False rows are padding and contribute exactly zero.
     clip: the clipping threshold C (> 0; `jnp.inf` disables clipping).
-    return_norms: also return the per-example norms [B] (for tests).
+    return_norms: also return the per-example (unclipped, global) norms [B].
+    group_clip: clip each parameter group to its share of `clip`
+      (`group_budgets`) instead of the whole gradient to `clip`; the
+      per-example contribution's global norm is <= clip either way.
 
   Returns:
     (grad_sum, ClipInfo) where grad_sum is shaped like theta: sum_i c_i g_i
@@ -78,7 +82,8 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
   log_pi = fam.categorical_log_probs(theta["mix"])            # [K]
   pi = jnp.exp(log_pi)
   comp = jnp.zeros((b, k), dtype)                             # L_ik
-  n2 = jnp.zeros((b, k), dtype)                               # weighted |dL_ik/dtheta_k|^2
+  zeros_bk = jnp.zeros((b, k), dtype)
+  n2_cat, n2_miss = zeros_bk, zeros_bk                        # weighted |dL_ik/dtheta_k|^2 per block
   if len(layout.normal_idx):
     o = observed[:, layout.normal_idx][:, None, :]
     x = jnp.where(o, values[:, layout.normal_idx][:, None, :], 0.0)
@@ -88,8 +93,8 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
     comp += jnp.sum(jnp.where(o, -0.5 * z * z - log_s - fam._HALF_LOG_2PI, 0.0), -1)
     d_loc = jnp.where(o, z * inv_s, 0.0)
     d_ls = jnp.where(o, z * z - 1.0, 0.0)
-    n2 += jnp.sum(coord_weights["normal_loc"] * d_loc**2
-                  + coord_weights["normal_log_scale"] * d_ls**2, -1)
+    n2_normal = (coord_weights["normal_loc"] * d_loc**2
+                 + coord_weights["normal_log_scale"] * d_ls**2)   # [B, K, Dn]
   if len(layout.poisson_idx):
     o = observed[:, layout.poisson_idx]
     x = jnp.where(o, values[:, layout.poisson_idx], 0.0)
@@ -98,70 +103,123 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
     lp = fam.poisson_log_prob(x[:, None, :], eta)
     comp += jnp.sum(jnp.where(o[:, None, :], lp, 0.0), -1)
     d_eta = jnp.where(o[:, None, :], x[:, None, :] - rate, 0.0)
-    n2 += jnp.sum(coord_weights["poisson_log_rate"] * d_eta**2, -1)
+    n2_pois = coord_weights["poisson_log_rate"] * d_eta**2    # [B, K, Dp]
   design = _design(layout, values, observed)
   if design is not None:
-    fwd, nrm = [], []
+    width = design.shape[1]
+    fwd, nrm_cat, nrm_miss = [], [], []
     if len(layout.cat_idx):
+      ct, dc = len(layout.flat_feature), len(layout.cat_idx)
       logp = cat_log_probs(layout, theta["cat_logits"])       # [K, Ct]
       p = jnp.exp(logp)
       w = jnp.zeros_like(p).at[:, layout.flat_free].set(coord_weights["cat_logits"])
-      seg = jax.nn.one_hot(layout.flat_feature, len(layout.cat_idx), dtype=dtype)
+      seg = jax.nn.one_hot(layout.flat_feature, dc, dtype=dtype)
       # sum_c w_c (1[x=c] - p_c)^2 = sum_c w_c p_c^2 + w_x (1 - 2 p_x)
-      fwd += [logp, jnp.zeros((k, len(layout.cat_idx)), dtype)]
-      nrm += [w * (1.0 - 2.0 * p), (w * p * p) @ seg]
+      fwd += [logp, jnp.zeros((k, dc), dtype)]
+      nrm_cat += [w * (1.0 - 2.0 * p), (w * p * p) @ seg]
     if len(layout.missing_idx):
       zeta = theta["missing_logit"]
       q = jax.nn.sigmoid(zeta)
       wz = coord_weights["missing_logit"]
       fwd += [-jax.nn.softplus(zeta), -jax.nn.softplus(-zeta)]
-      nrm += [wz * q * q, wz * (1.0 - q) ** 2]
-    both = design @ jnp.concatenate([jnp.concatenate(fwd, 1), jnp.concatenate(nrm, 1)], 0).T
+      nrm_miss += [wz * q * q, wz * (1.0 - q) ** 2]
+    pad = lambda blocks, left: jnp.pad(jnp.concatenate(blocks, 1) if blocks else
+                                       jnp.zeros((k, 0), dtype),
+                                       ((0, 0), (left, 0)))
+    rows = [jnp.concatenate(fwd, 1)]
+    if nrm_cat:
+      rows.append(jnp.pad(jnp.concatenate(nrm_cat, 1), ((0, 0), (0, width - ct - dc))))
+    if nrm_miss:
+      rows.append(pad(nrm_miss, width - 2 * len(layout.missing_idx)))
+    both = design @ jnp.concatenate(rows, 0).T                # [B, (1 + blocks) K]
     comp += both[:, :k]
-    n2 += both[:, k:]
+    if nrm_cat:
+      n2_cat = both[:, k:2 * k]
+    if nrm_miss:
+      n2_miss = both[:, -k:]
   joint = log_pi + comp
   ell = jax.nn.logsumexp(joint, axis=-1)                     # [B]
   resp = jnp.exp(joint - ell[:, None])                        # [B, K]
-  g_mix = resp[:, : k - 1] - pi[: k - 1]                      # [B, K-1]
+  r2 = resp * resp
   # A component with zero responsibility contributes nothing, even if its score overflows.
-  norm2 = (jnp.sum(jnp.where(resp > 0, resp * resp * n2, 0.0), -1)
-           + jnp.sum(coord_weights["mix"] * g_mix**2, -1))
-  norm = jnp.sqrt(jnp.maximum(norm2, 0.0))
+  wsum = lambda n2: jnp.sum(jnp.where(resp > 0, r2 * n2, 0.0), -1)
+  wsum3 = lambda n2: jnp.sum(jnp.where((resp > 0)[:, :, None], r2[:, :, None] * n2, 0.0), 1)
+  g_mix = resp[:, : k - 1] - pi[: k - 1]                      # [B, K-1]
+  # Squared norms of each clipping group, [B, G]: mix | normal cols | poisson cols | cat | missing.
+  group_n2 = [jnp.sum(coord_weights["mix"] * g_mix**2, -1)[:, None]]
+  if len(layout.normal_idx):
+    group_n2.append(wsum3(n2_normal))
+  if len(layout.poisson_idx):
+    group_n2.append(wsum3(n2_pois))
+  group_n2 += [wsum(n2_cat)[:, None], wsum(n2_miss)[:, None]]
+  group_n2 = jnp.concatenate(group_n2, 1)
+  norm = jnp.sqrt(jnp.maximum(jnp.sum(group_n2, 1), 0.0))   # the per-example global norm
 
   finite = jnp.isfinite(norm) & jnp.isfinite(ell) & row_ok
   use = mask & finite
   # A relative margin of 2^-16 absorbs float rounding between the norm and the sum.
-  target = clip * (1.0 - 2.0**-16)
-  factor = jnp.where(norm > target, target / jnp.where(norm > 0, norm, 1.0), 1.0)
-  c = jnp.where(use, factor, 0.0)                             # [B]
-  a = jnp.where(use[:, None], c[:, None] * resp, 0.0)         # [B, K]
-  a = _finite_or_zero(a)
-
-  # ---- weighted sums sum_i sum_k a_ik dL_ik/dtheta_k.
-  grads = {"mix": jnp.sum(a[:, : k - 1], 0) - pi[: k - 1] * jnp.sum(c)}
+  margin = 1.0 - 2.0**-16
+  if group_clip:
+    budgets = clip * margin * jnp.asarray(group_budgets(layout), dtype)   # [G]
+    gnorm = jnp.sqrt(jnp.maximum(group_n2, 0.0))
+    factors = jnp.where(gnorm > budgets, budgets / jnp.where(gnorm > 0, gnorm, 1.0), 1.0)
+    clipped = jnp.any(gnorm > budgets, 1)
+  else:
+    target = clip * margin
+    factor = jnp.where(norm > target, target / jnp.where(norm > 0, norm, 1.0), 1.0)
+    factors = jnp.broadcast_to(factor[:, None], group_n2.shape)
+    clipped = norm > target
+  c = jnp.where(use[:, None], factors, 0.0)                   # [B, G]
+  resp0 = jnp.where(use[:, None], _finite_or_zero(resp), 0.0)
+  col = 1
+  # ---- weighted sums sum_i sum_k c_ig r_ik dL_ik/dtheta_k, group by group.
+  grads = {"mix": jnp.sum(c[:, :1] * resp0[:, : k - 1], 0) - pi[: k - 1] * jnp.sum(c[:, 0])}
   if len(layout.normal_idx):
-    grads["normal_loc"] = jnp.einsum("bk,bkd->kd", a, _finite_or_zero(d_loc))
-    grads["normal_log_scale"] = jnp.einsum("bk,bkd->kd", a, _finite_or_zero(d_ls))
+    dn = len(layout.normal_idx)
+    a3 = c[:, None, col:col + dn] * resp0[:, :, None]         # [B, K, Dn]
+    col += dn
+    grads["normal_loc"] = jnp.sum(a3 * _finite_or_zero(d_loc), 0)
+    grads["normal_log_scale"] = jnp.sum(a3 * _finite_or_zero(d_ls), 0)
   if len(layout.poisson_idx):
+    dp_ = len(layout.poisson_idx)
+    a3 = c[:, None, col:col + dp_] * resp0[:, :, None]        # [B, K, Dp]
+    col += dp_
     o = observed[:, layout.poisson_idx].astype(dtype)
-    grads["poisson_log_rate"] = a.T @ (o * x) - rate * (a.T @ o)
+    grads["poisson_log_rate"] = (jnp.einsum("bkd,bd->kd", a3, o * x)
+                                 - rate * jnp.einsum("bkd,bd->kd", a3, o))
+  a_cat, a_miss = c[:, col:col + 1] * resp0, c[:, col + 1:col + 2] * resp0
   if design is not None:
-    ad = a.T @ design                                         # [K, M]
-    pos = 0
+    ad = jnp.concatenate([a_cat, a_miss], 1).T @ design       # [2K, M]
     if len(layout.cat_idx):
-      ct, dc = len(layout.flat_feature), len(layout.cat_idx)
-      a_onehot, a_obs = ad[:, :ct], ad[:, ct:ct + dc]
+      a_onehot, a_obs = ad[:k, :ct], ad[:k, ct:ct + dc]
       g_flat = a_onehot - p * a_obs[:, layout.flat_feature]
       grads["cat_logits"] = g_flat[:, layout.flat_free]
-      pos = ct + dc
     if len(layout.missing_idx):
       dm = len(layout.missing_idx)
-      a_missing = ad[:, pos + dm:pos + 2 * dm]
-      grads["missing_logit"] = a_missing - q * jnp.sum(a, 0)[:, None]
+      a_missing = ad[k:, width - dm:]
+      grads["missing_logit"] = a_missing - q * jnp.sum(a_miss, 0)[:, None]
 
-  info = ClipInfo(num_clipped=jnp.sum(use & (norm > target)),
+  info = ClipInfo(num_clipped=jnp.sum(use & clipped),
                   num_nonfinite=jnp.sum(mask & ~finite),
                   log_lik_sum=jnp.sum(jnp.where(use, ell, 0.0)))
   if return_norms:
     return grads, info, norm
   return grads, info
+
+
+def group_budgets(layout: MixtureLayout) -> np.ndarray:
+  """Per-group share of the clipping norm: C_g = C * sqrt(w_g / sum w), so
+  sqrt(sum_g C_g^2) = C.
+
+  Groups, in order: the mixture weights (w = 1), each Normal column (1 each),
+  each Poisson column (1 each), all categorical/Bernoulli columns together
+  (w = their number; their scores are bounded), all missingness indicators
+  together (w = their number). Clipping each group to its share bounds the
+  whole per-example gradient by C, as global clipping does, but an outlier in
+  one numeric column can no longer shrink every other column's signal to
+  nothing (which is what makes twinify learn nothing on raw Adult).
+  """
+  w = ([1.0] + [1.0] * len(layout.normal_idx) + [1.0] * len(layout.poisson_idx)
+       + [float(len(layout.cat_idx)), float(len(layout.missing_idx))])
+  w = np.asarray(w)
+  return np.sqrt(w / w.sum())

@@ -27,7 +27,7 @@ FEATURES = (
     Feature("p2", "poisson"),
 )
 K = 3
-MODEL = make_mixture_model(FEATURES, K)
+MODEL = make_mixture_model(FEATURES, K, group_clip=False)
 N_DATA = 24        # one batch shape throughout: every jitted function compiles once
 _INIT = jax.jit(MODEL.init)
 _SAMPLE = jax.jit(MODEL.sample, static_argnums=2)
@@ -154,7 +154,7 @@ def test_far_outlier_gives_minus_inf_not_nan():
 def test_log_prior_matches_scipy_by_hand():
   features = (Feature("x", "normal"), Feature("n", "poisson"),
               Feature("c", "categorical", 3, missing=True), Feature("b", "bernoulli"))
-  model = make_mixture_model(features, 2)
+  model = make_mixture_model(features, 2, group_clip=False)
   rng = np.random.default_rng(0)
   theta = {"mix": jnp.float32([0.7]),
            "normal_loc": jnp.float32(rng.normal(0, 5, (2, 1))),
@@ -306,7 +306,7 @@ def test_nonfinite_row_contributes_zero_and_is_counted():
 
 def test_overflowing_component_with_zero_responsibility_is_kept():
   features = (Feature("a", "normal"), Feature("b", "bernoulli"))
-  model = make_mixture_model(features, 2)
+  model = make_mixture_model(features, 2, group_clip=False)
   theta = {"mix": jnp.zeros(1), "normal_loc": jnp.zeros((2, 1)),
            "normal_log_scale": jnp.array([[0.0], [50.0]]), "cat_logits": jnp.zeros((2, 1))}
   w = jax.tree.map(jnp.ones_like, theta)
@@ -329,7 +329,7 @@ def test_clipped_grad_sum_one_component_and_single_family():
   for features, k in (((Feature("x", "normal"),), 1),
                       ((Feature("c", "categorical", 5, missing=True),), 4),
                       ((Feature("p", "poisson", missing=True),), 2)):
-    model = make_mixture_model(features, k)
+    model = make_mixture_model(features, k, group_clip=False)
     theta = jax.jit(model.init)(jax.random.key(1))
     values, observed = jax.jit(model.sample, static_argnums=2)(jax.random.key(2), theta, 9)
     w = jax.tree.map(lambda t: jnp.full(t.shape, 1.5), theta)
