@@ -62,7 +62,8 @@ def prepare(df, model_path: str, *, k: int, drop_na: bool, source: str) -> Prepa
   info = {"kind": "mixture", "num_components": int(k),
           "features": [list(f) for f in domain.features()]}
   return Prepared(model, encoded.values, encoded.observed, frame, domain,
-                  lambda v, o: jdata.decode(v, o, domain), info, domain.inferred_from_data())
+                  lambda v, o, rng=None: jdata.decode(v, o, domain, rng=rng), info,
+                  domain.inferred_from_data())
 
 
 def _prepare_custom(df, path, *, drop_na, source):
@@ -90,7 +91,8 @@ def _prepare_custom(df, path, *, drop_na, source):
   columns = list(frame.columns)
   model = custom.make_model(columns)
 
-  def decode(v, o):
+  def decode(v, o, rng=None):
+    del rng
     out = pd.DataFrame(np.where(o, v, np.nan), columns=columns)
     if custom.postprocess is not None:
       try:
@@ -125,7 +127,7 @@ def fit(args) -> int:
   import jax
   from jtwin import data as jdata
   from jtwin import infer
-  from jtwin._rng import root_key
+  from jtwin._rng import numpy_generator, root_key
   from jtwin._progress import ProgressBar
   from jtwin.result_io import save_result
   from jtwin.sampling import sample_synthetic
@@ -159,7 +161,7 @@ def fit(args) -> int:
   _say(args, f"jtwin: {n} rows x {d} features; {_privacy_line(privacy)}")
 
   key = root_key(args.seed)
-  k_fit, k_sample = jax.random.split(key)
+  k_fit, k_sample, k_decode = jax.random.split(key, 3)
   bar = ProgressBar("training", privacy.steps, quiet=args.quiet)
   result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
                      learning_rate=args.learning_rate,
@@ -173,7 +175,7 @@ def fit(args) -> int:
   m = args.num_synthetic_records_per_parameter_sample
   values, observed = sample_synthetic(k_sample, prep.model, result.posterior, num,
                                       records_per_draw=m)
-  synth = prep.decode(values, observed)
+  synth = prep.decode(values, observed, numpy_generator(k_decode))
   timer.lap("sampling")
   written = []
   if args.separate_output:
@@ -253,7 +255,7 @@ def sample(args) -> int:
   import jax
   from jtwin import data as jdata
   from jtwin._atomic import check_output_path
-  from jtwin._rng import root_key
+  from jtwin._rng import numpy_generator, root_key
   from jtwin.result_io import file_sha256, load_result
   from jtwin.sampling import sample_synthetic
   if args.num_synthetic < 0:
@@ -266,7 +268,7 @@ def sample(args) -> int:
     from jtwin.models import make_mixture_model
     from jtwin.models.interface import Feature
     model = make_mixture_model([Feature(*f) for f in info["features"]], info["num_components"])
-    decode = lambda v, o: jdata.decode(v, o, loaded.domain)
+    decode = lambda v, o, rng=None: jdata.decode(v, o, loaded.domain, rng=rng)
   else:
     import pandas as pd
     from jtwin.custom import load_custom_model
@@ -279,15 +281,15 @@ def sample(args) -> int:
     custom = load_custom_model(path)
     model = custom.make_model(info["columns"])
 
-    def decode(v, o):
+    def decode(v, o, rng=None):
       out = pd.DataFrame(np.where(o, v, np.nan), columns=info["columns"])
       return custom.postprocess(out) if custom.postprocess else out
   key = root_key(args.seed)
-  k_template, k_sample = jax.random.split(key)
+  k_template, k_sample, k_decode = jax.random.split(key, 3)
   post = _rebuild_posterior(model, loaded.posterior, k_template)
   values, observed = sample_synthetic(k_sample, model, post, args.num_synthetic,
                                       records_per_draw=args.m)
-  jdata.write_csv_atomic(decode(values, observed), args.output)
+  jdata.write_csv_atomic(decode(values, observed, numpy_generator(k_decode)), args.output)
   p = loaded.meta.get("privacy", {})
   _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "
        f"{time.perf_counter() - t0:.2f} s (post-processing of a result with "

@@ -67,7 +67,10 @@ class ColumnDomain:
     shift: Normal standardisation, encoded = (x - shift) / scale.
     scale: see `shift`; > 0.
     bounds: (lo, hi): values are clipped to it on input and output; or None.
-    integer: output is rounded to integers (Normal; always True for Poisson).
+    integer: output is rounded to integers (Normal and binned columns;
+      always True for Poisson).
+    bins: bin edges of a binned numeric column (family "categorical", one
+      category per bin), or None.
     from_data: which items were inferred from the private data, e.g.
       ("categories (sorted)", "missing flag").
   """
@@ -80,6 +83,7 @@ class ColumnDomain:
   bounds: Optional[tuple[float, float]] = None
   integer: bool = False
   from_data: tuple[str, ...] = ()
+  bins: Optional[tuple[float, ...]] = None
 
   def __post_init__(self):
     if self.family not in _DISPLAY:
@@ -260,7 +264,11 @@ def encode(df: pd.DataFrame, domain: Domain, *,
       raise DataError(f"{_row(col.index, isna, source)}: column '{c.name}' is "
                       "missing but its domain has no missing values; declare "
                       "'missing' or drop incomplete rows")
-    if c.family in _CATEGORICAL:
+    if c.bins is not None:
+      x = _numeric(col, c.name, c.family, source)
+      x = _bin_codes(np.where(isna, c.bins[0], x), c.bins)
+      x[isna] = 0.0
+    elif c.family in _CATEGORICAL:
       x = np.zeros(n)
       x[~isna] = _checked_codes(col[~isna], c.categories, c.name, source)
     else:
@@ -276,13 +284,41 @@ def encode(df: pd.DataFrame, domain: Domain, *,
   return EncodedData(values, observed)
 
 
-def decode(values, observed, domain: Domain) -> pd.DataFrame:
+def _bin_codes(x: np.ndarray, edges) -> np.ndarray:
+  """Bin index of each value; values outside the edges go to the end bins."""
+  edges = np.asarray(edges, np.float64)
+  return np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2).astype(np.float64)
+
+
+def _bin_labels(edges) -> tuple[str, ...]:
+  f = lambda e: str(int(e)) if float(e).is_integer() else repr(float(e))
+  last = len(edges) - 2
+  return tuple(f"[{f(a)}, {f(b)}{']' if i == last else ')'}"
+               for i, (a, b) in enumerate(zip(edges, edges[1:])))
+
+
+def _draw_in_bins(codes: np.ndarray, edges, integer: bool, rng) -> np.ndarray:
+  """A value drawn uniformly within each code's bin (integers if `integer`)."""
+  edges = np.asarray(edges, np.float64)
+  lo, hi = edges[codes], edges[codes + 1]
+  if integer:
+    last = codes == len(edges) - 2
+    first = np.ceil(lo)
+    stop = np.where(last, np.floor(hi) + 1, np.ceil(hi))     # exclusive
+    stop = np.maximum(stop, first + 1)
+    return np.floor(first + rng.random(len(codes)) * (stop - first))
+  return lo + rng.random(len(codes)) * (hi - lo)
+
+
+def decode(values, observed, domain: Domain, rng=None) -> pd.DataFrame:
   """Inverse of `encode`: a DataFrame with the original names and labels.
 
   Category labels that are all integers ("13") come out as integers; Normal
   values are un-standardised, clipped to bounds and rounded to integers if
   `integer`, else to 7 significant digits (the precision of float32 values);
-  Poisson values are non-negative integers. Unobserved or non-finite cells
+  Poisson values are non-negative integers; binned columns get a value drawn
+  uniformly within their bin from `rng` (a numpy Generator; default: seeded
+  with 0; the draw is data-independent). Unobserved or non-finite cells
   are NA. Integer columns with NA use pandas' nullable Int64 dtype so that a
   CSV shows `37`, not `37.0`.
   """
@@ -299,6 +335,12 @@ def decode(values, observed, domain: Domain) -> pd.DataFrame:
     v = np.where(obs, v, 0.0)
     if c.family in _CATEGORICAL:
       codes = np.clip(np.rint(v), 0, len(c.categories) - 1).astype(np.int64)
+      if c.bins is not None:
+        rng = np.random.default_rng(0) if rng is None else rng
+        x = _draw_in_bins(codes, c.bins, c.integer, rng)
+        out[c.name] = (_int_series(x, obs) if c.integer
+                       else pd.Series(np.where(obs, _significant(x, 7), np.nan)))
+        continue
       out[c.name] = _labels_series(c.categories, codes, obs)
       continue
     x = v * c.scale + c.shift
@@ -352,7 +394,17 @@ def _resolve_column(col: pd.Series, f: FeatureSpec, spec: ModelSpec,
                     "fill it in")
   from_data = []
   fields = {}
-  if f.family in _CATEGORICAL:
+  if f.bins is not None:
+    x = _numeric(col, f.name, f.family, source)
+    fields["bins"] = f.bins
+    fields["categories"] = _bin_labels(f.bins)
+    fields["bounds"] = (f.bins[0], f.bins[-1])
+    if f.integer is None:
+      fields["integer"] = bool(np.all(np.mod(x[~isna], 1) == 0))
+      from_data.append("integer flag")
+    else:
+      fields["integer"] = f.integer
+  elif f.family in _CATEGORICAL:
     fields["categories"] = _resolve_categories(col[~isna], f, where, source,
                                                from_data)
   else:

@@ -95,6 +95,8 @@ class TrainState(NamedTuple):
   params: Array
   opt_state: Any
   dp_state: dp.DPAggregateState
+  average: Array           # [2P] exponential moving average of params (post-processing)
+  count: Array             # [] steps taken
   theta: Array             # [P] theta = loc + softplus(raw_scale) * eps
   dscale: Array            # [P] eps * sigmoid(raw_scale) = d theta / d raw_scale
 
@@ -247,7 +249,7 @@ def _flat_layout(model: Model) -> _FlatLayout:
 
 def make_step(model: Model, optimizer: optax.GradientTransformation,
               aggregator: optax.GradientTransformation, clip: float,
-              flat: _FlatLayout) -> Callable:
+              flat: _FlatLayout, average_decay: float = 0.0) -> Callable:
   """One DP-VI step `(state, xs, values, observed) -> (state, info)`.
 
   xs = (indices [B], mask [B], active [], eps_next [P], noise [P]): the
@@ -286,7 +288,12 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
     # Inactive (past-the-end) steps of the last chunk change nothing but keys.
     new_params = jnp.where(active, optax.apply_updates(state.params, updates), state.params)
     opt_state = jax.tree.map(lambda x, y: jnp.where(active, x, y), opt_state, state.opt_state)
-    new = TrainState(new_params, opt_state, dp_state, *_draw(eps_next, new_params, size))
+    # Warm-started EMA: decay min(d, (1 + t) / (10 + t)) forgets the initialisation fast.
+    t = state.count.astype(jnp.float32)
+    decay = jnp.minimum(average_decay, (1.0 + t) / (10.0 + t))
+    avg = jnp.where(active, decay * state.average + (1.0 - decay) * new_params, state.average)
+    new = TrainState(new_params, opt_state, dp_state, avg, state.count + active.astype(jnp.int32),
+                     *_draw(eps_next, new_params, size))
     return new, StepInfo(info.num_clipped, info.num_nonfinite, info.log_lik_sum,
                          jnp.sum(mask))
 
@@ -298,6 +305,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
         num_epochs: float = 200, clipping_threshold: float = 1.0,
         noise_multiplier: Optional[float] = None, max_epsilon: Optional[float] = None,
         non_private: bool = False, learning_rate: float = 1e-3,
+        schedule: str = "constant", average_decay: Optional[float] = None,
         init_method: str = "uniform", init_scale: float = 0.1,
         progress: Optional[Callable[[int, int, dict], None]] = None,
         privacy: Optional[PrivacyRecord] = None) -> FitResult:
@@ -321,6 +329,11 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
       under this ceiling. With `epsilon`: an error if epsilon exceeds it.
     non_private: no clipping and no noise (NOT private; for baselines).
     learning_rate: Adam learning rate (twinify: 1e-3).
+    schedule: "constant" (twinify) or "cosine" (decays the learning rate to
+      5% of its value over the run, which damps the noise of the last steps).
+    average_decay: if given (e.g. 0.999), the returned posterior is an
+      exponential moving average of the iterates with this decay (iterate
+      averaging; post-processing of the private iterates, so free).
     init_method, init_scale: posterior initialisation (`posterior.init`).
     progress: optional callback `(steps_done, total_steps, epoch_info)`.
     privacy: a precomputed `privacy_plan(...)` (skips calibration).
@@ -346,7 +359,13 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     clip = math.inf
   key = root_key() if key is None else key
   flat = _flat_layout(model)
-  optimizer = optax.adam(learning_rate)
+  if schedule not in ("constant", "cosine"):
+    raise JtwinInputError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+  if average_decay is not None and not 0.0 <= average_decay < 1.0:
+    raise JtwinInputError(f"average_decay must be in [0, 1), got {average_decay}")
+  lr = (learning_rate if schedule == "constant" else
+        optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
+  optimizer = optax.adam(lr)
   noise_std = privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip)
   chunk = min(steps, max(1, int(math.ceil(1.0 / q))))
   num_chunks = int(math.ceil(steps / chunk))
@@ -362,14 +381,15 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     params = jnp.concatenate([_ravel(init_params.loc), _ravel(init_params.raw_scale)])
     aggregator = dp.dp_aggregate(noise_std, 1.0 / q, k_agg)
     eps0 = jax.random.normal(k_first, (flat.size,), jnp.float32)
-    state = TrainState(params.astype(jnp.float32), optimizer.init(params),
-                       aggregator.init(params), *_draw(eps0, params, flat.size))
+    params = params.astype(jnp.float32)
+    state = TrainState(params, optimizer.init(params), aggregator.init(params), params,
+                       jnp.zeros((), jnp.int32), *_draw(eps0, params, flat.size))
     return (state, k_agg, jax.random.key_data(k_batch),
             jax.random.split(k_draw, num_chunks), jax.random.split(k_noise, num_chunks))
 
   state, k_agg, batch_seed, eps_keys, noise_keys = setup(key)
   aggregator = dp.dp_aggregate(noise_std, 1.0 / q, k_agg)
-  step = make_step(model, optimizer, aggregator, clip, flat)
+  step = make_step(model, optimizer, aggregator, clip, flat, average_decay or 0.0)
 
   @functools.partial(jax.jit, donate_argnums=(0,))
   def run_chunk(state, xs, key_eps, key_noise, values, observed):
@@ -426,7 +446,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
   t_train = time.perf_counter() - t1 - t_compile
   diag = {k_: np.asarray(v) for k_, v in diag.items()}
   timings = {"calibration": t_cal, "compile": t_compile, "training": t_train}
-  params = np.asarray(state.params)
+  params = np.asarray(state.params if average_decay is None else state.average)
   posterior = post.MeanFieldParams(flat.unravel(params[:flat.size]),
                                    flat.unravel(params[flat.size:]))
   return FitResult(posterior, privacy, diag, model, n, timings)

@@ -19,9 +19,13 @@ that nothing about it has to be read off the private data:
   option        families               meaning
   ============  =====================  =======================================
   categories    Categorical, Bernoulli `categories = a, b, "c, d"` (CSV syntax)
+  bins          Categorical            `bins = 0, 1, 5000, 99999`: a numeric
+                                       column modelled as the category of its
+                                       bin (public edges); output is drawn
+                                       uniformly within the bin
   bounds        Normal, Poisson        `bounds = lo, hi`; values are clipped
   loc, scale    Normal                 public standardisation (x - loc)/scale
-  integer       Normal, Poisson        round to integers on output
+  integer       Normal, Poisson, bins  round to integers on output
   missing       all                    the column may be missing (yes/no)
   ============  =====================  =======================================
 
@@ -57,10 +61,10 @@ _DISPLAY = {
 _OPTIONS = {
     "normal": ("bounds", "loc", "scale", "integer", "missing"),
     "poisson": ("bounds", "integer", "missing"),
-    "categorical": ("categories", "missing"),
+    "categorical": ("categories", "bins", "integer", "missing"),
     "bernoulli": ("categories", "missing"),
 }
-_ALL_OPTIONS = ("categories", "bounds", "loc", "scale", "integer", "missing")
+_ALL_OPTIONS = ("categories", "bins", "bounds", "loc", "scale", "integer", "missing")
 _FLAGS = ("integer", "missing")
 _YES = ("yes", "true")
 _NO = ("no", "false")
@@ -74,6 +78,8 @@ class FeatureSpec:
     name: column name (stripped).
     family: "normal", "bernoulli", "categorical" or "poisson".
     categories: declared category labels (strings, in code order) or None.
+    bins: declared bin edges of a binned numeric Categorical column
+      (strictly increasing, at least 3), or None.
     bounds: declared `(lo, hi)` with lo < hi, or None.
     loc: declared standardisation shift (Normal) or None.
     scale: declared standardisation scale > 0 (Normal) or None.
@@ -85,6 +91,7 @@ class FeatureSpec:
   name: str
   family: str
   categories: Optional[tuple[str, ...]] = None
+  bins: Optional[tuple[float, ...]] = None
   bounds: Optional[tuple[float, float]] = None
   loc: Optional[float] = None
   scale: Optional[float] = None
@@ -102,6 +109,8 @@ class FeatureSpec:
     if self.categories is not None:
       parts.append("categories = " +
                    ", ".join(_quote_label(c) for c in self.categories))
+    if self.bins is not None:
+      parts.append("bins = " + ", ".join(_fmt(e) for e in self.bins))
     if self.bounds is not None:
       parts.append(f"bounds = {_fmt(self.bounds[0])}, {_fmt(self.bounds[1])}")
     if self.loc is not None:
@@ -263,6 +272,14 @@ def _parse_options(segments, name, family, where) -> dict:
       raise ModelFileError(f"{where}: option '{key}' for '{name}' needs a "
                            f"value, e.g. '{_EXAMPLES[key]}'")
     out[key] = _PARSERS[key](value, name, family, where)
+  if family == "categorical":
+    if "bins" in out and "categories" in out:
+      raise ModelFileError(f"{where}: give either 'categories' or 'bins' for "
+                           f"'{name}', not both")
+    if "integer" in out and "bins" not in out:
+      raise ModelFileError(f"{where}: option 'integer' applies to a binned "
+                           f"Categorical column; add 'bins = ...' for '{name}' "
+                           "or remove 'integer'")
   if family == "poisson" and out.get("integer") is False:
     raise ModelFileError(f"{where}: Poisson column '{name}' is always integer; "
                          "remove 'integer = no'")
@@ -271,6 +288,7 @@ def _parse_options(segments, name, family, where) -> dict:
 
 _EXAMPLES = {
     "categories": "categories = a, b, c",
+    "bins": "bins = 0, 10, 20, 100",
     "bounds": "bounds = 0, 100",
     "loc": "loc = 0",
     "scale": "scale = 1",
@@ -335,6 +353,18 @@ def _parse_bounds(value, name, family, where) -> tuple[float, float]:
   return lo, hi
 
 
+def _parse_bins(value, name, family, where) -> tuple[float, ...]:
+  del family
+  edges = tuple(_parse_number(p.strip(), "bins", name, where) for p in value.split(","))
+  if len(edges) < 3:
+    raise ModelFileError(f"{where}: bins for '{name}' need at least 3 edges "
+                         f"(2 bins), got '{value}'")
+  if any(not a < b for a, b in zip(edges, edges[1:])):
+    raise ModelFileError(f"{where}: bin edges for '{name}' must increase "
+                         f"strictly, got '{value}'")
+  return edges
+
+
 def _parse_loc(value, name, family, where) -> float:
   del family
   return _parse_number(value, "loc", name, where)
@@ -351,6 +381,7 @@ def _parse_scale(value, name, family, where) -> float:
 
 _PARSERS = {
     "categories": _parse_categories,
+    "bins": _parse_bins,
     "bounds": _parse_bounds,
     "loc": _parse_loc,
     "scale": _parse_scale,

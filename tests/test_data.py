@@ -413,3 +413,37 @@ def test_check_output_path(tmp_path):
     data.check_output_path(str(tmp_path / "nodir" / "out.csv"))
   with pytest.raises(DataError, match="is a directory"):
     data.check_output_path(str(tmp_path))
+
+
+# ------------------------------------------------------------ binned columns
+def test_binned_column_encodes_to_bins_and_decodes_within_them():
+  import numpy as np
+  import pandas as pd
+  from jtwin.data import decode, encode, resolve_domain
+  from jtwin.spec import parse_model_text
+  spec = parse_model_text("g : Categorical ; bins = 0, 1, 10, 100 ; integer ; missing\n")
+  df = pd.DataFrame({"g": [0, 0, 5, 9, 10, 99, 100, 150, None]})
+  dom = resolve_domain(df, spec)
+  assert dom.inferred_from_data() == []
+  assert dom.columns[0].categories == ("[0, 1)", "[1, 10)", "[10, 100]") and dom.features()[0].num_categories == 3
+  enc = encode(df, dom)
+  np.testing.assert_array_equal(enc.values[:, 0], [0, 0, 1, 1, 2, 2, 2, 2, 0])   # 150 -> last bin
+  np.testing.assert_array_equal(enc.observed[:, 0], [True] * 8 + [False])
+  codes = np.repeat([0.0, 1.0, 2.0], 2000)[:, None]
+  out = decode(codes, np.ones_like(codes, bool), dom, rng=np.random.default_rng(1))["g"].to_numpy()
+  assert (out[:2000] == 0).all()
+  assert set(out[2000:4000]) == set(range(1, 10))                                   # uniform within [1, 10)
+  assert out[4000:].min() >= 10 and out[4000:].max() <= 100 and len(set(out[4000:])) > 80
+
+
+def test_binned_column_rejects_text_and_infers_integer_flag():
+  import pandas as pd
+  import pytest
+  from jtwin.data import resolve_domain
+  from jtwin.errors import DataError
+  from jtwin.spec import parse_model_text
+  spec = parse_model_text("g : Categorical ; bins = 0, 1, 2\n")
+  dom = resolve_domain(pd.DataFrame({"g": [0.5, 1.5]}), spec)
+  assert dom.columns[0].integer is False and any("integer" in s for s in dom.inferred_from_data())
+  with pytest.raises(DataError, match="g"):
+    resolve_domain(pd.DataFrame({"g": ["a", "b"]}), spec)

@@ -58,7 +58,7 @@ def test_inactive_steps_change_nothing_but_state_of_draws():
   opt = optax.adam(1e-2)
   agg = dp.dp_aggregate(1.0, 10.0, jax.random.key(1))
   params = jnp.zeros(2 * flat.size)
-  state = infer.TrainState(params, opt.init(params), agg.init(params),
+  state = infer.TrainState(params, opt.init(params), agg.init(params), params, jnp.zeros((), jnp.int32),
                            *infer._draw(jnp.ones(flat.size), params, flat.size))
   step = infer.make_step(model, opt, agg, 1.0, flat)
   idx, mask = jnp.arange(8), jnp.ones(8, bool)

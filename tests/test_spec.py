@@ -223,3 +223,25 @@ def test_spec_imports_neither_pandas_nor_jax():
       imported.add(node.module.split(".")[0])
   assert imported <= {"__future__", "csv", "dataclasses", "math", "typing",
                       "jtwin"}
+
+
+# ------------------------------------------------------------ binned columns
+def test_bins_option_parses_and_round_trips():
+  spec = parse_model_text("gain : Categorical ; bins = 0, 1, 5000, 99999 ; integer ; missing = no\n")
+  f = spec.features[0]
+  assert f.bins == (0.0, 1.0, 5000.0, 99999.0) and f.integer is True and f.categories is None
+  assert parse_model_text(spec.to_text()) == spec
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("x : Categorical ; bins = 0, 1\n", "at least 3"),
+    ("x : Categorical ; bins = 0, 2, 1\n", "increase"),
+    ("x : Categorical ; bins = 0, a, 1\n", "finite number"),
+    ("x : Categorical ; bins = 0, 1, 2 ; categories = a, b\n", "not both"),
+    ("x : Categorical ; integer\n", "binned"),
+    ("x : Normal ; bins = 0, 1, 2\n", "does not apply"),
+])
+def test_bins_errors_name_the_line(line, needle):
+  with pytest.raises(ModelFileError, match=needle) as e:
+    parse_model_text("# header\n" + line, path="m.txt")
+  assert "m.txt:2" in str(e.value)
