@@ -135,6 +135,8 @@ def fit(args) -> int:
   timer = _Timer()
   if args.num_synthetic is not None and args.num_synthetic < 0:
     raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
+  if not 0.0 <= args.average_decay < 1.0:
+    raise JtwinInputError(f"--average_decay must be in [0, 1), got {args.average_decay}")
   paths = _output_paths(args)
   df = jdata.read_csv(args.data_path)
   prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path)
@@ -164,7 +166,8 @@ def fit(args) -> int:
   k_fit, k_sample, k_decode = jax.random.split(key, 3)
   bar = ProgressBar("training", privacy.steps, quiet=args.quiet)
   result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
-                     learning_rate=args.learning_rate,
+                     learning_rate=args.learning_rate, schedule=args.lr_schedule,
+                     average_decay=args.average_decay or None,
                      progress=lambda done, total, ep: bar.update(
                          done, f"loglik/row {ep['mean_log_lik']:.3g}"))
   timer.phases["compile"] = result.timings["compile"]

@@ -102,8 +102,14 @@ def _add_fit_parser(sub):
                  help="epochs; T = ceil(epochs / q) DP steps run and are accounted")
   g.add_argument("--sampling_ratio", "-q", type=_probability("--sampling_ratio"),
                  default=0.01, help="Poisson sampling probability q of each row per step")
-  g.add_argument("--learning_rate", type=_positive_float("--learning_rate"), default=1e-3,
-                 help="Adam learning rate")
+  g.add_argument("--learning_rate", type=_positive_float("--learning_rate"), default=3e-3,
+                 help="Adam learning rate (twinify: 1e-3)")
+  g.add_argument("--lr_schedule", choices=("constant", "cosine"), default="cosine",
+                 help="learning-rate schedule: cosine decays to 5%% over the run, damping "
+                 "the DP noise of the last steps (twinify: constant)")
+  g.add_argument("--average_decay", type=float, default=0.999,
+                 help="the posterior is an exponential moving average of the iterates "
+                 "with this decay (free post-processing; 0 = last iterate, as twinify)")
   g.add_argument("--drop_na", type=int, nargs="?", const=1, default=0, choices=(0, 1),
                  help="drop rows with a missing value in a modelled column "
                  "('--drop_na' or '--drop_na 1')")
