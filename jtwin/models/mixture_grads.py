@@ -28,20 +28,22 @@ def _finite_or_zero(x):
   return jnp.where(jnp.isfinite(x), x, 0.0)
 
 
-def _design(layout: MixtureLayout, values, observed):
-  """The batch's 0/1 design matrix F [B, M] of the categorical and missingness
-  blocks: [one-hot of observed categories (Ct) | observed categorical cell (Dc)
-  | observed (Dm) | missing (Dm)]. Every such block's log-likelihood, squared
-  score norm and weighted gradient sum is then one product with F or F^T.
+def _designs(layout: MixtureLayout, values, observed):
+  """The batch's 0/1 design matrices of the categorical and missingness blocks.
+
+  F_cat [B, Ct + Dc] = [one-hot of observed categories | observed categorical
+  cell], F_miss [B, 2 Dm] = [observed | missing]. Each block's log-likelihood,
+  squared score norms and weighted gradient sums are then products with F or
+  F^T (None where a block is absent).
   """
-  parts = []
+  f_cat = f_miss = None
   if len(layout.cat_idx):
-    parts += [cat_onehot(layout, values, observed),
-              observed[:, layout.cat_idx].astype(values.dtype)]
+    f_cat = jnp.concatenate([cat_onehot(layout, values, observed),
+                             observed[:, layout.cat_idx].astype(values.dtype)], 1)
   if len(layout.missing_idx):
     om = observed[:, layout.missing_idx].astype(values.dtype)
-    parts += [om, 1.0 - om]
-  return jnp.concatenate(parts, axis=1) if parts else None
+    f_miss = jnp.concatenate([om, 1.0 - om], 1)
+  return f_cat, f_miss
 
 
 def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
@@ -104,39 +106,28 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
     comp += jnp.sum(jnp.where(o[:, None, :], lp, 0.0), -1)
     d_eta = jnp.where(o[:, None, :], x[:, None, :] - rate, 0.0)
     n2_pois = coord_weights["poisson_log_rate"] * d_eta**2    # [B, K, Dp]
-  design = _design(layout, values, observed)
-  if design is not None:
-    width = design.shape[1]
-    fwd, nrm_cat, nrm_miss = [], [], []
-    if len(layout.cat_idx):
-      ct, dc = len(layout.flat_feature), len(layout.cat_idx)
-      logp = cat_log_probs(layout, theta["cat_logits"])       # [K, Ct]
-      p = jnp.exp(logp)
-      w = jnp.zeros_like(p).at[:, layout.flat_free].set(coord_weights["cat_logits"])
-      seg = jax.nn.one_hot(layout.flat_feature, dc, dtype=dtype)
-      # sum_c w_c (1[x=c] - p_c)^2 = sum_c w_c p_c^2 + w_x (1 - 2 p_x)
-      fwd += [logp, jnp.zeros((k, dc), dtype)]
-      nrm_cat += [w * (1.0 - 2.0 * p), (w * p * p) @ seg]
-    if len(layout.missing_idx):
-      zeta = theta["missing_logit"]
-      q = jax.nn.sigmoid(zeta)
-      wz = coord_weights["missing_logit"]
-      fwd += [-jax.nn.softplus(zeta), -jax.nn.softplus(-zeta)]
-      nrm_miss += [wz * q * q, wz * (1.0 - q) ** 2]
-    pad = lambda blocks, left: jnp.pad(jnp.concatenate(blocks, 1) if blocks else
-                                       jnp.zeros((k, 0), dtype),
-                                       ((0, 0), (left, 0)))
-    rows = [jnp.concatenate(fwd, 1)]
-    if nrm_cat:
-      rows.append(jnp.pad(jnp.concatenate(nrm_cat, 1), ((0, 0), (0, width - ct - dc))))
-    if nrm_miss:
-      rows.append(pad(nrm_miss, width - 2 * len(layout.missing_idx)))
-    both = design @ jnp.concatenate(rows, 0).T                # [B, (1 + blocks) K]
+  f_cat, f_miss = _designs(layout, values, observed)
+  if f_cat is not None:
+    ct, dc = len(layout.flat_feature), len(layout.cat_idx)
+    logp = cat_log_probs(layout, theta["cat_logits"])         # [K, Ct]
+    p = jnp.exp(logp)
+    w = jnp.zeros_like(p).at[:, layout.flat_free].set(coord_weights["cat_logits"])
+    seg = jax.nn.one_hot(layout.flat_feature, dc, dtype=dtype)
+    # sum_c w_c (1[x=c] - p_c)^2 = sum_c w_c p_c^2 + w_x (1 - 2 p_x)
+    fwd = jnp.concatenate([logp, jnp.zeros((k, dc), dtype)], 1)
+    nrm = jnp.concatenate([w * (1.0 - 2.0 * p), (w * p * p) @ seg], 1)
+    both = f_cat @ jnp.concatenate([fwd, nrm], 0).T          # [B, 2K]
     comp += both[:, :k]
-    if nrm_cat:
-      n2_cat = both[:, k:2 * k]
-    if nrm_miss:
-      n2_miss = both[:, -k:]
+    n2_cat = both[:, k:]
+  if f_miss is not None:
+    zeta = theta["missing_logit"]
+    q = jax.nn.sigmoid(zeta)
+    wz = coord_weights["missing_logit"]
+    fwd = jnp.concatenate([-jax.nn.softplus(zeta), -jax.nn.softplus(-zeta)], 1)
+    nrm = jnp.concatenate([wz * q * q, wz * (1.0 - q) ** 2], 1)
+    both = f_miss @ jnp.concatenate([fwd, nrm], 0).T         # [B, 2K]
+    comp += both[:, :k]
+    n2_miss = both[:, k:]
   joint = log_pi + comp
   ell = jax.nn.logsumexp(joint, axis=-1)                     # [B]
   resp = jnp.exp(joint - ell[:, None])                        # [B, K]
@@ -188,16 +179,14 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
     grads["poisson_log_rate"] = (jnp.einsum("bkd,bd->kd", a3, o * x)
                                  - rate * jnp.einsum("bkd,bd->kd", a3, o))
   a_cat, a_miss = c[:, col:col + 1] * resp0, c[:, col + 1:col + 2] * resp0
-  if design is not None:
-    ad = jnp.concatenate([a_cat, a_miss], 1).T @ design       # [2K, M]
-    if len(layout.cat_idx):
-      a_onehot, a_obs = ad[:k, :ct], ad[:k, ct:ct + dc]
-      g_flat = a_onehot - p * a_obs[:, layout.flat_feature]
-      grads["cat_logits"] = g_flat[:, layout.flat_free]
-    if len(layout.missing_idx):
-      dm = len(layout.missing_idx)
-      a_missing = ad[k:, width - dm:]
-      grads["missing_logit"] = a_missing - q * jnp.sum(a_miss, 0)[:, None]
+  if f_cat is not None:
+    ad = a_cat.T @ f_cat                                      # [K, Ct + Dc]
+    g_flat = ad[:, :ct] - p * ad[:, ct:][:, layout.flat_feature]
+    grads["cat_logits"] = g_flat[:, layout.flat_free]
+  if f_miss is not None:
+    dm = len(layout.missing_idx)
+    a_missing = a_miss.T @ f_miss[:, dm:]                     # sum_i a_ik (1 - o_id)
+    grads["missing_logit"] = a_missing - q * jnp.sum(a_miss, 0)[:, None]
 
   info = ClipInfo(num_clipped=jnp.sum(use & clipped),
                   num_nonfinite=jnp.sum(mask & ~finite),
