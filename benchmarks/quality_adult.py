@@ -8,7 +8,7 @@ half B (ceiling), an independent-marginals sample (floor) and the twins.
 Utility is train-on-twin / test-on-adult_test.csv with target `income`.
 
   python benchmarks/quality_adult.py [--epsilons 0.5 1 4 inf] [--epochs 200] [--k 50]
-      [--out DIR] [--quick]
+      [--out DIR] [--fit-args "-q 0.05"] [--quick]
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def main(argv=None) -> int:
   p.add_argument("--out", default=None, help="directory for the twins (default: a temp dir)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--quick", action="store_true", help="2 epochs, K = 5, one epsilon")
+  p.add_argument("--fit-args", default="", help="more `jtwin fit` options, e.g. '-q 0.05'")
   args = p.parse_args(argv)
   if args.quick:
     args.epsilons, args.epochs, args.k = ["1"], 2, 5
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
     cmd = [sys.executable, "-m", "jtwin", "fit", real_a, args.model, prefix, "--k", str(args.k),
            "-e", str(args.epochs), "--seed", str(args.seed), "--visualize", "none", "--quiet"]
     cmd += ["--no-privacy"] if eps == "inf" else ["--epsilon", eps]
+    cmd += args.fit_args.split()
     subprocess.run(cmd, check=True)
     twins += ["--twin", f"jtwin eps={eps}={prefix}.csv"]
   subprocess.run(base + twins, check=True)
