@@ -1,5 +1,4 @@
 """`calibrate_noise`: the certified contract, tightness, fallback, errors."""
-import time
 
 import pytest
 
