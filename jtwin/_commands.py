@@ -137,6 +137,8 @@ def fit(args) -> int:
     raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
   if not 0.0 <= args.average_decay < 1.0:
     raise JtwinInputError(f"--average_decay must be in [0, 1), got {args.average_decay}")
+  if not 0.0 <= args.warm_start < 1.0:
+    raise JtwinInputError(f"--warm_start must be in [0, 1), got {args.warm_start}")
   paths = _output_paths(args)
   df = jdata.read_csv(args.data_path)
   prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path)
@@ -156,7 +158,8 @@ def fit(args) -> int:
     privacy = infer.privacy_plan(
         n, epsilon=args.epsilon, delta=delta, sampling_ratio=q, num_epochs=args.num_epochs,
         clipping_threshold=args.clipping_threshold, noise_multiplier=args.noise_multiplier,
-        max_epsilon=args.max_epsilon, non_private=args.non_private)
+        max_epsilon=args.max_epsilon, non_private=args.non_private,
+        warm_start=args.warm_start if prep.model.warm_start is not None else 0.0)
   timer.lap("noise calibration")
   if privacy.mode == "non-private":
     warnings.warn("--no-privacy: NO differential privacy; do not release this output")
@@ -167,6 +170,7 @@ def fit(args) -> int:
   bar = ProgressBar("training", privacy.steps, quiet=args.quiet)
   result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
                      learning_rate=args.learning_rate, schedule=args.lr_schedule,
+                     warm_start=args.warm_start,
                      average_decay=args.average_decay or None,
                      progress=lambda done, total, ep: bar.update(
                          done, f"loglik/row {ep['mean_log_lik']:.3g}"))
@@ -217,10 +221,12 @@ def _privacy_line(p) -> str:
   if p.mode == "non-private":
     return f"NON-PRIVATE run (no clipping, no noise), q = {p.sampling_ratio:g}, T = {p.steps} steps"
   target = f", target {p.epsilon_target:g}" if p.epsilon_target is not None else ""
+  warm = (f"; warm start: noisy marginals with epsilon {p.warm_start_epsilon:.3g}, "
+          f"sigma {p.warm_start_noise:.4g}" if p.warm_start_noise > 0 else "")
   return (f"(epsilon = {p.epsilon:.4g}{target}, delta = {p.delta:.3g})-DP "
-          f"[certified upper bound, {p.accountant} accountant, {p.relation}]; "
-          f"noise multiplier sigma = {p.noise_multiplier:.4g}, q = {p.sampling_ratio:g}, "
-          f"T = {p.steps} steps, C = {p.clipping_threshold:g}")
+          f"[certified upper bound, {p.accountant}, {p.relation}]; "
+          f"DP-SGD noise multiplier sigma = {p.noise_multiplier:.4g}, q = {p.sampling_ratio:g}, "
+          f"T = {p.steps} steps, C = {p.clipping_threshold:g}{warm}")
 
 
 def _summary(n, d, privacy, phases, written, num):

@@ -91,6 +91,10 @@ def _add_fit_parser(sub):
                  "under it; with --epsilon, refuse a larger target")
   g.add_argument("--clipping_threshold", type=_positive_float("--clipping_threshold"),
                  default=1.0, help="per-example gradient clipping norm C")
+  g.add_argument("--warm_start", type=float, default=0.1,
+                 help="fraction of (epsilon, delta) spent on noisy 1-way marginals that "
+                 "start every mixture component near the data's marginals (Gaussian "
+                 "mechanism, composed with DP-SGD); 0 disables it (twinify has none)")
   g.add_argument("--allow_large_delta", action="store_true",
                  help="accept delta > 1/N (such a delta allows publishing a whole row)")
   g.add_argument("--no-privacy", "--non_private", dest="non_private", action="store_true",

@@ -73,6 +73,11 @@ class PrivacyRecord(NamedTuple):
     clipping_threshold: C.
     accountant: which accountant certified `epsilon` ("prv", "rdp", ...).
     relation: the neighbouring relation ("add/remove one row").
+    warm_start_epsilon: the part of `epsilon` (and `warm_start_delta` of
+      `delta`) spent on the DP warm start (noisy marginals, analytic Gaussian
+      mechanism), composed with DP-SGD by basic composition; 0 if none.
+    warm_start_delta: see above.
+    warm_start_noise: the warm start's noise multiplier (0 if none).
   """
   mode: str
   epsilon: float
@@ -85,6 +90,9 @@ class PrivacyRecord(NamedTuple):
   clipping_threshold: float
   accountant: str
   relation: str = "add/remove one row"
+  warm_start_epsilon: float = 0.0
+  warm_start_delta: float = 0.0
+  warm_start_noise: float = 0.0
 
 
 class TrainState(NamedTuple):
@@ -178,11 +186,17 @@ def _validate(epsilon, delta, sampling_ratio, num_epochs, clip, n):
 def privacy_plan(num_examples: int, *, epsilon: Optional[float], delta: Optional[float],
                  sampling_ratio: float, num_epochs: float, clipping_threshold: float,
                  noise_multiplier: Optional[float] = None, max_epsilon: Optional[float] = None,
-                 non_private: bool = False) -> PrivacyRecord:
+                 non_private: bool = False, warm_start: float = 0.0) -> PrivacyRecord:
   """Chooses sigma (or reports epsilon) from public inputs only.
 
   delta defaults to 0.1 / N (twinify 2.0's choice); a delta above 1/N gets a
   warning, since it would allow releasing a whole row.
+
+  warm_start: the fraction f of (epsilon, delta) spent on a DP warm start
+  (`Model.warm_start`, Gaussian mechanism with noise multiplier calibrated
+  exactly to (f epsilon, f delta)); DP-SGD gets ((1 - f) epsilon, (1 - f)
+  delta) and the two add up (basic composition). Only in calibrated mode;
+  0 disables it.
   """
   from jtwin import accounting  # local: keeps `import jtwin` light
   n, q = num_examples, sampling_ratio
@@ -214,10 +228,24 @@ def privacy_plan(num_examples: int, *, epsilon: Optional[float], delta: Optional
     raise JtwinInputError("give epsilon, noise_multiplier, or non_private=True")
   if max_epsilon is not None and epsilon > max_epsilon:
     raise JtwinInputError(f"epsilon = {epsilon:g} exceeds max_epsilon = {max_epsilon:g}")
-  cal = accounting.calibrate_noise(epsilon, delta, q, steps)
-  return PrivacyRecord("calibrated", float(cal.bounds.upper), float(epsilon),
-                       float(cal.bounds.estimate), delta, float(cal.noise_multiplier), q,
-                       steps, clipping_threshold, cal.bounds.accountant)
+  if not 0.0 <= warm_start < 1.0:
+    raise JtwinInputError(f"warm_start must be a fraction in [0, 1), got {warm_start}")
+  if warm_start == 0.0:
+    cal = accounting.calibrate_noise(epsilon, delta, q, steps)
+    return PrivacyRecord("calibrated", float(cal.bounds.upper), float(epsilon),
+                         float(cal.bounds.estimate), delta, float(cal.noise_multiplier), q,
+                         steps, clipping_threshold, cal.bounds.accountant)
+  from jtwin.accounting import gaussian
+  eps_w, delta_w = warm_start * epsilon, warm_start * delta
+  sigma_w = gaussian.gaussian_noise_multiplier(eps_w, delta_w)
+  eps_w = min(eps_w, gaussian.gaussian_epsilon(sigma_w, delta_w))
+  cal = accounting.calibrate_noise(epsilon - warm_start * epsilon, delta - delta_w, q, steps)
+  return PrivacyRecord(
+      "calibrated", float(cal.bounds.upper + eps_w), float(epsilon),
+      float(cal.bounds.estimate + eps_w), delta, float(cal.noise_multiplier), q, steps,
+      clipping_threshold, f"{cal.bounds.accountant} + analytic Gaussian (basic composition)",
+      warm_start_epsilon=float(eps_w), warm_start_delta=float(delta_w),
+      warm_start_noise=float(sigma_w))
 
 
 def _clipped_sum_fn(model: Model) -> Callable:
@@ -310,6 +338,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
         non_private: bool = False, learning_rate: float = 3e-3,
         schedule: str = "cosine", average_decay: Optional[float] = 0.999,
         init_method: str = "uniform", init_scale: float = 0.1,
+        init_loc: Optional[dict] = None, warm_start: float = 0.1,
         progress: Optional[Callable[[int, int, dict], None]] = None,
         privacy: Optional[PrivacyRecord] = None) -> FitResult:
   """Fits the mean-field posterior of `model` to `data` under (epsilon, delta)-DP.
@@ -338,6 +367,13 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
       the iterates with this decay (iterate averaging: post-processing of the
       private iterates, so free); None returns the last iterate (twinify).
     init_method, init_scale: posterior initialisation (`posterior.init`).
+    init_loc: optional dict of arrays ADDED to the initial locations of the
+      named parameters. It must not be computed from the private data
+      without privacy.
+    warm_start: fraction of (epsilon, delta) spent on the model's DP warm
+      start (`Model.warm_start`: for the mixture, noisy 1-way marginals of
+      the categorical columns), if the model has one; see `privacy_plan`.
+      Ignored (0) for models without one and in noise_multiplier mode.
     progress: optional callback `(steps_done, total_steps, epoch_info)`.
     privacy: a precomputed `privacy_plan(...)` (skips calibration).
 
@@ -355,12 +391,20 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     privacy = privacy_plan(n, epsilon=epsilon, delta=delta, sampling_ratio=sampling_ratio,
                            num_epochs=num_epochs, clipping_threshold=clipping_threshold,
                            noise_multiplier=noise_multiplier, max_epsilon=max_epsilon,
-                           non_private=non_private)
+                           non_private=non_private,
+                           warm_start=warm_start if model.warm_start is not None else 0.0)
   t_cal = time.perf_counter() - t0
   q, steps, clip = privacy.sampling_ratio, privacy.steps, privacy.clipping_threshold
   if privacy.mode == "non-private":
     clip = math.inf
   key = root_key() if key is None else key
+  key, k_warm = jax.random.split(key)
+  if privacy.warm_start_noise > 0 or (privacy.mode == "non-private" and model.warm_start
+                                      and warm_start > 0):
+    # The only other data access: the Gaussian mechanism accounted in `privacy`.
+    warm = model.warm_start(k_warm, values, observed, privacy.warm_start_noise)
+    init_loc = {**(init_loc or {}),
+                **{k_: np.asarray((init_loc or {}).get(k_, 0.0)) + v for k_, v in warm.items()}}
   flat = _flat_layout(model)
   if schedule not in ("constant", "cosine"):
     raise JtwinInputError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
@@ -381,6 +425,11 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     k_agg, k_noise = jax.random.split(k_noise)   # k_agg: the aggregator's own key (unused)
     init_params = post.init(k_post, model.init(k_template), method=init_method,
                             init_scale=init_scale)
+    if init_loc is not None:   # public (or separately privatised) starting locations
+      init_params = init_params._replace(loc={
+          name: (init_params.loc[name] + jnp.asarray(init_loc[name], jnp.float32)
+                 if name in init_loc else value)
+          for name, value in init_params.loc.items()})
     params = jnp.concatenate([_ravel(init_params.loc), _ravel(init_params.raw_scale)])
     aggregator = dp.dp_aggregate(noise_std, 1.0 / q, k_agg)
     eps0 = jax.random.normal(k_first, (flat.size,), jnp.float32)

@@ -166,7 +166,7 @@ def test_custom_model_example_trains_and_samples():
   values = np.stack([rng.normal(0.5, 0.2, 2000), rng.normal(-0.3, 0.4, 2000)], 1).astype(np.float32)
   observed = rng.random(values.shape) > 0.1
   res = infer.fit(jax.random.key(0), model, (values, observed), non_private=True,
-                  sampling_ratio=0.1, num_epochs=80, learning_rate=0.05, schedule="constant",
+                  sampling_ratio=0.1, num_epochs=200, learning_rate=0.05, schedule="constant",
                   average_decay=None)
   np.testing.assert_allclose(res.posterior.loc["loc"], [0.5, -0.3], atol=0.05)
   np.testing.assert_allclose(np.exp(res.posterior.loc["log_scale"]), [0.2, 0.4], rtol=0.15)

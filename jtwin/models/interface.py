@@ -58,6 +58,11 @@ class Model(NamedTuple):
       posterior-predictive rows, each from a fresh theta ~ q. Defaults to a
       `vmap` over rows of a posterior draw followed by `sample(key, theta, 1)`.
     features: optional tuple of `Feature` describing the columns.
+    warm_start: optional `(key, values, observed, noise_multiplier) -> dict`
+      of arrays added to the initial posterior locations, computed from the
+      data with Gaussian noise of `noise_multiplier` times its L2
+      sensitivity (0: exact, for non-private runs). `jtwin.fit` accounts
+      for it (see `infer.privacy_plan`).
   """
   init: Callable[[Array], PyTree]
   log_prior: Callable[[PyTree], Array]
@@ -67,6 +72,7 @@ class Model(NamedTuple):
   clipped_grad_sum: Optional[Callable] = None
   sample_predictive: Optional[Callable] = None
   features: Optional[tuple] = None
+  warm_start: Optional[Callable] = None
 
 
 class ClipInfo(NamedTuple):

@@ -1,0 +1,56 @@
+"""The (non-subsampled) Gaussian mechanism, accounted exactly.
+
+Releasing f(D) + N(0, sigma^2 I) where f has L2 sensitivity 1 (divide the
+noise by the sensitivity first) is (epsilon, delta)-DP exactly when
+
+  delta(epsilon) = Phi(-epsilon s + 1/(2 s)) - e^epsilon Phi(-epsilon s - 1/(2 s)),  s = sigma
+
+(Balle & Wang 2018, the analytic Gaussian mechanism; it holds for add/remove
+and replace neighbours alike, given the sensitivity under that relation).
+jtwin uses it for the DP marginals that warm-start the mixture, composed with
+DP-SGD by basic composition (epsilons and deltas add), a valid upper bound.
+"""
+from __future__ import annotations
+
+import math
+
+from scipy import optimize
+from scipy.special import log_ndtr
+
+from jtwin.accounting import _validate
+
+
+def gaussian_delta(epsilon: float, noise_multiplier: float) -> float:
+  """Exact delta of the Gaussian mechanism at `epsilon` (sensitivity 1)."""
+  s = float(noise_multiplier)
+  a = log_ndtr(-epsilon * s + 0.5 / s)
+  b = epsilon + log_ndtr(-epsilon * s - 0.5 / s)
+  return max(0.0, math.exp(a) - math.exp(b)) if a > b else 0.0
+
+
+def gaussian_epsilon(noise_multiplier: float, delta: float) -> float:
+  """Smallest epsilon with delta(epsilon) <= delta (an exact bound, rounded up)."""
+  sigma = _validate.positive("noise_multiplier", noise_multiplier)
+  delta = _validate.delta(delta)
+  if gaussian_delta(0.0, sigma) <= delta:
+    return 0.0
+  hi = 1.0
+  while gaussian_delta(hi, sigma) > delta:
+    hi *= 2.0
+  eps = optimize.brentq(lambda e: gaussian_delta(e, sigma) - delta, 0.0, hi, xtol=1e-12)
+  return eps * (1 + 1e-9) + 1e-12
+
+
+def gaussian_noise_multiplier(epsilon: float, delta: float) -> float:
+  """Smallest sigma (sensitivity 1) whose exact delta at `epsilon` is <= delta."""
+  epsilon = _validate.positive("epsilon", epsilon)
+  delta = _validate.delta(delta)
+  f = lambda s: gaussian_delta(epsilon, s) - delta
+  lo, hi = 1e-3, 1.0
+  while f(hi) > 0:
+    hi *= 2.0
+    if hi > 1e8:
+      raise ValueError(f"no noise multiplier reaches epsilon = {epsilon:g}, delta = {delta:g}")
+  sigma = optimize.brentq(f, lo, hi, xtol=1e-12) * (1 + 1e-9)
+  assert gaussian_delta(epsilon, sigma) <= delta
+  return sigma
