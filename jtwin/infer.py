@@ -295,7 +295,7 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
   docstring); `noise` in xs is [P].
   """
   clipped_sum = _clipped_sum_fn(model)
-  grad_prior = jax.grad(model.log_prior)
+  grad_prior = model.grad_log_prior or jax.grad(model.log_prior)
   size, unravel = flat.size, flat.unravel
 
   ravel = _ravel

@@ -63,6 +63,7 @@ class Model(NamedTuple):
       data with Gaussian noise of `noise_multiplier` times its L2
       sensitivity (0: exact, for non-private runs). `jtwin.fit` accounts
       for it (see `infer.privacy_plan`).
+    grad_log_prior: optional closed form of `jax.grad(log_prior)`.
   """
   init: Callable[[Array], PyTree]
   log_prior: Callable[[PyTree], Array]
@@ -73,6 +74,7 @@ class Model(NamedTuple):
   sample_predictive: Optional[Callable] = None
   features: Optional[tuple] = None
   warm_start: Optional[Callable] = None
+  grad_log_prior: Optional[Callable] = None
 
 
 class ClipInfo(NamedTuple):

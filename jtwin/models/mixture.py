@@ -188,6 +188,30 @@ def log_prior(layout: MixtureLayout, theta: dict) -> Array:
   return lp
 
 
+def grad_log_prior(layout: MixtureLayout, theta: dict) -> dict:
+  """Closed-form gradient of `log_prior` (tested against `jax.grad`).
+
+  Avoids differentiating through the categorical block's gathers, whose
+  transposes are slow scatter-adds on CPU. For ALR logits a with a
+  Dirichlet(1) prior and the ALR Jacobian, d/da_j sum_c log p_c = 1 - C p_j.
+  """
+  k = layout.num_components
+  pi = jnp.exp(fam.categorical_log_probs(theta["mix"]))
+  grads = {"mix": 1.0 - k * pi[:k - 1]}
+  if "normal_loc" in theta:
+    grads["normal_loc"] = -theta["normal_loc"] / fam.NORMAL_LOC_PRIOR_SCALE**2
+    grads["normal_log_scale"] = -theta["normal_log_scale"] / fam.NORMAL_LOG_SCALE_PRIOR_SCALE**2
+  if "poisson_log_rate" in theta:
+    grads["poisson_log_rate"] = 1.0 - jnp.exp(theta["poisson_log_rate"])
+  if "cat_logits" in theta:
+    p = jnp.exp(cat_log_probs(layout, theta["cat_logits"]))      # [K, Ct]
+    sizes = layout.cat_sizes[layout.flat_feature].astype(np.float32)
+    grads["cat_logits"] = (1.0 - sizes * p)[:, layout.flat_free]
+  if "missing_logit" in theta:
+    grads["missing_logit"] = 2.0 - 4.0 * jax.nn.sigmoid(theta["missing_logit"])
+  return grads
+
+
 # ------------------------------------------------------------ sampling
 def sample_rows(layout: MixtureLayout, key: Array, rows: dict) -> tuple[Array, Array]:
   """Samples one row per set of component parameters.
@@ -364,4 +388,5 @@ def make_mixture_model(features: Sequence[Feature], num_components: int = 50, *,
       sample_predictive=lambda key, post, n: sample_predictive(layout, key, post, n),
       features=features,
       warm_start=(functools.partial(warm_start, layout) if len(layout.cat_idx) else None),
+      grad_log_prior=lambda theta: grad_log_prior(layout, theta),
   )

@@ -499,3 +499,14 @@ def test_sample_synthetic_records_per_draw_share_theta():
   assert min(abs(means[0] - means[1]), abs(means[1] - means[2])) > 5.0, means
   with pytest.raises(ValueError):
     sampling.sample_synthetic(jax.random.key(0), SMALL_MODEL, params, 3, records_per_draw=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_closed_form_prior_gradient_matches_autodiff(seed):
+  features = (Feature("a", "normal", missing=True), Feature("b", "categorical", 4, missing=True),
+              Feature("c", "poisson"), Feature("d", "bernoulli"), Feature("e", "categorical", 3))
+  model = make_mixture_model(features, 5)
+  theta = model.init(jax.random.key(seed))
+  theta = jax.tree.map(lambda x: 1.5 * x, theta)
+  chex.assert_trees_all_close(model.grad_log_prior(theta), jax.grad(model.log_prior)(theta),
+                              rtol=1e-5, atol=1e-5)
