@@ -1,0 +1,107 @@
+"""Every benchmark script runs end to end at --quick sizes and prints its figures.
+
+No timing assertions: these only check that the scripts work (so they do not
+rot) and print what their READMEs promise. The twinify comparison only checks
+that it exits 0 with a clear message when twinify is not installed.
+"""
+import importlib.util
+import pathlib
+import re
+
+import pytest
+
+_BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, _BENCH / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _header_ok(out):
+  assert re.search(r"^# date .* commit \S+ jax \S+ device \S+", out, re.M), out[:500]
+  assert "loadavg" in out
+
+
+def test_bench_end_to_end_quick(capsys):
+  assert _load("bench_end_to_end").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert "--visualize none: T = 100 DP steps" in out
+  for phase in ("load and encode", "noise calibration", "compile", "training", "sampling",
+                "writing", "peak resident memory", "outside it"):
+    assert phase in out, phase
+
+
+def test_parse_phases():
+  bench = _load("bench_end_to_end")
+  total, phases = bench.parse_phases(
+      "x\njtwin: done in 12.5 s (load and encode 0.20s | noise calibration 0.30s | compile "
+      "2.00s | training 9.00s | sampling 1.00s | writing 0.10s)\n")
+  assert total == 12.5
+  assert phases == {"load and encode": 0.2, "noise calibration": 0.3, "compile": 2.0,
+                    "training": 9.0, "sampling": 1.0, "writing": 0.1}
+
+
+def test_bench_dp_overhead_quick(capsys):
+  assert _load("bench_dp_overhead").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  rows = [l.split() for l in out.splitlines() if re.match(r"^\s+3\s+64\s", l)]
+  assert len(rows) == 1 and rows[0][-5].endswith("x")     # dp/np, glob/np, vmap/np ratios
+  assert re.search(r"^\s+3\s+\S+ \S+\s+\S+ \S+\s+\S+x", out, re.M)  # the fit row
+
+
+def test_bench_scaling_quick(capsys):
+  assert _load("bench_scaling").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert "failed" not in out
+  assert re.search(r"^\s+2000\s+3\s+20\s", out, re.M)               # one training row
+  assert re.search(r"^\s+1000\s+.*GiB", out, re.M)                   # one sampling row
+
+
+def test_bench_vs_twinify_without_twinify(capsys):
+  assert _load("bench_vs_twinify").main(["--twinify-python", "/nonexistent"]) == 0
+  out = capsys.readouterr().out
+  assert "twinify not available" in out
+
+
+def test_twinify_phase_split():
+  bench = _load("bench_vs_twinify")
+  marks = {"imported": [2.0], "read_csv:start": [2.1], "read_csv:end": [2.3],
+           "model_setup:start": [2.3], "model_setup:end": [10.0],
+           "accountant:start": [10.0], "accountant:end": [20.0],
+           "svi_init:start": [21.0], "svi_init:end": [30.0], "epoch_done": [100.0, 160.0],
+           "fit:start": [10.0], "fit:end": [161.0], "store:start": [161.0],
+           "store:end": [162.0], "sampling:start": [162.0], "sampling:end": [200.0],
+           "to_csv:start": [200.0], "to_csv:end": [201.0]}
+  phases, epochs = bench.twinify_phases(marks, 202.0)
+  assert epochs == [100.0, 160.0]
+  assert phases["noise calibration"] == pytest.approx(10.0)
+  assert phases["compile + first epoch"] == pytest.approx(70.0)
+  assert phases["later epochs"] == pytest.approx(60.0)
+  assert phases["sampling"] == pytest.approx(38.0)
+
+
+def test_bench_vs_twinify_report(monkeypatch, capsys):
+  """The comparison's report, with both tools' runs faked (no twinify needed)."""
+  bench = _load("bench_vs_twinify")
+  jt_phases = lambda tr: {"python start and import": 1.0, "load and encode": 0.1,
+                          "noise calibration": 1.0, "compile": 2.0, "training": tr,
+                          "sampling": 2.0, "writing": 0.1}
+  monkeypatch.setattr(bench, "twinify_available", lambda python: (True, "fake twinify"))
+  monkeypatch.setattr(bench.os.path, "exists", lambda path: True)
+  monkeypatch.setattr(bench, "run_jtwin", lambda data, e, tmp, timeout: {
+      "cmd": ["python", "-m", "jtwin"], "wall": 8.0 + 0.2 * e, "rss": 2**29, "cpu": 9.0,
+      "rc": 0, "phases": jt_phases(1.0 + 0.2 * (e - 1))})
+  monkeypatch.setattr(bench, "run_twinify", lambda python, data, e, tmp, timeout: {
+      "cmd": ["py", "shim", "out.json", "vi"], "wall": 80.0 + 70.0 * e, "rss": 9 * 2**30,
+      "cpu": 200.0, "rc": 0, "epoch_s": 70.0 if e >= 2 else float("nan"),
+      "phases": {"sampling": 40.0}})
+  assert bench.main(["--epochs", "1,2", "--jtwin-full", "200"]) == 0
+  out = capsys.readouterr().out
+  assert re.search(r"time per epoch\s+70\.00s\s+0\.20s\s+350\.0x", out), out
+  assert "EXTRAPOLATED" in out and "## 200 epochs" in out
