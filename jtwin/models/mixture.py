@@ -73,14 +73,22 @@ def make_layout(features: Sequence[Feature], num_components: int) -> MixtureLayo
     if f.missing:
       missing.append(d)
   sizes_a = np.asarray(sizes, np.int32)
-  flat_feature = np.repeat(np.arange(len(sizes)), sizes).astype(np.int32)
-  offsets = np.concatenate([[0], np.cumsum(sizes_a)]).astype(np.int32)
-  flat_value = (np.arange(offsets[-1]) - offsets[flat_feature]).astype(np.int32)
-  flat_free = np.nonzero(flat_value < sizes_a[flat_feature] - 1)[0].astype(np.int32)
+  # Flat layout: first every free category (feature by feature, categories
+  # 0..C-2), then every feature's reference category C-1. The free logits are
+  # then a prefix of the flat logits: no scatter or gather to map between them.
+  free_feature = np.repeat(np.arange(len(sizes)), sizes_a - 1).astype(np.int32)
+  free_offsets = np.concatenate([[0], np.cumsum(sizes_a - 1)]).astype(np.int32)
+  free_value = (np.arange(free_offsets[-1]) - free_offsets[free_feature]).astype(np.int32)
+  flat_feature = np.concatenate([free_feature, np.arange(len(sizes))]).astype(np.int32)
+  flat_value = np.concatenate([free_value, sizes_a - 1]).astype(np.int32)
+  pc = int(free_offsets[-1])
+  flat_free = np.arange(pc, dtype=np.int32)
   cmax = int(sizes_a.max()) if len(sizes) else 1
   grid = np.arange(cmax)[None, :]
   pad_valid = grid < sizes_a[:, None] if len(sizes) else np.zeros((0, 1), bool)
-  pad_index = np.where(pad_valid, offsets[:-1, None] + grid, 0).astype(np.int32)
+  ref_pos = pc + np.arange(len(sizes))[:, None]
+  pad_index = np.where(grid < sizes_a[:, None] - 1, free_offsets[:-1, None] + grid,
+                       np.where(pad_valid, ref_pos, 0)).astype(np.int32)
   as_idx = lambda v: np.asarray(v, np.int32)
   return MixtureLayout(num_components, len(features), as_idx(normal), as_idx(poisson),
                        as_idx(cat), sizes_a, flat_feature, flat_value, flat_free,
@@ -105,15 +113,11 @@ def param_shapes(layout: MixtureLayout) -> dict:
 
 # ------------------------------------------------------------ categorical block
 def cat_full_logits(layout: MixtureLayout, free: Array) -> Array:
-  """Free logits [..., Pc] -> all-category logits [..., Ct] (reference = 0).
+  """Free logits [..., Pc] -> all-category logits [..., Ct] (references = 0).
 
-  A gather from [free, 0] (a scatter is much slower on CPU for many rows).
+  The flat layout puts the free categories first, so this is a concatenation.
   """
-  pc = len(layout.flat_free)
-  source = np.full(len(layout.flat_feature), pc, np.int32)    # -> the appended 0
-  source[layout.flat_free] = np.arange(pc, dtype=np.int32)
-  padded = jnp.concatenate([free, jnp.zeros(free.shape[:-1] + (1,), free.dtype)], -1)
-  return jnp.take(padded, source, axis=-1)
+  return jnp.concatenate([free, jnp.zeros(free.shape[:-1] + (len(layout.cat_idx),), free.dtype)], -1)
 
 
 def cat_log_probs(layout: MixtureLayout, free: Array) -> Array:
@@ -206,7 +210,7 @@ def grad_log_prior(layout: MixtureLayout, theta: dict) -> dict:
   if "cat_logits" in theta:
     p = jnp.exp(cat_log_probs(layout, theta["cat_logits"]))      # [K, Ct]
     sizes = layout.cat_sizes[layout.flat_feature].astype(np.float32)
-    grads["cat_logits"] = (1.0 - sizes * p)[:, layout.flat_free]
+    grads["cat_logits"] = (1.0 - sizes * p)[:, :len(layout.flat_free)]
   if "missing_logit" in theta:
     grads["missing_logit"] = 2.0 - 4.0 * jax.nn.sigmoid(theta["missing_logit"])
   return grads
@@ -261,14 +265,17 @@ def _sample_categories(layout: MixtureLayout, key: Array, free: Array) -> Array:
   Returns:
     int32 codes [n, D_cat].
   """
-  seg = jax.nn.one_hot(layout.flat_feature, len(layout.cat_idx), dtype=jnp.float32)  # [Ct, Dc]
-  e = jnp.exp(jnp.clip(cat_full_logits(layout, free), -30.0, 30.0))                 # [n, Ct]
-  p = e / (e @ seg)[:, layout.flat_feature]               # normalised within each column
+  # feature-contiguous order: categories 0..C-1 of column 0, then column 1, ...
+  contig = layout.pad_index[layout.pad_valid]                                      # [Ct]
+  feature = layout.flat_feature[contig]
+  seg = jax.nn.one_hot(feature, len(layout.cat_idx), dtype=jnp.float32)           # [Ct, Dc]
+  e = jnp.exp(jnp.clip(cat_full_logits(layout, free)[:, contig], -30.0, 30.0))  # [n, Ct]
+  p = e / (e @ seg)[:, feature]                           # normalised within each column
   offsets = np.concatenate([[0], np.cumsum(layout.cat_sizes)[:-1]]).astype(np.int32)
   cum = jnp.cumsum(p, -1)
   start = (cum - p)[:, offsets]                           # CDF before each column: [n, Dc]
   u = jax.random.uniform(key, start.shape)
-  below = (cum - start[:, layout.flat_feature]) < u[:, layout.flat_feature]
+  below = (cum - start[:, feature]) < u[:, feature]
   codes = (below.astype(jnp.float32) @ seg).astype(jnp.int32)
   return jnp.minimum(codes, layout.cat_sizes - 1)
 
@@ -332,16 +339,15 @@ def warm_start(layout: MixtureLayout, key: Array, values, observed,
     return {}
   values = np.asarray(values)
   observed = np.asarray(observed, bool)
-  offsets = np.concatenate([[0], np.cumsum(layout.cat_sizes)]).astype(int)
   counts = np.zeros(len(layout.flat_feature))
   for j, col in enumerate(layout.cat_idx):
     codes = values[observed[:, col], col].astype(np.int64)
-    counts[offsets[j]:offsets[j + 1]] = np.bincount(codes, minlength=layout.cat_sizes[j])
+    counts[layout.pad_index[j, :layout.cat_sizes[j]]] = np.bincount(codes, minlength=layout.cat_sizes[j])
   sd = float(noise_multiplier) * np.sqrt(len(layout.cat_idx))
   noise = np.asarray(jax.random.normal(key, counts.shape, jnp.float32), np.float64)
   log_p = np.log(np.maximum(counts + sd * noise, 1.0))
-  reference = log_p[offsets[1:] - 1][layout.flat_feature]
-  alr = (log_p - reference)[layout.flat_free]
+  pc = len(layout.flat_free)
+  alr = log_p[:pc] - log_p[pc + layout.flat_feature[:pc]]
   return {"cat_logits": np.broadcast_to(alr, (layout.num_components, len(alr))).astype(np.float32)}
 
 
@@ -369,10 +375,14 @@ def make_mixture_model(features: Sequence[Feature], num_components: int = 50, *,
   layout = make_layout(features, num_components)
   shapes = param_shapes(layout)
 
+  names = sorted(shapes)
+  sizes = [int(np.prod(shapes[nm], dtype=np.int64)) for nm in names]
+  ends = np.cumsum(sizes)
+
   def init(key):
-    keys = jax.random.split(key, len(shapes))
-    return {nm: jax.random.uniform(kk, shp, jnp.float32, -2.0, 2.0)
-            for (nm, shp), kk in zip(sorted(shapes.items()), keys)}
+    # one draw for all parameters (each separate draw costs compile time)
+    flat = jax.random.uniform(key, (int(ends[-1]),), jnp.float32, -2.0, 2.0)
+    return {nm: flat[e - n:e].reshape(shapes[nm]) for nm, n, e in zip(names, sizes, ends)}
 
   def log_likelihood(theta, x, observed):
     return log_likelihood_batch(layout, theta, x[None], observed[None])[0]

@@ -111,7 +111,7 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
     ct, dc = len(layout.flat_feature), len(layout.cat_idx)
     logp = cat_log_probs(layout, theta["cat_logits"])         # [K, Ct]
     p = jnp.exp(logp)
-    w = jnp.zeros_like(p).at[:, layout.flat_free].set(coord_weights["cat_logits"])
+    w = jnp.concatenate([coord_weights["cat_logits"], jnp.zeros((k, dc), dtype)], 1)
     seg = jax.nn.one_hot(layout.flat_feature, dc, dtype=dtype)
     # sum_c w_c (1[x=c] - p_c)^2 = sum_c w_c p_c^2 + w_x (1 - 2 p_x)
     fwd = jnp.concatenate([logp, jnp.zeros((k, dc), dtype)], 1)
@@ -181,8 +181,8 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
   a_cat, a_miss = c[:, col:col + 1] * resp0, c[:, col + 1:col + 2] * resp0
   if f_cat is not None:
     ad = a_cat.T @ f_cat                                      # [K, Ct + Dc]
-    g_flat = ad[:, :ct] - p * ad[:, ct:][:, layout.flat_feature]
-    grads["cat_logits"] = g_flat[:, layout.flat_free]
+    pc = len(layout.flat_free)     # free categories come first in the flat layout
+    grads["cat_logits"] = ad[:, :pc] - p[:, :pc] * (ad[:, ct:] @ seg[:pc].T)
   if f_miss is not None:
     dm = len(layout.missing_idx)
     a_missing = a_miss.T @ f_miss[:, dm:]                     # sum_i a_ik (1 - o_id)
