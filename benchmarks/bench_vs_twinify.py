@@ -50,7 +50,8 @@ from bench_end_to_end import STEPS_RE, parse_phases  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "data", "adult_twinify_model.txt")
-DATA = "/work/shared/data/adult/adult_train.csv"
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+                    "shared", "data", "adult", "adult_train.csv")   # ../shared beside the repo
 SHIM = os.path.join(HERE, "_twinify_shim.py")
 SETUP = os.path.join(HERE, "twinify_setup.sh")
 DEFAULT_VENV = os.environ.get("TWINIFY_VENV", "/tmp/twinify_venv")

@@ -84,7 +84,8 @@ def _stamp() -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data", default="/work/shared/data/adult",
+  parser.add_argument("--data", default=os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "adult"),
                       help="folder with adult_train.csv and adult_test.csv "
                       "(default: %(default)s)")
   parser.add_argument("--seed", type=int, default=0,

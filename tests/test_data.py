@@ -14,7 +14,8 @@ from jtwin.models import Feature
 from jtwin.spec import parse_model_file, parse_model_text
 
 EXAMPLES = os.path.join(os.path.dirname(data.__file__), "examples")
-ADULT_CSV = "/work/shared/data/adult/adult_train.csv"
+ADULT_CSV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "jtwin", "examples", "adult.csv.gz")   # bundled adult_train.csv
 
 
 def _spec(text):

@@ -17,8 +17,8 @@ from jtwin.evaluate import classifiers, cli, encoding, metrics, propensity
 from jtwin.evaluate import utility
 from jtwin.evaluate import evaluate, format_summary, write_report
 
-ADULT = "/work/shared/data/adult/adult_train.csv"
-ADULT_TEST = "/work/shared/data/adult/adult_test.csv"
+ADULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "jtwin", "examples", "adult.csv.gz")   # the bundled copy of adult_train.csv
 
 
 @pytest.fixture(scope="module")
