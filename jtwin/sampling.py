@@ -11,7 +11,7 @@ import numpy as np
 from jtwin.models import posterior as post
 from jtwin.models.interface import Model
 
-DEFAULT_CHUNK = 1 << 16
+DEFAULT_CHUNK = 1 << 13   # measured fastest on CPU (smaller chunks stay in cache)
 
 
 def _generic_predictive(model: Model, key, posterior: post.MeanFieldParams, n: int):
