@@ -186,10 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _normalise_argv(argv: list) -> list:
   """twinify v0.1 style `DATA MODEL OUT ...` means `fit DATA MODEL OUT ...`."""
-  first = next((a for a in argv if not a.startswith("%")), None)
   if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
     return ["fit"] + argv
-  del first
   return argv
 
 

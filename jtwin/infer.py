@@ -43,7 +43,6 @@ import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
