@@ -6,7 +6,7 @@ import os
 import sys
 import time
 import warnings
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 

@@ -1,7 +1,6 @@
 """Tests for jtwin.data and jtwin._atomic: CSV I/O, domains, encode/decode."""
 import json
 import os
-import time
 
 import numpy as np
 import pandas as pd

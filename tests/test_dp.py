@@ -422,7 +422,7 @@ def test_group_clipping_bounds_each_group_and_matches_vmap_reference():
   grads = jax.vmap(jax.grad(MODEL.log_likelihood), in_axes=(None, 0, 0))(theta, values, observed)
   grads = {k: np.asarray(v, np.float64) for k, v in grads.items()}
   wn = {k: np.asarray(v, np.float64) for k, v in w.items()}
-  ni, nn = list(layout.normal_idx), len(layout.normal_idx)
+  nn = len(layout.normal_idx)
   def group_parts(i):
     parts = [[("mix", np.s_[:])]]
     for d in range(nn):

@@ -11,7 +11,6 @@ import pytest
 from jtwin import dp, infer
 from jtwin.errors import JtwinInputError, NonFiniteError
 from jtwin.models import Feature, Model, make_mixture_model
-from jtwin.models import posterior as post
 
 
 def _two_component_data(n, seed=0):
@@ -76,7 +75,9 @@ def test_poisson_batch_sizes_match_q():
   model = make_mixture_model(FEATURES, 2)
   res = infer.fit(jax.random.key(1), model, (values, observed), noise_multiplier=1.0,
                   sampling_ratio=0.05, num_epochs=20)
-  # clip_fraction uses the realised rows; the mean log-lik is finite.
+  # 400 steps of Poisson(q = 0.05) batches over 2000 rows: mean qN = 100,
+  # standard error sqrt(N q (1 - q) / 400) ~ 0.49.
+  assert abs(np.mean(res.diagnostics["mean_batch_size"]) - 100.0) < 2.5
   assert np.all(np.isfinite(res.diagnostics["mean_log_lik"]))
   assert np.all((res.diagnostics["clip_fraction"] >= 0) & (res.diagnostics["clip_fraction"] <= 1))
 

@@ -4,7 +4,7 @@ import math
 import jax
 import numpy as np
 import pytest
-from scipy import optimize, stats
+from scipy import stats
 
 from jtwin import infer
 from jtwin.accounting import gaussian
