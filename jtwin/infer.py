@@ -134,9 +134,9 @@ class FitResult(NamedTuple):
       gradients).
     privacy: the `PrivacyRecord`.
     diagnostics: per-epoch arrays (clip fraction, non-finite count, mean
-      batch log-likelihood, mean realised batch size): NON-private statistics of
-      the data, for the data
-      holder only; not stored in result files.
+      batch log-likelihood, mean realised batch size): NON-private
+      statistics of the data, for the data holder only; not stored in result
+      files.
     model: the model that was fitted.
     num_examples: N.
     timings: seconds per phase ("calibration", "compile", "training").
