@@ -1,0 +1,297 @@
+"""Discretisation for the marginal-query method: every column as a few cells.
+
+The marginal method models the data as a contingency table, so each modelled
+column becomes a finite set of *cells* (its categories, after the missing
+state is added as one more cell):
+
+  * Categorical / Bernoulli columns: one cell per declared (or inferred)
+    category.
+  * Integer columns whose public range has at most `max_value_cells` values
+    (a binned integer column such as Adult's age 17..90, or a Normal/Poisson
+    column with declared bounds): one cell per value, so that spikes such as
+    40 hours a week survive.
+  * Other binned columns: their declared bins.
+  * Normal / Poisson columns without bins: `num_bins` equal-width bins on the
+    declared bounds; without declared bounds, one cell per distinct value
+    for integer columns with few values, else bins at the data's quantiles.
+    Both are taken from the private data and listed in `from_data`.
+  * A column that may be missing gets a last "missing" cell.
+
+After the noisy 1-way counts are measured, `compress` merges cells whose
+noisy count is below a threshold (MST's domain compression): rare categories
+into one cell, runs of adjacent rare numeric cells into one cell. A merged
+cell is decoded by drawing one of its base cells with probabilities
+proportional to their noisy counts (post-processing of DP measurements).
+
+`CellColumn.groups` are the model's cells; each holds one or more base cells.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from jtwin import data as jdata
+
+__all__ = ["CellColumn", "build_cells", "compress", "decode_cells", "encode_cells"]
+
+MAX_VALUE_CELLS = 128
+NUM_BINS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class CellColumn:
+  """The public cells of one column.
+
+  Attributes:
+    name: column name.
+    kind: "category" (base cells are `labels`) or "numeric" (base cell i is
+      [edges[i], edges[i+1]), the last one closed).
+    labels: category labels in code order ("category" kind).
+    edges: increasing bin edges ("numeric" kind).
+    point: per numeric base cell, whether it stands for exactly the value
+      `edges[i]` (one cell per value) rather than an interval.
+    integer: numeric output is rounded to integers.
+    missing: the column has a last, missing cell.
+    groups: the model's cells: tuples of base-cell indices, in order.
+    weights: per group, the relative frequency of its base cells (for
+      decoding merged cells; DP: from noisy counts).
+    from_data: what was taken from the private data without noise.
+  """
+  name: str
+  kind: str
+  labels: Optional[tuple] = None
+  edges: Optional[tuple] = None
+  point: Optional[tuple] = None
+  integer: bool = False
+  missing: bool = False
+  groups: tuple = ()
+  weights: tuple = ()
+  from_data: tuple = ()
+
+  @property
+  def num_base(self) -> int:
+    return len(self.labels) if self.kind == "category" else len(self.edges) - 1
+
+  @property
+  def num_cells(self) -> int:
+    """Cells of observed values (the model's categories)."""
+    return len(self.groups)
+
+  @property
+  def size(self) -> int:
+    """All cells, including the missing cell."""
+    return self.num_cells + int(self.missing)
+
+  def base_to_group(self) -> np.ndarray:
+    out = np.zeros(self.num_base, np.int64)
+    for g, members in enumerate(self.groups):
+      out[list(members)] = g
+    return out
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    return {k: _listify(v) for k, v in d.items()}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "CellColumn":
+    return cls(**{k: _tuplify(v) if k != "name" else v for k, v in d.items()})
+
+
+def _listify(v):
+  return [_listify(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+def _tuplify(v):
+  return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
+
+
+def _singletons(n: int) -> tuple:
+  return tuple((i,) for i in range(n)), tuple((1.0,) for _ in range(n))
+
+
+def _integer_points(lo: float, hi: float):
+  values = np.arange(np.ceil(lo), np.floor(hi) + 1.0)
+  return tuple(float(v) for v in np.append(values, values[-1] + 1.0)), (True,) * len(values)
+
+
+def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX_VALUE_CELLS,
+                num_bins: int = NUM_BINS) -> tuple:
+  """The cells of every modelled column (before compression).
+
+  Args:
+    frame: the modelled columns (as read).
+    spec: the `jtwin.spec.ModelSpec` (for declared bounds).
+    domain: the `jtwin.data.Domain` resolved from `frame` and `spec`.
+    max_value_cells: integer columns with at most this many values in their
+      public range get one cell per value.
+    num_bins: bins of numeric columns without declared bins.
+
+  Returns:
+    a tuple of `CellColumn`, in model order.
+  """
+  out = []
+  for f, c in zip(spec.features, domain.columns):
+    from_data = tuple(x for x in c.from_data if not x.startswith("standardisation"))
+    common = dict(name=c.name, missing=c.missing)
+    if c.bins is None and c.categories is not None:
+      groups, weights = _singletons(len(c.categories))
+      out.append(CellColumn(kind="category", labels=tuple(c.categories), groups=groups,
+                            weights=weights, from_data=from_data, **common))
+      continue
+    integer = bool(c.integer)
+    if c.bins is not None:
+      lo, hi = c.bins[0], c.bins[-1]
+      if integer and np.floor(hi) - np.ceil(lo) + 1 <= max_value_cells:
+        edges, point = _integer_points(lo, hi)
+      else:
+        edges, point = tuple(float(e) for e in c.bins), (False,) * (len(c.bins) - 1)
+    elif f.bounds is not None:
+      lo, hi = f.bounds
+      if integer and np.floor(hi) - np.ceil(lo) + 1 <= max_value_cells:
+        edges, point = _integer_points(lo, hi)
+      else:
+        e = np.linspace(lo, hi, num_bins + 1)
+        edges, point = tuple(float(v) for v in e), (False,) * num_bins
+    else:
+      x = jdata._numeric(frame[c.name], c.name, c.family, "data")
+      x = x[~np.isnan(x)]
+      distinct = np.unique(x)
+      if integer and len(distinct) <= max_value_cells:
+        values = list(distinct.astype(float))
+        edges = tuple(values + [values[-1] + 1.0])
+        point = (True,) * len(values)
+        from_data += ("cells (its distinct values)",)
+      else:
+        e = np.unique(np.quantile(x, np.linspace(0.0, 1.0, num_bins + 1)))
+        if len(e) < 2:
+          e = np.array([e[0], e[0] + 1.0])
+        edges, point = tuple(float(v) for v in e), (False,) * (len(e) - 1)
+        from_data += (f"bin edges ({len(e) - 1} quantile bins)",)
+    if len(edges) == 2:   # one cell: add an empty one, the model needs two
+      edges = edges + (edges[-1] + 1.0,)
+      point = point + (point[-1],)
+    groups, weights = _singletons(len(edges) - 1)
+    out.append(CellColumn(kind="numeric", edges=edges, point=point, integer=integer,
+                          groups=groups, weights=weights, from_data=from_data, **common))
+  return tuple(out)
+
+
+def _base_codes(col: pd.Series, c: CellColumn, domain_col, source: str) -> np.ndarray:
+  """Base-cell code of each observed value (anything where missing)."""
+  isna = col.isna().to_numpy()
+  if c.kind == "category":
+    codes = np.zeros(len(col), np.int64)
+    codes[~isna] = jdata._checked_codes(col[~isna], c.labels, c.name, source)
+    return codes
+  x = jdata._numeric(col, c.name, domain_col.family, source)
+  x = np.where(isna, c.edges[0], x)
+  codes = np.searchsorted(np.asarray(c.edges), x, side="right") - 1
+  return np.clip(codes, 0, c.num_base - 1)
+
+
+def encode_cells(frame: pd.DataFrame, cells, domain, *, source: str = "data") -> np.ndarray:
+  """Model cell codes [N, D] int32; the missing cell is code `num_cells`."""
+  out = np.zeros((len(frame), len(cells)), np.int32)
+  for j, (c, dc) in enumerate(zip(cells, domain.columns)):
+    col = frame[c.name]
+    codes = c.base_to_group()[_base_codes(col, c, dc, source)]
+    out[:, j] = np.where(col.isna().to_numpy(), c.num_cells, codes)
+  return out
+
+
+def compress(cells, noisy_counts, threshold: float):
+  """MST-style domain compression from noisy 1-way counts.
+
+  Args:
+    cells: tuple of `CellColumn` with singleton groups.
+    noisy_counts: per column, the noisy counts of its cells (incl. the
+      missing cell last where present).
+    threshold: cells whose noisy count is below this are merged.
+
+  Returns:
+    (new cells, per column the [new size, old size] 0/1 matrix that maps old
+    cell counts to new ones).
+  """
+  new, maps = [], []
+  for c, y in zip(cells, noisy_counts):
+    y_obs = np.asarray(y[:c.num_cells], float)
+    low = y_obs < threshold
+    if c.kind == "category":
+      keep = [[i] for i in range(c.num_cells) if not low[i]]
+      rare = [i for i in range(c.num_cells) if low[i]]
+      runs = keep + ([rare] if rare else [])
+      runs.sort(key=lambda r: r[0])
+    else:
+      runs, current, total = [], [], 0.0
+      for i in range(c.num_cells):
+        current.append(i)
+        total += y_obs[i]
+        if total >= threshold:
+          runs.append(current)
+          current, total = [], 0.0
+      if current:
+        if runs:
+          runs[-1] = runs[-1] + current
+        else:
+          runs.append(current)
+    if len(runs) < 2:
+      runs = [[i] for i in range(c.num_cells)]
+    groups, weights = [], []
+    for run in runs:
+      members = tuple(m for g in run for m in c.groups[g])
+      w = np.concatenate([np.asarray(c.weights[g]) * max(y_obs[g], 0.0) for g in run])
+      w = w + 1e-6 * max(w.sum(), 1.0) + 1e-12
+      groups.append(members)
+      weights.append(tuple(float(v) for v in w / w.sum()))
+    m = np.zeros((len(runs) + int(c.missing), c.size))
+    for g, run in enumerate(runs):
+      m[g, run] = 1.0
+    if c.missing:
+      m[-1, -1] = 1.0
+    new.append(dataclasses.replace(c, groups=tuple(groups), weights=tuple(weights)))
+    maps.append(m)
+  return tuple(new), maps
+
+
+def decode_cells(codes: np.ndarray, observed: np.ndarray, cells, rng) -> pd.DataFrame:
+  """Model cell codes [N, D] (and observed [N, D]) -> a DataFrame of values.
+
+  A merged cell draws one of its base cells by its weights; a numeric base
+  cell is its value (one cell per value) or a uniform draw within its bin
+  (integers where the column is integer). Unobserved cells are NA.
+  """
+  codes = np.asarray(codes)
+  observed = np.asarray(observed, bool)
+  out = {}
+  for j, c in enumerate(cells):
+    obs = observed[:, j] & (codes[:, j] < c.num_cells)
+    g = np.clip(codes[:, j], 0, c.num_cells - 1).astype(np.int64)
+    base = _draw_members(g, c, rng)
+    if c.kind == "category":
+      out[c.name] = jdata._labels_series(c.labels, base, obs)
+      continue
+    edges = np.asarray(c.edges)
+    point = np.asarray(c.point, bool)[base]
+    drawn = jdata._draw_in_bins(base, edges, c.integer, rng)
+    x = np.where(point, edges[base], drawn)
+    out[c.name] = (jdata._int_series(x, obs) if c.integer
+                   else pd.Series(np.where(obs, jdata._significant(x, 7), np.nan)))
+  return pd.DataFrame(out, columns=[c.name for c in cells])
+
+
+def _draw_members(g: np.ndarray, c: CellColumn, rng) -> np.ndarray:
+  """One base cell per row from its group's members, by the group's weights."""
+  members = np.concatenate([np.asarray(m, np.int64) for m in c.groups])
+  if all(len(m) == 1 for m in c.groups):
+    return members[g]
+  starts = np.concatenate([[0], np.cumsum([len(m) for m in c.groups])[:-1]])
+  # cumulative weights shifted by the group index: one sorted array for all groups
+  cum = np.concatenate([gi + np.cumsum(w) for gi, w in enumerate(c.weights)])
+  cum[np.concatenate([starts[1:] - 1, [len(cum) - 1]])] = np.arange(1, c.num_cells + 1)
+  u = g + rng.random(len(g)) * (1.0 - 1e-9)
+  idx = np.searchsorted(cum, u, side="right")
+  idx = np.clip(idx, starts[g], starts[g] + np.array([len(m) for m in c.groups])[g] - 1)
+  return members[idx]

@@ -1,0 +1,171 @@
+"""Fitting the mixture to noisy marginals: MAP, then a noise-aware posterior.
+
+Every measured cell is y = n * P_theta(cell) + e with e ~ N(0, v) and the
+noise variance v known (it is the mechanism's), so the likelihood of the
+measurements is explicit:
+
+  log p(y | theta) = -1/2 sum_cells (y - n P_theta(cell))^2 / v + const.
+
+`fit_map` maximises log p(y | theta) + log p(theta) by Adam (a point estimate,
+used while selecting); `fit_posterior` fits a mean-field Gaussian posterior
+q(theta) = N(loc, softplus(raw_scale)^2) by maximising the ELBO with the
+reparameterisation trick, so synthetic data sets drawn from different theta ~ q
+reflect the uncertainty that the DP noise leaves. Both are post-processing of
+the noisy measurements: they never see the data.
+
+Measurements are padded to a power-of-two number of cells (padding has zero
+weight), so a growing set of measurements compiles only a few times.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jtwin.marginals import mixture_marginals as mm
+from jtwin.models.posterior import MeanFieldParams, raw_scale_for, scale_of
+
+Array = jax.Array
+
+__all__ = ["Fitter", "Targets", "initial_theta", "make_fitter", "make_targets"]
+
+
+class Targets(NamedTuple):
+  """The measurements as padded arrays (all public).
+
+  Attributes:
+    positions: int32 [M] positions in the marginal vector.
+    noisy: float32 [M] noisy counts.
+    precision: float32 [M] 1 / noise variance (0 for padding).
+    total: float32 [] n, the (noisy) number of rows.
+  """
+  positions: Array
+  noisy: Array
+  precision: Array
+  total: Array
+
+
+def make_targets(index: mm.MarginalIndex, measurements, total: float) -> Targets:
+  """Stacks measurements into `Targets`, padded to a power of two."""
+  pos = np.concatenate([mm.clique_positions(index, m.clique) for m in measurements])
+  y = np.concatenate([m.noisy for m in measurements])
+  prec = np.concatenate([1.0 / m.variance for m in measurements])
+  size = 1 << int(np.ceil(np.log2(max(len(pos), 2))))
+  pad = size - len(pos)
+  return Targets(jnp.asarray(np.pad(pos, (0, pad)), jnp.int32),
+                 jnp.asarray(np.pad(y, (0, pad)), jnp.float32),
+                 jnp.asarray(np.pad(prec, (0, pad)), jnp.float32),
+                 jnp.asarray(total, jnp.float32))
+
+
+def _neg_log_joint(index, concentration, theta, targets: Targets) -> Array:
+  v = mm.marginal_vector(index, theta)[targets.positions]
+  r = targets.noisy - targets.total * v
+  return 0.5 * jnp.sum(targets.precision * r * r) - mm.log_prior(index, theta, concentration)
+
+
+def initial_theta(index: mm.MarginalIndex, key: Array, one_way: list, spread: float) -> dict:
+  """Every component near the noisy 1-way marginals, plus N(0, spread^2) logit noise.
+
+  Args:
+    one_way: per column, noisy counts of its cells (missing cell last).
+  """
+  layout = index.layout
+  k = layout.num_components
+  logp = []
+  for y in one_way:
+    p = np.maximum(np.asarray(y, float), 0.5)
+    logp.append(np.log(p / p.sum()))
+  flat = np.zeros(index.num_theta)
+  for j, lp in enumerate(logp):
+    flat[index.cell_pos[j]] = lp
+  ct = len(layout.flat_feature)
+  theta = {"mix": np.zeros(k - 1)}
+  # log p of observed cells relative to the column's reference (last observed) cell
+  ref = np.asarray([flat[layout.pad_index[j, layout.cat_sizes[j] - 1]]
+                    for j in range(len(layout.cat_idx))])
+  pc = len(layout.flat_free)
+  theta["cat_logits"] = np.broadcast_to(flat[:pc] - ref[layout.flat_feature[:pc]], (k, pc))
+  if len(layout.missing_idx):
+    miss = flat[ct:]
+    obs = np.asarray([np.log(max(1e-12, 1 - np.exp(m))) for m in miss])
+    theta["missing_logit"] = np.broadcast_to(miss - obs, (k, len(miss)))
+  keys = jax.random.split(key, len(theta))
+  return {name: jnp.asarray(v, jnp.float32) + spread * jax.random.normal(kk, np.shape(v))
+          for kk, (name, v) in zip(keys, sorted(theta.items()))}
+
+
+def _schedule(lr: float, steps: int):
+  return optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.02)
+
+
+def _map_run(index, concentration, theta, targets, steps, lr):
+  opt = optax.adam(_schedule(1.0, steps))
+  grad = jax.grad(functools.partial(_neg_log_joint, index, concentration))
+
+  def step(carry, _):
+    params, state = carry
+    updates, state = opt.update(grad(params, targets), state, params)
+    updates = jax.tree.map(lambda u: lr * u, updates)
+    return (optax.apply_updates(params, updates), state), None
+
+  (theta, _), _ = jax.lax.scan(step, (theta, opt.init(theta)), None, length=steps)
+  return theta, _neg_log_joint(index, concentration, theta, targets)
+
+
+class Fitter(NamedTuple):
+  """The compiled fitting functions of one model (see `make_fitter`)."""
+  fit_map: object
+  fit_posterior: object
+
+
+def make_fitter(index: mm.MarginalIndex, concentration: float) -> Fitter:
+  """Jit-compiled MAP and posterior fits for this index and prior.
+
+  fit_map(theta, targets, steps, learning_rate) -> (theta, loss): Adam on
+    -(log p(y | theta) + log p(theta)) from `theta`.
+  fit_posterior(theta, targets, key, steps, learning_rate, init_scale=0.01)
+    -> MeanFieldParams: the mean-field Gaussian posterior over theta given the
+    noisy measurements (ELBO, Adam), starting at loc = theta (the MAP
+    estimate) with scale `init_scale`.
+  """
+  run_map = jax.jit(functools.partial(_map_run, index, float(concentration)), static_argnums=2)
+  run_vi = jax.jit(functools.partial(_vi_run, index, float(concentration)), static_argnums=3)
+
+  def fit_map(theta, targets, steps, learning_rate):
+    theta, loss = run_map(theta, targets, int(steps), jnp.float32(learning_rate))
+    return theta, float(loss)
+
+  def fit_posterior(theta, targets, key, steps, learning_rate, init_scale=0.01):
+    raw = jax.tree.map(lambda x: jnp.full_like(x, raw_scale_for(init_scale)), theta)
+    return run_vi(MeanFieldParams(theta, raw), targets, key, int(steps),
+                  jnp.float32(learning_rate))
+
+  return Fitter(fit_map, fit_posterior)
+
+
+def _vi_run(index, concentration, post, targets, key, steps, lr):
+  opt = optax.adam(_schedule(1.0, steps))
+  joint = functools.partial(_neg_log_joint, index, concentration)
+
+  def neg_elbo(params, eps):
+    theta = jax.tree.map(lambda m, r, e: m + scale_of(r) * e, params.loc, params.raw_scale, eps)
+    entropy = sum(jnp.sum(jnp.log(scale_of(r))) for r in jax.tree.leaves(params.raw_scale))
+    return joint(theta, targets) - entropy
+
+  leaves, treedef = jax.tree.flatten(post.loc)
+
+  def step(carry, k):
+    params, state = carry
+    ks = jax.random.split(k, len(leaves))
+    eps = jax.tree.unflatten(treedef, [jax.random.normal(kk, x.shape) for kk, x in zip(ks, leaves)])
+    updates, state = opt.update(jax.grad(neg_elbo)(params, eps), state, params)
+    updates = jax.tree.map(lambda u: lr * u, updates)
+    return (optax.apply_updates(params, updates), state), None
+
+  (post, _), _ = jax.lax.scan(step, (post, opt.init(post)), jax.random.split(key, steps))
+  return post

@@ -1,0 +1,415 @@
+"""Marginal-query inference: a noise-aware mixture fitted to DP marginals.
+
+twinify 2.0's second method (`twinify napsumq`, Raisa et al. 2023) fits a
+model to noisy marginal queries and keeps a posterior over its parameters
+that accounts for the noise. jtwin does the same with its own mixture as the
+model, which scales to many columns:
+
+  1. **Cells.** Every column becomes a few cells (`jtwin.marginals.cells`).
+  2. **Measure 1-way.** All 1-way tables, with Gaussian noise; cells whose
+     noisy count is below `compress_sigmas` noise sds are merged (MST's
+     domain compression).
+  3. **Select and measure** (`selection`):
+     * "aim" (default): AIM's loop. Each round picks the clique the current
+       model answers worst (exponential mechanism over every 2-way clique,
+       plus every 3-way clique containing `target`), measures it with
+       Gaussian noise and refits; when a measurement changes the model less
+       than its noise, the noise is halved (budget annealing); the loop ends
+       exactly when the budget is spent.
+     * "mst": MST's maximum spanning tree of 2-way cliques.
+     * "all": every 2-way clique (and 3-way with `target`), one measurement each.
+     * "none": only the cliques in `queries` (a twinify NAPSU-MQ query file).
+     Cliques in `queries` are always measured, after the 1-way tables.
+  4. **Generate.** A K-component mixture of per-column categoricals is fitted
+     to all the noisy tables by its closed-form marginals (MAP, then a
+     mean-field posterior: the measurement noise is known, so the likelihood
+     is explicit), and sampled with jtwin's posterior-predictive sampler.
+
+Privacy. Only steps 2 and 3 read the data; every release there is a Gaussian
+measurement (rho = 1/(2 sigma^2) per table of sensitivity 1) or an
+exponential-mechanism selection (rho = eps0^2 / 8). The rhos add up, and the
+total is converted to (epsilon, delta) with the tight zCDP conversion
+(`jtwin.accounting.zcdp`); the budget is spent once (twinify's NAPSU-MQ with
+automatic selection spends it twice). K, the fit and the sampling are
+post-processing and cost nothing. The number of rows is not released: the
+fit uses n estimated from the noisy 1-way tables.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, NamedTuple, Optional, Sequence
+
+import jax
+import numpy as np
+
+from jtwin._rng import numpy_generator
+from jtwin.errors import JtwinInputError
+from jtwin.marginals import cells as cl
+from jtwin.marginals import fit as mfit
+from jtwin.marginals import mixture_marginals as mm
+from jtwin.marginals import select as sel
+from jtwin.marginals.measure import Measurement, clique_counts, gaussian_measure, table_size
+
+__all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_marginals"]
+
+SELECTIONS = ("aim", "mst", "all", "none")
+
+
+class MarginalPrivacyRecord(NamedTuple):
+  """What the marginal method spent, certified for the code that ran.
+
+  Attributes:
+    mode: "calibrated" or "non-private".
+    epsilon: certified upper bound on epsilon (zCDP -> (epsilon, delta)).
+    epsilon_target: the requested epsilon.
+    delta: delta.
+    rho: total zCDP budget actually spent (sum of the parts below).
+    rho_one_way: spent on the 1-way tables.
+    rho_queries: spent on the cliques forced by a query file.
+    rho_selection: spent on exponential-mechanism selections.
+    rho_measurement: spent on measuring selected cliques.
+    num_measurements: number of noisy tables released (1-way included).
+    num_selections: number of exponential-mechanism selections.
+    accountant: how epsilon was obtained.
+    relation: the neighbouring relation.
+  """
+  mode: str
+  epsilon: float
+  epsilon_target: Optional[float]
+  delta: float
+  rho: float
+  rho_one_way: float
+  rho_queries: float
+  rho_selection: float
+  rho_measurement: float
+  num_measurements: int
+  num_selections: int
+  accountant: str = "zCDP, tight conversion (Canonne, Kamath & Steinke 2020)"
+  relation: str = "add/remove one row"
+
+
+class MarginalResult(NamedTuple):
+  """Result of `fit_marginals`.
+
+  Attributes:
+    posterior: `MeanFieldParams` over the mixture's parameters (dicts of
+      numpy arrays: "mix", "cat_logits", "missing_logit").
+    cells: the columns' cells (tuple of `jtwin.marginals.cells.CellColumn`).
+    privacy: the `MarginalPrivacyRecord`.
+    measurements: [(column names, number of cells, noise sd)] per released
+      table, in the order measured (public).
+    num_rows_estimate: n estimated from the noisy 1-way tables (DP).
+    model: the `jtwin.models.Model` to sample from (mixture over the cells).
+    num_components: K.
+    inferred_from_data: items taken from the private data without noise.
+    timings: seconds per phase.
+  """
+  posterior: Any
+  cells: tuple
+  privacy: MarginalPrivacyRecord
+  measurements: list
+  num_rows_estimate: float
+  model: Any
+  num_components: int
+  inferred_from_data: list
+  timings: dict
+
+
+def _weighted_total(measurements) -> float:
+  """n from the 1-way tables: inverse-variance weighted mean of their sums."""
+  sums = np.array([m.noisy.sum() for m in measurements])
+  var = np.array([m.variance.sum() for m in measurements])
+  return float(np.sum(sums / var) / np.sum(1.0 / var))
+
+
+class _Budget:
+  """Adds up rho by purpose (host-side bookkeeping of what was released)."""
+
+  def __init__(self):
+    self.parts = {"one_way": 0.0, "queries": 0.0, "selection": 0.0, "measurement": 0.0}
+    self.tables = 0
+    self.selections = 0
+
+  def measure(self, part, sigma):
+    self.parts[part] += 1.0 / (2.0 * sigma**2) if sigma > 0 else math.inf
+    self.tables += 1
+
+  def select(self, epsilon0):
+    self.parts["selection"] += epsilon0**2 / 8.0
+    self.selections += 1
+
+
+def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
+                  delta: Optional[float] = None, num_components: int = 200,
+                  selection: str = "aim", target: Optional[str] = None,
+                  queries: Sequence[Sequence[str]] = (), non_private: bool = False,
+                  one_way_fraction: float = 0.1, rounds: Optional[int] = None,
+                  compress_sigmas: float = 3.0, max_cells: int = 1 << 20,
+                  prior_concentration: float = 0.1, round_steps: int = 100,
+                  final_steps: int = 2000, posterior_steps: int = 300,
+                  learning_rate: float = 0.05, init_spread: float = 0.5,
+                  max_value_cells: int = cl.MAX_VALUE_CELLS, num_bins: int = cl.NUM_BINS,
+                  source: str = "data", progress=None) -> MarginalResult:
+  """Fits the noise-aware mixture to DP marginals of `frame`.
+
+  Args:
+    key: PRNG key (split per purpose: measurement noise, selection,
+      initialisation, posterior).
+    frame: pandas DataFrame with the modelled columns.
+    spec: `jtwin.spec.ModelSpec` (a model file; see `jtwin.parse_model_file`).
+    epsilon, delta: the target; delta defaults to 0.1 / N.
+    num_components: K (post-processing: costs no privacy).
+    selection: "aim", "mst", "all" or "none" (see the module docstring).
+    target: a column name: 3-way cliques containing it join the workload.
+    queries: cliques (lists of column names) always measured.
+    non_private: measure without noise and select by argmax (NOT private).
+    one_way_fraction: share of rho spent on the 1-way tables.
+    rounds: AIM's initial number of rounds (default 16 * columns), which sets
+      the first rounds' noise; annealing makes the actual number smaller.
+    compress_sigmas: cells with a noisy count below this many noise sds are merged.
+    max_cells: largest table measured (cells).
+    prior_concentration: Dirichlet concentration of each component's cells.
+    round_steps, final_steps, posterior_steps: Adam steps per AIM round, for
+      the final MAP fit and for the posterior.
+    learning_rate: Adam's peak learning rate (cosine decay).
+    init_spread: sd of the random logits that break the components' symmetry.
+    max_value_cells, num_bins: see `jtwin.marginals.cells.build_cells`.
+    source: the data's name in error messages.
+    progress: optional callable(done, total, text).
+
+  Returns:
+    a `MarginalResult`.
+  """
+  from jtwin import data as jdata
+  from jtwin.accounting import zcdp
+  from jtwin.models import make_mixture_model
+  t0 = time.perf_counter()
+  if selection not in SELECTIONS:
+    raise JtwinInputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+  if selection == "none" and not queries:
+    raise JtwinInputError("selection 'none' measures only the query cliques, but none were given")
+  if not 0.0 < one_way_fraction < 1.0:
+    raise JtwinInputError(f"one_way_fraction must be in (0, 1), got {one_way_fraction}")
+  names = list(spec.names)
+  n = len(frame)
+  if delta is None:
+    delta = 0.1 / n
+  timings = {}
+  domain = jdata.resolve_domain(frame, spec, source=source)
+  cells = cl.build_cells(frame, spec, domain, max_value_cells=max_value_cells, num_bins=num_bins)
+  base_codes = cl.encode_cells(frame, cells, domain, source=source)
+  d = len(cells)
+  col = {name: j for j, name in enumerate(names)}
+  forced = [_clique(q, col, source) for q in queries]
+  target_col = None
+  if target is not None:
+    if target not in col:
+      raise JtwinInputError(f"--target '{target}' is not a modelled column")
+    target_col = col[target]
+  timings["cells"] = time.perf_counter() - t0
+
+  rho = math.inf if non_private else zcdp.cdp_rho(epsilon, delta)
+  k_noise, k_select, k_init, k_post = jax.random.split(key, 4)
+  noise_rng, select_rng = numpy_generator(k_noise), numpy_generator(k_select)
+  budget = _Budget()
+  log = []
+
+  def measure(clique, sigma, part, codes, sizes):
+    counts = clique_counts(codes, sizes, clique)
+    if non_private:
+      noisy, var = counts, np.ones_like(counts)
+    else:
+      noisy, var = gaussian_measure(counts, sigma, noise_rng), np.full(counts.shape, sigma**2)
+      budget.measure(part, sigma)
+    log.append(([names[c] for c in clique], int(counts.size), 0.0 if non_private else sigma))
+    return Measurement(tuple(clique), noisy, var)
+
+  # 1-way tables, then compression
+  rho_rest = rho
+  sigma1 = math.sqrt(d / (2.0 * one_way_fraction * rho)) if not non_private else 0.0
+  sizes = [c.size for c in cells]
+  ones = [measure((j,), sigma1, "one_way", base_codes, sizes) for j in range(d)]
+  if not non_private:
+    rho_rest = rho - budget.parts["one_way"]
+    cells, maps = cl.compress(cells, [m.noisy for m in ones], compress_sigmas * sigma1)
+    ones = [Measurement(m.clique, mp @ m.noisy, mp @ m.variance) for m, mp in zip(ones, maps)]
+    group = [np.concatenate([c.base_to_group(), [c.num_cells]]) for c in cells]
+    codes = np.stack([g[base_codes[:, j]] for j, g in enumerate(group)], axis=1)
+  else:
+    codes = base_codes
+  sizes = [c.size for c in cells]
+  total = _weighted_total(ones) if not non_private else float(n)
+  for q in forced:
+    if table_size(sizes, q) > max_cells:
+      raise JtwinInputError(f"query clique ({', '.join(names[c] for c in q)}) has "
+                            f"{table_size(sizes, q):,} cells, more than the cap of "
+                            f"{max_cells:,}; split it into smaller cliques")
+  cond = {target_col} if target_col is not None else set()
+  for q in forced:
+    if len(q) == 3:
+      cond.add(min(q, key=lambda c: sizes[c]))
+  index = mm.make_index(cells, num_components, cond)
+  fitter = mfit.make_fitter(index, prior_concentration)
+  theta = mfit.initial_theta(index, k_init, [m.noisy for m in ones], init_spread)
+  measurements = list(ones)
+  timings["one-way"] = time.perf_counter() - t0 - timings["cells"]
+
+  def refit(theta, steps):
+    targets = mfit.make_targets(index, measurements, total)
+    return fitter.fit_map(theta, targets, steps, learning_rate)[0]
+
+  # forced cliques (query file / --queries)
+  if forced:
+    share = rho_rest if selection == "none" else rho_rest * min(0.5, len(forced) / (len(forced) + d))
+    sigma_q = math.sqrt(len(forced) / (2.0 * share)) if not non_private else 0.0
+    for q in forced:
+      measurements.append(measure(q, sigma_q, "queries", codes, sizes))
+    rho_rest -= 0.0 if non_private else budget.parts["queries"]
+  theta = refit(theta, round_steps * 3)
+
+  extra = [q for q in forced]
+  if selection == "aim":
+    theta = _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest,
+                 rounds or 16 * d, target_col, max_cells, extra, budget, measure,
+                 select_rng, round_steps, non_private, progress)
+  elif selection == "mst":
+    _mst(measurements, ones, codes, sizes, total, rho_rest, budget, measure, select_rng,
+         non_private)
+  elif selection == "all":
+    cand = sel.workload(d, sizes, target=target_col, max_cells=max_cells)
+    sigma = math.sqrt(len(cand) / (2.0 * rho_rest)) if not non_private else 0.0
+    for r in cand:
+      measurements.append(measure(r, sigma, "measurement", codes, sizes))
+  timings["select and measure"] = time.perf_counter() - t0 - sum(timings.values())
+
+  targets = mfit.make_targets(index, measurements, total)
+  theta, _ = fitter.fit_map(theta, targets, final_steps, learning_rate)
+  post = fitter.fit_posterior(theta, targets, k_post, posterior_steps, learning_rate * 0.2)
+  post = jax.tree.map(np.asarray, post)
+  if progress is not None:
+    progress(1, 1, "fitted")
+  timings["fit"] = time.perf_counter() - t0 - sum(timings.values())
+
+  spent = sum(budget.parts.values())
+  if non_private:
+    record = MarginalPrivacyRecord("non-private", math.inf, None, delta, math.inf, math.inf,
+                                   math.inf, math.inf, math.inf, budget.tables or len(log), 0)
+  else:
+    record = MarginalPrivacyRecord(
+        "calibrated", float(zcdp.cdp_epsilon(spent, delta)), float(epsilon), float(delta),
+        float(spent), budget.parts["one_way"], budget.parts["queries"],
+        budget.parts["selection"], budget.parts["measurement"], budget.tables,
+        budget.selections)
+  model = make_mixture_model(mm.cell_features(cells), num_components)
+  inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in cells if c.from_data]
+  return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
+                        timings)
+
+
+def _clique(names, col, source) -> tuple:
+  bad = [x for x in names if x not in col]
+  if bad:
+    raise JtwinInputError(f"query clique ({', '.join(names)}): column '{bad[0]}' is not a "
+                          f"modelled column of {source}")
+  clique = tuple(sorted({col[x] for x in names}))
+  if len(clique) > 3:
+    raise JtwinInputError(f"query clique ({', '.join(names)}) has {len(clique)} columns; "
+                          "cliques of at most 3 columns are supported")
+  return clique
+
+
+def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, rounds, target_col,
+         max_cells, extra, budget, measure, rng, round_steps, non_private, progress):
+  """AIM's select-measure-refit loop (McKenna et al. 2022), spending exactly rho_rest."""
+  d = len(sizes)
+  cand = sel.workload(d, sizes, target=target_col, max_cells=max_cells, extra=extra)
+  cliques = list(cand)
+  weights = np.array([cand[r] for r in cliques])
+  positions = [mm.clique_positions(index, r) for r in cliques]
+  seg = np.concatenate([np.full(len(p), i) for i, p in enumerate(positions)])
+  flat_pos = np.concatenate(positions)
+  exact = np.concatenate([clique_counts(codes, sizes, r) for r in cliques])   # PRIVATE
+  cells_of = np.array([len(p) for p in positions], float)
+  vector = jax.jit(lambda th: mm.marginal_vector(index, th))
+  if non_private:
+    sigma, eps0 = 1.0, math.inf
+  else:
+    sigma = math.sqrt(rounds / (2.0 * 0.9 * rho_rest))
+    eps0 = math.sqrt(8.0 * 0.1 * rho_rest / rounds)
+  used, last, t = 0.0, False, 0
+  max_rounds = rounds if non_private else 10 * rounds
+  while not last and t < max_rounds:
+    t += 1
+    if not non_private:
+      remaining = rho_rest - used
+      if remaining < 2.0 * (0.5 / sigma**2 + eps0**2 / 8.0):
+        remaining *= 1.0 - 1e-9
+        sigma = math.sqrt(1.0 / (2.0 * 0.9 * remaining))
+        eps0 = math.sqrt(8.0 * 0.1 * remaining)
+        last = True
+      used += 0.5 / sigma**2 + eps0**2 / 8.0
+    model_ans = total * np.asarray(vector(theta))[flat_pos]
+    bias = math.sqrt(2.0 / math.pi) * sigma * cells_of if not non_private else 0.0
+    scores = weights * (sel.l1_errors(exact, model_ans, seg, len(cliques)) - bias)
+    pick = sel.exponential_mechanism(scores, eps0, float(weights.max()), rng)
+    if not non_private:
+      budget.select(eps0)
+    r = cliques[pick]
+    m = measure(r, sigma, "measurement", codes, sizes)
+    measurements.append(m)
+    before = model_ans[seg == pick]
+    theta = refit(theta, round_steps)
+    after = total * np.asarray(vector(theta))[positions[pick]]
+    if progress is not None:
+      progress(t, None, f"round {t}: measured ({len(r)}-way, sigma {sigma:.3g})")
+    if not non_private and np.abs(after - before).sum() <= math.sqrt(2 / math.pi) * sigma * len(before):
+      sigma /= 2.0
+      eps0 *= 2.0
+  return theta
+
+
+def _mst(measurements, ones, codes, sizes, total, rho_rest, budget, measure, rng, non_private):
+  """MST (McKenna et al. 2021): a maximum spanning tree of 2-way cliques by the
+  exponential mechanism (half the remaining rho), then measured (the other half)."""
+  d = len(sizes)
+  p1 = [np.maximum(m.noisy, 0.0) / max(np.maximum(m.noisy, 0.0).sum(), 1e-12) for m in ones]
+  pairs = [(a, b) for a in range(d) for b in range(a + 1, d)]
+  err = {}
+  for a, b in pairs:
+    indep = total * np.outer(p1[a], p1[b]).ravel()
+    err[(a, b)] = np.abs(clique_counts(codes, sizes, (a, b)) - indep).sum()   # PRIVATE
+  eps0 = math.sqrt(8.0 * (rho_rest / 2.0) / max(d - 1, 1)) if not non_private else math.inf
+  parent = list(range(d))
+
+  def find(x):
+    while parent[x] != x:
+      parent[x] = parent[parent[x]]
+      x = parent[x]
+    return x
+
+  tree = []
+  for _ in range(d - 1):
+    cand = [e for e in pairs if find(e[0]) != find(e[1])]
+    pick = cand[sel.exponential_mechanism(np.array([err[e] for e in cand]), eps0, 1.0, rng)]
+    if not non_private:
+      budget.select(eps0)
+    parent[find(pick[0])] = find(pick[1])
+    tree.append(pick)
+  sigma = math.sqrt(max(d - 1, 1) / (2.0 * (rho_rest / 2.0))) if not non_private else 0.0
+  for e in tree:
+    measurements.append(measure(e, sigma, "measurement", codes, sizes))
+
+
+def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
+                     records_per_draw: int = 1):
+  """Synthetic rows (a DataFrame) from the posterior predictive: post-processing."""
+  from jtwin.models.posterior import MeanFieldParams
+  from jtwin.sampling import sample_synthetic
+  k_sample, k_decode = jax.random.split(key)
+  post = MeanFieldParams(*[{k: jax.numpy.asarray(v) for k, v in part.items()}
+                           for part in result.posterior])
+  values, observed = sample_synthetic(k_sample, result.model, post, num_rows,
+                                      records_per_draw=records_per_draw)
+  return cl.decode_cells(np.rint(values).astype(np.int64), observed, result.cells,
+                         numpy_generator(k_decode))
