@@ -277,7 +277,11 @@ def sample(args) -> int:
     from jtwin.models import make_mixture_model
     from jtwin.models.interface import Feature
     model = make_mixture_model([Feature(*f) for f in info["features"]], info["num_components"])
-    decode = lambda v, o, rng=None: jdata.decode(v, o, loaded.domain, rng=rng)
+    if info.get("method") == "napsumq":
+      from jtwin._napsumq_command import sample_decoder
+      decode = sample_decoder(info)
+    else:
+      decode = lambda v, o, rng=None: jdata.decode(v, o, loaded.domain, rng=rng)
   else:
     import pandas as pd
     from jtwin.custom import load_custom_model

@@ -1,8 +1,9 @@
-"""The `jtwin` command line: fit, sample, check, evaluate.
+"""The `jtwin` command line: fit, napsumq, sample, check, evaluate.
 
 A twinify command line works after changing the program name: `twinify DATA
 MODEL OUT [opts]` (v0.1) and `twinify vi DATA MODEL OUT [opts]` (2.0) both run
-`jtwin fit`, with twinify's option names, meanings and defaults (except
+`jtwin fit`, and `twinify napsumq DATA MODEL OUT` runs `jtwin napsumq`, with
+twinify's option names, meanings and defaults (except
 `--visualize`, which defaults to `store`: a popup would block). Arguments can
 be read from a file with `%args.txt`, as in twinify.
 
@@ -21,7 +22,7 @@ from typing import Optional, Sequence
 from jtwin import __version__
 from jtwin.errors import JtwinInputError, ModelFileError, NonFiniteError
 
-COMMANDS = ("fit", "vi", "sample", "check", "evaluate")
+COMMANDS = ("fit", "vi", "napsumq", "sample", "check", "evaluate")
 
 
 class UnsafeDeltaError(JtwinInputError):
@@ -177,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--version", action="version", version=f"jtwin {__version__}")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   _add_fit_parser(sub)
+  from jtwin import _napsumq_command
+  _napsumq_command.add_parser(sub, (_positive_float, _positive_int, _probability))
   _add_sample_parser(sub)
   _add_check_parser(sub)
   from jtwin.evaluate import cli as evaluate_cli
@@ -212,9 +215,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
   except SystemExit as e:   # argparse: --help (0) or a usage error (2)
     return int(e.code or 0)
-  from jtwin import _commands
+  from jtwin import _commands, _napsumq_command
   run = {"fit": _commands.fit, "vi": _commands.fit, "sample": _commands.sample,
-         "check": _commands.check}.get(args.command)
+         "check": _commands.check, "napsumq": _napsumq_command.napsumq}.get(args.command)
   if run is None:
     from jtwin.evaluate import cli as evaluate_cli
     run = evaluate_cli.run

@@ -176,7 +176,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     init_spread: sd of the random logits that break the components' symmetry.
     max_value_cells, num_bins: see `jtwin.marginals.cells.build_cells`.
     source: the data's name in error messages.
-    progress: optional callable(done, total, text).
+    progress: optional callable(fraction of the budget spent, text).
 
   Returns:
     a `MarginalResult`.
@@ -288,7 +288,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   post = fitter.fit_posterior(theta, targets, k_post, posterior_steps, learning_rate * 0.2)
   post = jax.tree.map(np.asarray, post)
   if progress is not None:
-    progress(1, 1, "fitted")
+    progress(1.0, "fitted")
   timings["fit"] = time.perf_counter() - t0 - sum(timings.values())
 
   spent = sum(budget.parts.values())
@@ -362,7 +362,8 @@ def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, round
     theta = refit(theta, round_steps)
     after = total * np.asarray(vector(theta))[positions[pick]]
     if progress is not None:
-      progress(t, None, f"round {t}: measured ({len(r)}-way, sigma {sigma:.3g})")
+      frac = t / max_rounds if non_private else min(used / rho_rest, 1.0)
+      progress(0.99 * frac, f"round {t}: {len(r)}-way table, sigma {sigma:.3g}")
     if not non_private and np.abs(after - before).sum() <= math.sqrt(2 / math.pi) * sigma * len(before):
       sigma /= 2.0
       eps0 *= 2.0

@@ -1,0 +1,210 @@
+"""The work behind `jtwin napsumq` (called by `jtwin.cli`)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+from jtwin._commands import _say, _Timer, _unsafe_delta, _warn_inferred
+from jtwin.errors import JtwinInputError
+
+
+def privacy_line(p) -> str:
+  """One line describing a `MarginalPrivacyRecord`."""
+  if p.mode == "non-private":
+    return "NON-PRIVATE run (exact marginals, no noise)"
+  return (f"(epsilon = {_up(p.epsilon)}, target {p.epsilon_target:g}, delta = {p.delta:.3g})-DP "
+          f"[certified upper bound, {p.accountant}, {p.relation}]; rho = {p.rho:.4g} "
+          f"(1-way {p.rho_one_way:.3g}, queries {p.rho_queries:.3g}, selection "
+          f"{p.rho_selection:.3g}, measurements {p.rho_measurement:.3g}); "
+          f"{p.num_measurements} noisy tables, {p.num_selections} selections")
+
+
+def _up(x: float) -> str:
+  """x printed with 4 significant digits, rounded UP (a printed bound stays a bound)."""
+  if not math.isfinite(x) or x == 0:
+    return f"{x:g}"
+  digits = 3 - int(math.floor(math.log10(abs(x))))
+  return f"{math.ceil(x * 10**digits) / 10**digits:.{max(digits, 0)}f}"
+
+
+def _load(args):
+  """(frame, spec, forced cliques, inferred notes) from DATA and MODEL."""
+  from jtwin import data as jdata
+  from jtwin.marginals import queries as mq
+  df = jdata.read_csv(args.data_path)
+  if args.model_path.endswith(".py"):
+    raise JtwinInputError(f"{args.model_path}: custom .py models are for 'jtwin fit'; "
+                          "'jtwin napsumq' takes a model file or a query file")
+  if mq.is_query_file(args.model_path):
+    forced = mq.parse_query_file(args.model_path, columns=set(map(str, df.columns)))
+    df.columns = [str(c) for c in df.columns]
+    spec = mq.spec_from_data(df)
+  else:
+    from jtwin.spec import parse_model_file
+    spec = parse_model_file(args.model_path)
+    forced = []
+  if args.queries:
+    forced += mq.parse_query_file(args.queries, columns=set(spec.names))
+  frame = jdata.select_columns(df, spec, bool(args.drop_na), source=args.data_path)
+  return frame, spec, forced
+
+
+def napsumq(args) -> int:
+  import jax
+  from jtwin import data as jdata
+  from jtwin import napsumq as nq
+  from jtwin._atomic import check_output_path
+  from jtwin._progress import ProgressBar
+  from jtwin._rng import root_key
+  from jtwin.result_io import save_result
+
+  timer = _Timer()
+  if args.num_synthetic is not None and args.num_synthetic < 0:
+    raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
+  if not 0.0 < args.one_way_fraction < 1.0:
+    raise JtwinInputError(f"--one_way_fraction must be in (0, 1), got {args.one_way_fraction}")
+  inputs = [args.data_path, args.model_path] + ([args.queries] if args.queries else [])
+  paths = {"csv": args.output_path + ".csv", "result": args.output_path + ".jtwin.npz"}
+  for p in paths.values():
+    check_output_path(p, inputs=inputs)
+  frame, spec, forced = _load(args)
+  n = len(frame)
+  if args.target is not None and args.target not in spec.names:
+    raise JtwinInputError(f"--target '{args.target}' is not a modelled column (model columns: "
+                          f"{', '.join(list(spec.names)[:8])}{', ...' if len(spec.names) > 8 else ''})")
+  delta = args.delta if args.delta is not None else 0.1 / n
+  if delta > 1.0 / n and not args.allow_large_delta and not args.non_private:
+    raise _unsafe_delta(delta, n)
+  timer.lap("load")
+  if args.non_private:
+    warnings.warn("--no-privacy: NO differential privacy; do not release this output")
+  bar = ProgressBar("selecting and measuring", 1000, quiet=args.quiet)
+  key = root_key(args.seed)
+  k_fit, k_sample = jax.random.split(key)
+  result = nq.fit_marginals(
+      k_fit, frame, spec, epsilon=args.epsilon, delta=delta, num_components=args.k,
+      selection=args.select, target=args.target, queries=forced, non_private=args.non_private,
+      one_way_fraction=args.one_way_fraction, rounds=args.rounds, max_cells=args.max_cells,
+      final_steps=args.steps, source=args.data_path,
+      progress=lambda frac, text: bar.update(int(1000 * frac), text))
+  _warn_inferred(result.inferred_from_data)
+  for name, secs in result.timings.items():
+    timer.phases[name] = secs
+  timer.lap("fit")
+  timer.phases["fit"] -= sum(result.timings.values())
+  if timer.phases["fit"] < 0.005:
+    del timer.phases["fit"]
+  _say(args, f"jtwin napsumq: {len(result.cells)} columns; {privacy_line(result.privacy)}")
+
+  num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
+         else args.num_synthetic)
+  m = args.num_synthetic_records_per_parameter_sample
+  synth = nq.sample_marginals(k_sample, result, num, records_per_draw=m)
+  timer.lap("sampling")
+  written = []
+  if args.separate_output:
+    for i, start in enumerate(range(0, num, m)):
+      jdata.write_csv_atomic(synth.iloc[start:start + m], f"{args.output_path}.{i}.csv")
+    written.append(f"{args.output_path}.{{0..{max(math.ceil(num / m) - 1, 0)}}}.csv")
+  else:
+    jdata.write_csv_atomic(synth, paths["csv"])
+    written.append(paths["csv"])
+  save_result(paths["result"], result.posterior, model_info=model_info(result),
+              privacy=result.privacy, inferred_from_data=result.inferred_from_data,
+              extra={"measurements": result.measurements,
+                     "num_rows_estimate": result.num_rows_estimate})
+  written.append(paths["result"])
+  timer.lap("writing")
+  if args.visualize != "none":
+    from jtwin.plots import make_plots
+    made = make_plots(frame.reset_index(drop=True), synth, args.output_path, args.visualize)
+    written += list(made.files)
+    timer.lap("plots")
+    if made.files:
+      _say(args, "jtwin: the plots compare against the REAL data: they are for the data "
+           "holder, not for release")
+  total = sum(timer.phases.values())
+  _say(args, f"jtwin: done in {total:.1f} s (" +
+       " | ".join(f"{k} {v:.2f}s" for k, v in timer.phases.items()) + ")",
+       f"jtwin: wrote {num} synthetic rows: " + ", ".join(written))
+  if not args.quiet and args.num_synthetic is None:
+    _say(args, f"jtwin: the number of rows, {num}, is the DP estimate of N from the noisy "
+         "1-way tables (the exact N is not released)")
+  return 0
+
+
+def model_info(result) -> dict:
+  """The result file's model description (everything `jtwin sample` needs)."""
+  return {"kind": "mixture", "method": "napsumq", "num_components": result.num_components,
+          "features": [list(f) for f in result.model.features],
+          "cells": [c.to_dict() for c in result.cells]}
+
+
+def add_parser(sub, types):
+  """The `napsumq` subcommand (twinify 2.0's name for its marginal-query method)."""
+  import argparse
+  positive_float, positive_int, probability = types
+  p = sub.add_parser(
+      "napsumq", help="fit a noise-aware mixture to DP marginal queries and write a twin",
+      description="Measure DP marginals of DATA.csv (all 1-way tables, then adaptively "
+      "selected 2- and 3-way tables), fit a mixture to them with a posterior that accounts "
+      "for the noise, and write OUTPUT_PREFIX.csv, OUTPUT_PREFIX.jtwin.npz and plots. MODEL "
+      "is a model file (as for 'jtwin fit') or a twinify NAPSU-MQ query file (one clique "
+      "per line, comma-separated column names).",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter, fromfile_prefix_chars="%")
+  p.add_argument("data_path", metavar="DATA.csv", help="the sensitive data (never modified)")
+  p.add_argument("model_path", metavar="MODEL", help="model file or NAPSU-MQ query file")
+  p.add_argument("output_path", metavar="OUTPUT_PREFIX", help="prefix of the output files")
+  g = p.add_argument_group("privacy")
+  g.add_argument("--epsilon", type=positive_float("--epsilon"), default=1.0,
+                 help="target epsilon (certified upper bound)")
+  g.add_argument("--delta", type=probability("--delta", upper_open=True), default=None,
+                 help="delta [default: 0.1/N]")
+  g.add_argument("--allow_large_delta", action="store_true",
+                 help="accept delta > 1/N (such a delta allows publishing a whole row)")
+  g.add_argument("--no-privacy", "--non_private", dest="non_private", action="store_true",
+                 help="exact marginals, no noise: NOT private, for baselines only")
+  g = p.add_argument_group("queries and model")
+  g.add_argument("--select", choices=("aim", "mst", "all", "none"), default="aim",
+                 help="how further marginals are chosen after the 1-way tables: AIM's "
+                 "adaptive loop, MST's tree, all 2-way tables, or none (query cliques only)")
+  g.add_argument("--target", default=None, metavar="COLUMN",
+                 help="3-way tables containing this column join the workload")
+  g.add_argument("--queries", default=None, metavar="FILE",
+                 help="query file of cliques that are always measured")
+  g.add_argument("--k", type=positive_int("--k"), default=200,
+                 help="mixture components (post-processing: costs no privacy)")
+  g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
+                 help="AIM's initial number of rounds [default: 16 x columns]")
+  g.add_argument("--one_way_fraction", type=float, default=0.1,
+                 help="share of the budget spent on the 1-way tables")
+  g.add_argument("--max_cells", type=positive_int("--max_cells"), default=1 << 20,
+                 help="largest marginal table measured (cells)")
+  g.add_argument("--steps", type=positive_int("--steps"), default=2000,
+                 help="Adam steps of the final fit")
+  g.add_argument("--drop_na", type=int, nargs="?", const=1, default=0, choices=(0, 1),
+                 help="drop rows with a missing value in a modelled column")
+  g.add_argument("--seed", type=int, default=None,
+                 help="seed (default: from the OS; a known seed lets anyone recompute the "
+                 "noise, so keep it secret)")
+  g = p.add_argument_group("output")
+  g.add_argument("--num_synthetic", "--n", type=int, default=None,
+                 help="synthetic rows to write [default: the DP estimate of N]")
+  g.add_argument("--num_synthetic_records_per_parameter_sample", "--m",
+                 type=positive_int("--m"), default=1, help="rows per posterior parameter draw")
+  g.add_argument("--separate_output", action="store_true",
+                 help="write OUTPUT_PREFIX.{i}.csv per parameter draw")
+  g.add_argument("--visualize", choices=("none", "store", "popup", "both"), default="store",
+                 help="comparison plots of real vs synthetic (for the data holder only)")
+  g.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+  return p
+
+
+def sample_decoder(info: dict):
+  """decode(values, observed, rng) for a napsumq result's model description."""
+  import numpy as np
+  from jtwin.marginals.cells import CellColumn, decode_cells
+  cells = tuple(CellColumn.from_dict(c) for c in info["cells"])
+  return lambda v, o, rng=None: decode_cells(np.rint(v).astype(np.int64), o, cells,
+                                             rng if rng is not None else np.random.default_rng(0))
+

@@ -1,0 +1,90 @@
+"""twinify NAPSU-MQ query files, and the model spec used with one.
+
+A query file lists one clique (marginal query) per line, column names
+separated by commas. jtwin strips whitespace around every name (twinify 2.0
+forgets to, so `Age, Height` fails there), skips blank lines and `#`
+comments, and checks every name against the data.
+
+With a query file as MODEL there is no model file, so (as in twinify, which
+models every column of the data as categorical) every column of the data is
+modelled: numeric columns with many distinct values as binned numeric
+columns, the rest as categorical. Everything such a spec needs is read off
+the data and listed in the inferred-from-data warning.
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from jtwin.errors import ModelFileError
+
+__all__ = ["is_query_file", "parse_query_file", "spec_from_data"]
+
+
+def _lines(path: str) -> list:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read().splitlines()
+  except FileNotFoundError:
+    raise ModelFileError(f"{path}: model file not found; check the path") from None
+  except UnicodeDecodeError:
+    raise ModelFileError(f"{path}: not UTF-8 text") from None
+  except OSError as e:
+    raise ModelFileError(f"{path}: cannot read the model file ({e.strerror or e})") from None
+
+
+def is_query_file(path: str) -> bool:
+  """True if no non-comment line has a ':' (a model file line always has one)."""
+  if os.path.isdir(path):
+    raise ModelFileError(f"{path}: is a directory, not a model or query file")
+  body = [ln.split("#")[0].strip() for ln in _lines(path)]
+  body = [ln for ln in body if ln]
+  return bool(body) and not any(":" in ln for ln in body)
+
+
+def parse_query_file(path: str, columns=None) -> list:
+  """Cliques of a query file: a list of lists of column names.
+
+  Args:
+    path: the file.
+    columns: if given, every name must be one of these.
+
+  Raises:
+    ModelFileError: empty file, an empty name, or an unknown column (one
+      line naming `path:line`).
+  """
+  cliques = []
+  for number, raw in enumerate(_lines(path), start=1):
+    line = raw.split("#")[0].strip()
+    if not line:
+      continue
+    names = [x.strip() for x in line.split(",")]
+    if any(not x for x in names):
+      raise ModelFileError(f"{path}:{number}: empty column name in {line!r}; separate "
+                           "column names by single commas")
+    if columns is not None:
+      for x in names:
+        if x not in columns:
+          raise ModelFileError(f"{path}:{number}: column '{x}' is not in the data; "
+                               "check the spelling")
+    cliques.append(list(dict.fromkeys(names)))
+  if not cliques:
+    raise ModelFileError(f"{path}: the query file has no queries; write one clique per "
+                         "line, column names separated by commas")
+  return cliques
+
+
+def spec_from_data(df: pd.DataFrame, max_categories: int = 32):
+  """A model spec of every column of `df` (domains inferred, so listed)."""
+  from jtwin.spec import parse_model_text
+  lines = []
+  for name in df.columns:
+    col = df[name]
+    numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    family = "Normal" if numeric and col.nunique(dropna=True) > max_categories else "Categorical"
+    if any(ch in str(name) for ch in ":#\n\r") or not str(name).strip():
+      raise ModelFileError(f"column name {name!r} cannot be used with a query file; "
+                           "write a model file instead")
+    lines.append(f"{name} : {family}")
+  return parse_model_text("\n".join(lines) + "\n", path="(every column of the data)")
