@@ -6,6 +6,8 @@ Public API (everything else is reached as `jtwin.models.*`,
   parse_model_file, read_csv, resolve_domain, encode, decode  -- data
   make_mixture_model, Model, Feature, MeanFieldParams           -- models
   fit, FitResult, PrivacyRecord                                 -- DP-VI
+  fit_marginals, sample_marginals, MarginalResult               -- marginal queries (napsumq)
+  rubin                                                         -- Rubin's rules
   sample_synthetic                                              -- sampling
   save_result, load_result                                      -- result files
   calibrate_noise, epsilon                                      -- accounting
@@ -31,6 +33,10 @@ _EXPORTS = {
     "FitResult": ("jtwin.infer", "FitResult"),
     "PrivacyRecord": ("jtwin.infer", "PrivacyRecord"),
     "fit": ("jtwin.infer", "fit"),
+    "fit_marginals": ("jtwin.napsumq", "fit_marginals"),
+    "sample_marginals": ("jtwin.napsumq", "sample_marginals"),
+    "MarginalResult": ("jtwin.napsumq", "MarginalResult"),
+    "rubin": ("jtwin.rubin", None),
     "Feature": ("jtwin.models", "Feature"),
     "MeanFieldParams": ("jtwin.models", "MeanFieldParams"),
     "Model": ("jtwin.models", "Model"),

@@ -279,14 +279,14 @@ def _flat_layout(model: Model) -> _FlatLayout:
   return _FlatLayout(int(offsets[-1]), unravel)
 
 
-def _noise_scale(model: Model, clip: float) -> Optional[np.ndarray]:
-  """The model's flat per-coordinate noise multipliers (None: all ones)."""
-  if model.noise_scale is None or math.isinf(clip):
+def _grad_unscale(model: Model, clip: float) -> Optional[np.ndarray]:
+  """The model's flat `grad_unscale` factors (None: all ones)."""
+  if model.grad_unscale is None:
     return None
   scale = np.concatenate([np.ravel(np.asarray(x, np.float32))
-                          for x in jax.tree.leaves(model.noise_scale(clip))])
+                          for x in jax.tree.leaves(model.grad_unscale(clip))])
   if not (np.all(np.isfinite(scale)) and np.all(scale >= 1.0)):
-    raise ValueError("Model.noise_scale must be finite and >= 1")
+    raise ValueError("Model.grad_unscale must be finite and >= 1")
   return None if np.all(scale == 1.0) else scale
 
 
@@ -304,11 +304,12 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
   The variational parameters are one flat vector phi = [loc (P), raw_scale (P)]
   so that noise, Adam and the chain rule are single array operations. The
   per-example gradients w.r.t. theta are clipped and noised (see the module
-  docstring); `noise` in xs is [P], multiplied by `Model.noise_scale` (the
-  sensitivity-C mechanism in scaled coordinates, see `jtwin.models.Model`).
+  docstring); `noise` in xs is [P]. A model with `grad_unscale` returns the
+  clipped sum in scaled coordinates; the noisy sum is multiplied back by it
+  (post-processing of the sensitivity-C Gaussian mechanism).
   """
   clipped_sum = _clipped_sum_fn(model)
-  nscale = _noise_scale(model, clip)
+  unscale = _grad_unscale(model, clip)
   grad_prior = model.grad_log_prior or jax.grad(model.log_prior)
   size, unravel = flat.size, flat.unravel
 
@@ -324,9 +325,9 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
     xb = jnp.where(mask[:, None], values[indices], 0.0)
     ob = observed[indices] & mask[:, None]
     g_lik, info = clipped_sum(theta, weights, xb, ob, mask, clip)
-    if nscale is not None:
-      noise = noise * nscale
     noisy, dp_state = aggregator.update(ravel(g_lik), state.dp_state, noise=noise)
+    if unscale is not None:
+      noisy = noisy * unscale                             # public constant: post-processing
     gp = ravel(grad_prior(theta))
     ent = jax.nn.sigmoid(raw) / scale                     # d entropy / d raw_scale
     total = noisy + gp                                    # d ELBO / d theta (estimate)

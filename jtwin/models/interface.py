@@ -64,12 +64,11 @@ class Model(NamedTuple):
       sensitivity (0: exact, for non-private runs). `jtwin.fit` accounts
       for it (see `infer.privacy_plan`).
     grad_log_prior: optional closed form of `jax.grad(log_prior)`.
-    noise_scale: optional `noise_scale(clip) -> pytree` shaped like theta of
-      public per-coordinate multipliers s_j >= 1 of the DP noise std. Its
-      contract with `clipped_grad_sum`: each example's clipped contribution
-      g_i satisfies ||g_i / s||_2 <= clip, and `jtwin.fit` adds noise
-      N(0, (sigma clip s_j)^2) to coordinate j, i.e. the Gaussian mechanism
-      of sensitivity clip in coordinates scaled by 1/s. None: all ones.
+    grad_unscale: optional `grad_unscale(clip) -> pytree` shaped like theta of
+      public per-coordinate factors s_j >= 1. When given, `clipped_grad_sum`
+      returns the clipped sum in scaled coordinates, sum_i clip(g_i / s)
+      (sensitivity `clip` as always), and `jtwin.fit` multiplies the noisy
+      sum by s (post-processing). None: all ones.
   """
   init: Callable[[Array], PyTree]
   log_prior: Callable[[PyTree], Array]
@@ -81,7 +80,7 @@ class Model(NamedTuple):
   features: Optional[tuple] = None
   warm_start: Optional[Callable] = None
   grad_log_prior: Optional[Callable] = None
-  noise_scale: Optional[Callable] = None
+  grad_unscale: Optional[Callable] = None
 
 
 class ClipInfo(NamedTuple):

@@ -361,11 +361,11 @@ def make_mixture_model(features: Sequence[Feature], num_components: int = 50, *,
     num_components: K, the number of mixture components (twinify default 50).
     group_clip: DP clipping per parameter group (mixture weights, each numeric
       column, all categorical columns, all missingness indicators), each group
-      to its share of C (`mixture_grads.group_budgets`), except that groups
-      with bounded scores are clipped at their bound with proportionally
-      more noise (`mixture_grads.group_thresholds`, `Model.noise_scale`), so
-      the sensitivity stays C. False: one global clip, exactly as the generic
-      `vmap` path.
+      to its share of C (`mixture_grads.group_budgets`) so that the whole
+      per-example gradient stays within C; the mixture weights' bounded score
+      is divided by a public factor first so that it is never clipped
+      (`mixture_grads.group_unscale`, `Model.grad_unscale`). False: one
+      global clip, exactly as the generic `vmap` path.
 
   Returns:
     A `Model` whose parameters are the dict described in the module
@@ -401,5 +401,5 @@ def make_mixture_model(features: Sequence[Feature], num_components: int = 50, *,
       features=features,
       warm_start=(functools.partial(warm_start, layout) if len(layout.cat_idx) else None),
       grad_log_prior=lambda theta: grad_log_prior(layout, theta),
-      noise_scale=lambda clip: mixture_grads.noise_scale(layout, clip, group_clip),
+      grad_unscale=lambda clip: mixture_grads.grad_unscale(layout, clip, group_clip),
   )

@@ -21,7 +21,7 @@ import numpy as np
 
 from jtwin.models import families as fam
 from jtwin.models.interface import ClipInfo
-from jtwin.models.mixture import MixtureLayout, cat_log_probs, cat_onehot
+from jtwin.models.mixture import MixtureLayout, cat_log_probs, cat_onehot, param_shapes
 
 
 def _finite_or_zero(x):
@@ -62,11 +62,12 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
     mask: bool [B]; False rows are padding and contribute exactly zero.
     clip: the clipping threshold C (> 0; `jnp.inf` disables clipping).
     return_norms: also return the per-example (unclipped, global) norms [B].
-    group_clip: clip each parameter group g to its own threshold tau_g
-      (`group_thresholds`) instead of the whole gradient to `clip`. The
-      contribution of each example, divided coordinate-wise by
-      `noise_scale(layout, clip)`, then has L2 norm <= clip, which is the
-      sensitivity the DP noise is calibrated to (see `noise_scale`).
+    group_clip: scale each parameter group g by 1 / s_g (`group_unscale`)
+      and clip it to its share C_g of `clip` (`group_budgets`) instead of
+      clipping the whole gradient to `clip`; the per-example contribution's
+      global norm is <= clip either way. The returned sum is then in scaled
+      coordinates: multiplying it (after the DP noise) by `grad_unscale`
+      gives the gradient estimate (public post-processing).
 
   Returns:
     (grad_sum, ClipInfo) where grad_sum is shaped like theta: sum_i c_i g_i
@@ -153,10 +154,14 @@ def clipped_grad_sum(layout: MixtureLayout, theta: dict, coord_weights: dict,
   # A relative margin of 2^-16 absorbs float rounding between the norm and the sum.
   margin = 1.0 - 2.0**-16
   if group_clip:
-    budgets = margin * jnp.asarray(group_thresholds(layout, clip), dtype)   # [G]
+    # Group g's gradient is pre-scaled by 1 / s_g (`grad_unscale`) and clipped
+    # to its share C_g: the contribution is min(1 / s_g, C_g / |g|) g.
+    budgets = clip * margin * jnp.asarray(group_budgets(layout), dtype)      # [G]
+    inv_s = 1.0 / _group_unscale(layout, clip, jnp).astype(dtype)           # [G]
     gnorm = jnp.sqrt(jnp.maximum(group_n2, 0.0))
-    factors = jnp.where(gnorm > budgets, budgets / jnp.where(gnorm > 0, gnorm, 1.0), 1.0)
-    clipped = jnp.any(gnorm > budgets, 1)
+    over = gnorm * inv_s > budgets
+    factors = jnp.where(over, budgets / jnp.where(gnorm > 0, gnorm, 1.0), inv_s)
+    clipped = jnp.any(over, 1)
   else:
     target = clip * margin
     factor = jnp.where(norm > target, target / jnp.where(norm > 0, norm, 1.0), 1.0)
@@ -231,68 +236,48 @@ def score_bounds(layout: MixtureLayout) -> np.ndarray:
                                             np.sqrt(float(len(layout.missing_idx)))])
 
 
-# Groups clipped at their score bound rather than at their share: only the
-# mixture weights (K - 1 coordinates, where clipping caused the collapse). The
-# categorical block's bound sqrt(2 D_cat) is far above its typical norm, so
-# raising its threshold to the bound would multiply the noise on every
-# category logit by sqrt(2 sum w) (about 6 on Adult) for little bias removed.
-_CLIP_AT_BOUND = ("mix",)
+def group_unscale(layout: MixtureLayout, clip: float) -> np.ndarray:
+  """Per-group factors s_g >= 1: a group's gradient is clipped to C_g after
+  division by s_g, i.e. at threshold tau_g = s_g C_g in parameter units.
 
+  s = max(1, sqrt(2) / C_mix) for the mixture weights, 1 for every other group.
+  The weights' score r_i - pi is bounded by sqrt(2) (`score_bounds`), so with
+  this scaling it is never clipped; at its share C_mix of `clip` (about 0.23
+  with 14 numeric columns) it was clipped for most examples, and that is what
+  made DP-VI collapse onto one component: the score of an example of a large
+  component is small and passed unclipped, while an example of a small
+  component was clipped, so large components grew at the expense of small
+  ones. Measured on a 14-numeric-column table at epsilon = 1 (and at epsilon =
+  500, so it is the clipping, not the noise): 1.2 effective components of 50,
+  so every Normal and Poisson column had the spread of one component (sd
+  ratios 0.53 to 0.91). The price is a noise std s_mix times larger on the
+  K - 1 weight logits, relative to their unclipped signal.
 
-def group_thresholds(layout: MixtureLayout, clip: float) -> np.ndarray:
-  """Per-group clipping thresholds: tau = max(C_g, sqrt(2)) for the mixture
-  weights, tau_g = C_g (`group_budgets`) for every other group.
-
-  The weights' score is bounded (`score_bounds`), so they are clipped at that
-  bound, i.e. never: their share C_g of `clip` would otherwise clip most
-  examples.
-  Clipping a bounded score below its bound is what made DP-VI collapse onto
-  one component: the mixture-weight score r_i - pi of an example of a large
-  component is small and passes unclipped, while an example of a small
-  component is clipped, so large components grow at the expense of small ones
-  (measured on a 14-numeric-column table at epsilon = 1: effective number of
-  components 1.2 of 50; every Normal and Poisson column then has the spread of
-  one component). The noise of such a group is raised by tau_g / C_g
-  (`noise_scale`), so the mechanism is a clip-to-C_g Gaussian mechanism in
-  coordinates scaled by C_g / tau_g: the sensitivity stays C.
+  Only the weights are rescaled. The categorical block's bound sqrt(2 D_cat)
+  is far above its typical norm: rescaling it to its bound would multiply the
+  noise on every category logit by about 6 on Adult, and on the 14-column
+  table it changed the synthetic sd ratios by at most 0.07.
   """
-  budgets = float(clip) * group_budgets(layout)
-  bounds = np.full(len(budgets), np.inf)
-  bounds[0] = score_bounds(layout)[0]     # the mixture weights (_CLIP_AT_BOUND)
-  return np.where(np.isfinite(bounds), np.maximum(budgets, bounds), budgets)
+  return _group_unscale(layout, float(clip), np)
 
 
-def group_noise_scale(layout: MixtureLayout, clip: float) -> np.ndarray:
-  """tau_g / C_g per group (>= 1; 1 where the threshold is the share itself)."""
-  budgets = float(clip) * group_budgets(layout)
-  if not np.isfinite(clip):
-    return np.ones_like(budgets)
-  return np.where(budgets > 0, group_thresholds(layout, clip) / np.where(budgets > 0, budgets, 1.0), 1.0)
+def _group_unscale(layout: MixtureLayout, clip, xnp):
+  """`group_unscale` with numpy (public constants) or jax.numpy (traced clip)."""
+  share = group_budgets(layout)
+  s_mix = xnp.maximum(1.0, score_bounds(layout)[0] / (clip * share[0]))   # inf clip -> 1
+  return xnp.concatenate([xnp.reshape(s_mix, (1,)), xnp.ones(len(share) - 1)])
 
 
-def noise_scale(layout: MixtureLayout, clip: float, group_clip: bool = True) -> dict:
-  """Per-coordinate multiplier of the DP noise std, shaped like theta.
+def grad_unscale(layout: MixtureLayout, clip: float, group_clip: bool = True) -> dict:
+  """`group_unscale` per coordinate, shaped like theta (all ones without group clipping).
 
-  With group clipping, group g's coordinates get noise std sigma C tau_g / C_g:
-  equivalently, the per-example gradient is scaled by C_g / tau_g, clipped to
-  C_g per group (so to C in total), noised with N(0, (sigma C)^2 I) and scaled
-  back (post-processing). Without group clipping, all ones.
+  `clipped_grad_sum(..., group_clip=True)` returns sum_i clip_C(g_i / s), whose
+  sensitivity is C; `jtwin.fit` adds the DP noise N(0, (sigma C)^2 I) to it and
+  then multiplies by s. The multiplication is post-processing with a public
+  constant, so the guarantee is that of the sensitivity-C Gaussian mechanism.
   """
-  from jtwin.models.mixture import param_shapes  # noqa: local for clarity
   shapes = param_shapes(layout)
-  if not group_clip:
-    return {nm: np.ones(sh, np.float32) for nm, sh in shapes.items()}
-  s = group_noise_scale(layout, clip)
-  dn, dp_ = len(layout.normal_idx), len(layout.poisson_idx)
-  out = {"mix": np.full(shapes["mix"], s[0], np.float32)}
-  if dn:
-    col = np.broadcast_to(s[1:1 + dn], shapes["normal_loc"]).astype(np.float32)
-    out["normal_loc"], out["normal_log_scale"] = col, col.copy()
-  if dp_:
-    out["poisson_log_rate"] = np.broadcast_to(s[1 + dn:1 + dn + dp_],
-                                              shapes["poisson_log_rate"]).astype(np.float32)
-  if "cat_logits" in shapes:
-    out["cat_logits"] = np.full(shapes["cat_logits"], s[1 + dn + dp_], np.float32)
-  if "missing_logit" in shapes:
-    out["missing_logit"] = np.full(shapes["missing_logit"], s[2 + dn + dp_], np.float32)
+  out = {nm: np.ones(sh, np.float32) for nm, sh in shapes.items()}
+  if group_clip:
+    out["mix"] = np.full(shapes["mix"], group_unscale(layout, clip)[0], np.float32)
   return out

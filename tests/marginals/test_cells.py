@@ -1,0 +1,86 @@
+"""Cells: building, encoding, decoding and compression."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from jtwin import data as jdata
+from jtwin.marginals import cells as cl
+from jtwin.spec import parse_model_text
+
+MODEL = """
+color : Categorical ; categories = blue, green, red ; missing
+hours : Categorical ; bins = 0, 10, 20, 40 ; integer ; missing = no
+big   : Categorical ; bins = 0, 1000, 5000, 100000 ; integer ; missing = no
+score : Normal
+count : Poisson ; bounds = 0, 9
+"""
+
+
+def _frame(n=400, seed=0):
+  rng = np.random.default_rng(seed)
+  color = rng.choice(["blue", "green", "red", None], n, p=[0.5, 0.3, 0.15, 0.05])
+  return pd.DataFrame({
+      "color": color, "hours": rng.integers(0, 41, n), "big": rng.integers(0, 100000, n),
+      "score": rng.normal(size=n), "count": rng.poisson(2.0, n).clip(0, 9)})
+
+
+def _build(frame):
+  spec = parse_model_text(MODEL)
+  domain = jdata.resolve_domain(frame, spec)
+  return cl.build_cells(frame, spec, domain, num_bins=8), domain
+
+
+def test_cells_per_column_kind():
+  cells, _ = _build(_frame())
+  color, hours, big, score, count = cells
+  assert color.kind == "category" and color.num_cells == 3 and color.size == 4
+  assert hours.num_cells == 41 and all(hours.point)          # one cell per integer 0..40
+  assert big.num_cells == 3 and not any(big.point)           # declared bins (range too big)
+  assert score.num_cells == 8 and "quantile" in " ".join(score.from_data)
+  assert count.num_cells == 10 and all(count.point)         # declared bounds 0..9
+
+
+def test_encode_decode_round_trip_of_exact_cells():
+  frame = _frame()
+  cells, domain = _build(frame)
+  codes = cl.encode_cells(frame, cells, domain)
+  out = cl.decode_cells(codes, np.ones_like(codes, bool), cells, np.random.default_rng(0))
+  same = (out["color"] == frame["color"]) | (out["color"].isna() & frame["color"].isna())
+  assert same.all()
+  np.testing.assert_array_equal(out["hours"].to_numpy(), frame["hours"].to_numpy())
+  np.testing.assert_array_equal(out["count"].to_numpy(), frame["count"].to_numpy())
+  # binned: the value lies in the same bin
+  edges = np.array(cells[2].edges)
+  same = np.searchsorted(edges, out["big"], "right") == np.searchsorted(edges, frame["big"], "right")
+  assert same.all()
+  assert out["color"].isna().sum() == frame["color"].isna().sum()
+
+
+def test_compress_merges_rare_categories_and_runs():
+  cells, _ = _build(_frame())
+  color, hours = cells[0], cells[1]
+  y_color = np.array([100.0, 5.0, 3.0, 7.0])         # green, red rare; missing cell last
+  y_hours = np.r_[np.full(20, 1.0), np.full(21, 50.0)]
+  new, maps = cl.compress([color, hours], [y_color, y_hours], threshold=10.0)
+  assert new[0].groups == ((0,), (1, 2))
+  assert maps[0].shape == (3, 4) and maps[0][-1, -1] == 1  # missing cell stays
+  np.testing.assert_allclose(maps[0] @ y_color, [100.0, 8.0, 7.0])
+  assert sum(len(g) for g in new[1].groups) == 41
+  assert all(len(g) == 1 for g in new[1].groups[-20:])     # dense cells stay alone
+  # within a merged cell, members are drawn by their noisy counts
+  w = np.asarray(new[0].weights[1])
+  np.testing.assert_allclose(w, [5 / 8, 3 / 8], atol=1e-4)
+  draws = cl._draw_members(np.ones(20000, int), new[0], np.random.default_rng(1))
+  assert abs(np.mean(draws == 1) - 5 / 8) < 0.02
+
+
+def test_compress_keeps_two_cells():
+  cells, _ = _build(_frame())
+  new, _ = cl.compress([cells[0]], [np.array([1.0, 1.0, 1.0, 0.0])], threshold=10.0)
+  assert new[0].num_cells >= 2
+
+
+def test_cell_column_dict_round_trip():
+  cells, _ = _build(_frame())
+  for c in cells:
+    assert cl.CellColumn.from_dict(c.to_dict()) == c
