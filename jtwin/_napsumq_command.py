@@ -165,9 +165,10 @@ def add_parser(sub, types):
   g.add_argument("--no-privacy", "--non_private", dest="non_private", action="store_true",
                  help="exact marginals, no noise: NOT private, for baselines only")
   g = p.add_argument_group("queries and model")
-  g.add_argument("--select", choices=("aim", "mst", "all", "none"), default="aim",
-                 help="how further marginals are chosen after the 1-way tables: AIM's "
-                 "adaptive loop, MST's tree, all 2-way tables, or none (query cliques only)")
+  g.add_argument("--select", choices=("all", "aim", "mst", "none"), default="all",
+                 help="which further marginals are measured after the 1-way tables: every "
+                 "2-way table (and 3-way with --target), AIM's adaptive loop, MST's tree, or "
+                 "none (query cliques only)")
   g.add_argument("--target", default=None, metavar="COLUMN",
                  help="3-way tables containing this column join the workload")
   g.add_argument("--queries", default=None, metavar="FILE",

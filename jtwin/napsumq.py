@@ -142,13 +142,13 @@ class _Budget:
 
 def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   delta: Optional[float] = None, num_components: int = 200,
-                  selection: str = "aim", target: Optional[str] = None,
+                  selection: str = "all", target: Optional[str] = None,
                   queries: Sequence[Sequence[str]] = (), non_private: bool = False,
                   one_way_fraction: float = 0.1, rounds: Optional[int] = None,
                   compress_sigmas: float = 3.0, max_cells: int = 1 << 20,
                   prior_concentration: float = 0.1, round_steps: int = 100,
                   final_steps: int = 2000, posterior_steps: int = 300,
-                  learning_rate: float = 0.05, init_spread: float = 0.5,
+                  learning_rate: float = 0.1, init_spread: float = 0.5,
                   max_value_cells: int = cl.MAX_VALUE_CELLS, num_bins: int = cl.NUM_BINS,
                   source: str = "data", progress=None) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.

@@ -35,12 +35,20 @@ def _lines(path: str) -> list:
 
 
 def is_query_file(path: str) -> bool:
-  """True if no non-comment line has a ':' (a model file line always has one)."""
+  """True if no non-comment line has a ':' (a model file line always has one).
+
+  Raises:
+    ModelFileError: the file is missing, unreadable, a directory or empty.
+  """
   if os.path.isdir(path):
     raise ModelFileError(f"{path}: is a directory, not a model or query file")
   body = [ln.split("#")[0].strip() for ln in _lines(path)]
   body = [ln for ln in body if ln]
-  return bool(body) and not any(":" in ln for ln in body)
+  if not body:
+    raise ModelFileError(f"{path}: the file has no queries or columns; write a model file "
+                         "('column : Distribution' per line) or a query file (one clique "
+                         "per line, column names separated by commas)")
+  return not any(":" in ln for ln in body)
 
 
 def parse_query_file(path: str, columns=None) -> list:

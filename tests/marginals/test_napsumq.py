@@ -1,0 +1,158 @@
+"""The marginal-query method end to end: privacy record, posterior, command line."""
+import math
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jtwin import napsumq
+from jtwin.accounting import zcdp
+from jtwin.cli import main
+from jtwin.result_io import load_result
+from jtwin.spec import parse_model_text
+
+MODEL = """\
+a : Categorical ; categories = p, q, r ; missing
+b : Bernoulli ; categories = x, y
+c : Poisson ; bounds = 0, 4
+"""
+FAST = dict(num_components=4, final_steps=150, posterior_steps=100, round_steps=20)
+
+
+def _frame(n=3000, seed=0):
+  rng = np.random.default_rng(seed)
+  z = rng.integers(0, 2, n)
+  a = np.where(z, rng.choice(["p", "q", "r"], n, p=[.7, .2, .1]),
+               rng.choice(["p", "q", "r"], n, p=[.1, .2, .7])).astype(object)
+  a[rng.random(n) < 0.05] = None
+  b = np.where(z, rng.choice(["x", "y"], n, p=[.8, .2]), rng.choice(["x", "y"], n, p=[.3, .7]))
+  return pd.DataFrame({"a": a, "b": b, "c": np.clip(rng.poisson(1 + 2 * z), 0, 4)})
+
+
+@pytest.fixture(scope="module")
+def frame():
+  return _frame()
+
+
+@pytest.mark.parametrize("selection", ["all", pytest.param("aim", marks=pytest.mark.slow), "mst"])
+def test_privacy_record_recomputed(frame, selection):
+  spec = parse_model_text(MODEL)
+  res = napsumq.fit_marginals(jax.random.key(1), frame, spec, epsilon=1.0, delta=1e-6,
+                              selection=selection, rounds=6, **FAST)
+  p = res.privacy
+  # every released table's rho, recomputed from the public measurement log
+  rho_tables = sum(1 / (2 * sigma**2) for _, _, sigma in res.measurements)
+  assert rho_tables == pytest.approx(p.rho_one_way + p.rho_queries + p.rho_measurement, rel=1e-9)
+  assert p.num_measurements == len(res.measurements)
+  assert p.rho == pytest.approx(rho_tables + p.rho_selection, rel=1e-12)
+  assert p.rho <= zcdp.cdp_rho(1.0, 1e-6) * (1 + 1e-9)
+  assert p.epsilon == pytest.approx(zcdp.cdp_epsilon(p.rho, 1e-6), rel=1e-9)
+  assert p.epsilon <= 1.0
+  if selection == "all":
+    assert p.num_selections == 0 and p.rho_selection == 0
+    assert len(res.measurements) == 3 + 3          # 1-way tables + every pair
+  if selection == "mst":
+    assert p.num_selections == 2                     # a spanning tree of 3 columns
+    assert p.rho_selection == pytest.approx(p.rho_measurement, rel=1e-9)
+  if selection == "aim":
+    assert p.num_selections >= 1
+    assert p.rho == pytest.approx(zcdp.cdp_rho(1.0, 1e-6), rel=1e-6)   # spent exactly once
+
+
+@pytest.mark.slow
+def test_posterior_spread_shrinks_as_epsilon_grows(frame):
+  spec = parse_model_text(MODEL)
+  spread = []
+  for eps in (0.3, 30.0):
+    res = napsumq.fit_marginals(jax.random.key(0), frame, spec, epsilon=eps, delta=1e-6,
+                                selection="all", **{**FAST, "posterior_steps": 300})
+    spread.append(np.median(jax.nn.softplus(res.posterior.raw_scale["cat_logits"])))
+  assert spread[1] < 0.5 * spread[0]
+
+
+@pytest.mark.slow
+def test_recovers_the_structure(frame):
+  """Non-private: the twin reproduces the 2-way table of a and b."""
+  spec = parse_model_text(MODEL)
+  res = napsumq.fit_marginals(jax.random.key(0), frame, spec, selection="all",
+                              non_private=True, **{**FAST, "final_steps": 600})
+  twin = napsumq.sample_marginals(jax.random.key(1), res, 20000)
+  real = pd.crosstab(frame["a"], frame["b"], normalize=True)
+  synth = pd.crosstab(twin["a"], twin["b"], normalize=True)
+  assert np.abs(real - synth).to_numpy().max() < 0.03
+  assert abs(twin["a"].isna().mean() - frame["a"].isna().mean()) < 0.01
+  assert set(twin["c"].unique()) <= {0, 1, 2, 3, 4}
+
+
+# ----------------------------------------------------------------- command line
+@pytest.fixture
+def files(tmp_path, frame):
+  data = tmp_path / "data.csv"
+  frame.to_csv(data, index=False)
+  model = tmp_path / "model.txt"
+  model.write_text(MODEL)
+  return tmp_path, str(data), str(model)
+
+
+def _outputs(tmp_path):
+  return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out"))
+
+
+def test_cli_query_file_and_sample(files, capsys):
+  tmp, data, _ = files
+  queries = tmp / "queries.txt"
+  queries.write_text("a, b\n\n b ,c\n")                # twinify-style spaces are stripped
+  out = str(tmp / "out")
+  code = main(["napsumq", data, str(queries), out, "--k", "3", "--steps", "100", "--seed", "0",
+               "--visualize", "none", "--select", "none"])
+  assert code == 0, capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "NOT covered by the epsilon guarantee" in err       # domains read off the data
+  twin = pd.read_csv(out + ".csv")
+  assert list(twin.columns) == ["a", "b", "c"]
+  loaded = load_result(out + ".jtwin.npz")
+  assert loaded.meta["model"]["method"] == "napsumq"
+  assert loaded.meta["privacy"]["epsilon"] <= 1.0
+  assert [m[0] for m in loaded.meta["measurements"]][3:] == [["a", "b"], ["b", "c"]]
+  assert main(["sample", out + ".jtwin.npz", "-n", "50", "-o", str(tmp / "more.csv"),
+               "--quiet"]) == 0
+  assert len(pd.read_csv(tmp / "more.csv")) == 50
+
+
+@pytest.mark.slow
+def test_cli_separate_output_per_posterior_draw(files):
+  tmp, data, model = files
+  out = str(tmp / "out")
+  assert main(["napsumq", data, model, out, "--k", "3", "--steps", "50", "--seed", "0",
+               "--select", "all", "--visualize", "none", "--quiet", "--n", "40", "--m", "20",
+               "--separate_output"]) == 0
+  assert len(pd.read_csv(out + ".0.csv")) == 20 and len(pd.read_csv(out + ".1.csv")) == 20
+
+
+@pytest.mark.parametrize("queries,extra,code,message", [
+    ("a, nope\n", [], 3, "column 'nope' is not in the data"),
+    ("\n# nothing\n", [], 3, "has no queries or columns"),
+    ("a, , b\n", [], 3, "empty column name"),
+    ("a, b, c\n", ["--max_cells", "10"], 1, "more than the cap"),
+    ("a, b\n", ["--target", "zz"], 1, "--target 'zz'"),
+])
+def test_cli_bad_queries(files, capsys, queries, extra, code, message):
+  tmp, data, _ = files
+  qfile = tmp / "queries.txt"
+  qfile.write_text(queries)
+  got = main(["napsumq", data, str(qfile), str(tmp / "out"), "--visualize", "none"] + extra)
+  err = capsys.readouterr().err
+  assert got == code
+  assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+  assert _outputs(tmp) == []
+
+
+def test_cli_bad_model_and_options(files, capsys):
+  tmp, data, model = files
+  assert main(["napsumq", data, str(tmp / "missing.txt"), str(tmp / "out")]) == 3
+  assert main(["napsumq", data, model, str(tmp / "out"), "--queries", str(tmp / "q.txt")]) == 3
+  assert main(["napsumq", data, model, str(tmp / "out"), "--delta", "0.5"]) == 4
+  assert main(["napsumq", data, model, data[:-4]]) == 1          # would overwrite its input
+  capsys.readouterr()
+  assert _outputs(tmp) == []
