@@ -105,3 +105,10 @@ def test_bench_vs_twinify_report(monkeypatch, capsys):
   out = capsys.readouterr().out
   assert re.search(r"time per epoch\s+70\.00s\s+0\.20s\s+350\.0x", out), out
   assert "EXTRAPOLATED" in out and "## 200 epochs" in out
+
+
+def test_quality_napsumq_quick(capsys):
+  assert _load("quality_napsumq").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert re.search(r"^\| 1 \| 0 \| .* \| \d+\.\d s \| \d+\.\d\d GiB \|$", out, re.M), out
