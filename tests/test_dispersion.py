@@ -80,7 +80,7 @@ def test_non_private_has_no_rescaling():
 
 # ------------------------------------------------------------------ slow: a known mixture
 def _loans_like(n, seed=1):
-  """A 14-numeric-column table (8 Normal, 6 Poisson, 2 categorical), like a loans table.
+  """A 14-numeric-column table (8 Normal, 6 Poisson, 4 categorical), like a loans table.
 
   Normal columns are standardised (as the twinify-style model file without
   bounds does), so each has sd 1; heavy tails come from lognormal amounts.
@@ -104,10 +104,14 @@ def _loans_like(n, seed=1):
   pois = np.stack([rng.poisson(11 * lam), rng.poisson(25 * lam), rng.poisson(0.2, n),
                    rng.poisson(0.3 * (1 + 0.3 * g)), rng.poisson(0.8 * (1 + 0.2 * g)),
                    rng.poisson(1.6 * np.exp(0.5 * u))], 1)
-  values = np.concatenate([normal, pois, g[:, None], term[:, None]], 1).astype(np.float32)
+  home = rng.choice(4, n, p=[.48, .40, .11, .01])
+  purpose = rng.choice(6, n, p=[.58, .22, .06, .08, .03, .03])
+  values = np.concatenate([normal, pois, g[:, None], term[:, None], home[:, None],
+                           purpose[:, None]], 1).astype(np.float32)
   feats = ([Feature(f"n{j}", "normal") for j in range(8)]
            + [Feature(f"p{j}", "poisson") for j in range(6)]
-           + [Feature("grade", "categorical", 7), Feature("term", "bernoulli")])
+           + [Feature("grade", "categorical", 7), Feature("term", "bernoulli"),
+              Feature("home", "categorical", 4), Feature("purpose", "categorical", 6)])
   return values, np.ones(values.shape, bool), feats
 
 
