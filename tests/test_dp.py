@@ -18,6 +18,7 @@ from scipy import stats
 from jtwin import dp
 from jtwin.models.interface import Feature
 from jtwin.models.mixture import make_mixture_model
+from jtwin.models.mixture_grads import group_unscale
 
 
 def _wnorm(tree, w=None):
@@ -433,13 +434,15 @@ def test_group_clipping_bounds_each_group_and_matches_vmap_reference():
     parts.append([("missing_logit", np.s_[:])])
     return parts
   want = {k: np.zeros(v.shape[1:]) for k, v in grads.items()}
+  s_mix = float(group_unscale(layout, clip)[0])   # the weights' score is pre-scaled, never clipped
   for i in range(B):
     if not bool(mask[i]):
       continue
     total = 0.0
     for gi, part in enumerate(group_parts(i)):
       n = np.sqrt(sum(np.sum(wn[k][sl] * grads[k][i][sl] ** 2) for k, sl in part))
-      f = min(1.0, budgets[gi] / n) if n > 0 else 1.0
+      f = ((min(1.0 / s_mix, budgets[0] / n) if gi == 0 else min(1.0, budgets[gi] / n))
+           if n > 0 else 1.0)
       for k, sl in part:
         want[k][sl] += f * grads[k][i][sl]
       total += (f * n) ** 2
