@@ -150,6 +150,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   final_steps: int = 2000, posterior_steps: int = 300,
                   learning_rate: float = 0.1, init_spread: float = 0.5,
                   max_value_cells: int = cl.MAX_VALUE_CELLS, num_bins: int = cl.NUM_BINS,
+                  split_bins: int = cl.SPLIT_BINS, coarse_views: bool = True,
                   source: str = "data", progress=None) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
@@ -174,7 +175,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       the final MAP fit and for the posterior.
     learning_rate: Adam's peak learning rate (cosine decay).
     init_spread: sd of the random logits that break the components' symmetry.
-    max_value_cells, num_bins: see `jtwin.marginals.cells.build_cells`.
+    max_value_cells, num_bins, split_bins: see `jtwin.marginals.cells.build_cells`.
+    coarse_views: multi-way tables use the numeric columns' coarse views
+      (`jtwin.marginals.cells.coarsen`) while 1-way tables use every cell.
     source: the data's name in error messages.
     progress: optional callable(fraction of the budget spent, text).
 
@@ -197,7 +200,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     delta = 0.1 / n
   timings = {}
   domain = jdata.resolve_domain(frame, spec, source=source)
-  cells = cl.build_cells(frame, spec, domain, max_value_cells=max_value_cells, num_bins=num_bins)
+  cells = cl.build_cells(frame, spec, domain, max_value_cells=max_value_cells, num_bins=num_bins,
+                         split_bins=split_bins)
   base_codes = cl.encode_cells(frame, cells, domain, source=source)
   d = len(cells)
   col = {name: j for j, name in enumerate(names)}
@@ -215,40 +219,48 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   budget = _Budget()
   log = []
 
-  def measure(clique, sigma, part, codes, sizes):
-    counts = clique_counts(codes, sizes, clique)
+  def measure(views, sigma, part):
+    counts = clique_counts(codes, sizes, views)
     if non_private:
       noisy, var = counts, np.ones_like(counts)
     else:
       noisy, var = gaussian_measure(counts, sigma, noise_rng), np.full(counts.shape, sigma**2)
       budget.measure(part, sigma)
-    log.append(([names[c] for c in clique], int(counts.size), 0.0 if non_private else sigma))
-    return Measurement(tuple(clique), noisy, var)
+    log.append(([names[view_column[v]] for v in views], int(counts.size),
+                0.0 if non_private else sigma))
+    return Measurement(tuple(views), noisy, var)
 
   # 1-way tables, then compression
   rho_rest = rho
   sigma1 = math.sqrt(d / (2.0 * one_way_fraction * rho)) if not non_private else 0.0
-  sizes = [c.size for c in cells]
-  ones = [measure((j,), sigma1, "one_way", base_codes, sizes) for j in range(d)]
+  codes, sizes, view_column = base_codes, [c.size for c in cells], list(range(d))
+  ones = [measure((j,), sigma1, "one_way") for j in range(d)]
   if not non_private:
     rho_rest = rho - budget.parts["one_way"]
     cells, maps = cl.compress(cells, [m.noisy for m in ones], compress_sigmas * sigma1)
     ones = [Measurement(m.clique, mp @ m.noisy, mp @ m.variance) for m, mp in zip(ones, maps)]
     group = [np.concatenate([c.base_to_group(), [c.num_cells]]) for c in cells]
     codes = np.stack([g[base_codes[:, j]] for j, g in enumerate(group)], axis=1)
-  else:
-    codes = base_codes
-  sizes = [c.size for c in cells]
+  if coarse_views:
+    cells = cl.coarsen(cells)
   total = _weighted_total(ones) if not non_private else float(n)
+  # views: each column's cells, then the coarse views used in multi-way tables
+  probe = mm.make_index(cells, 2)
+  view_column, mv = list(probe.view_column), probe.multiway_view
+  sizes = [int(s_) for s_ in probe.sizes]
+  codes = np.concatenate([codes] + [cells[j].group_to_coarse()[codes[:, j]][:, None]
+                                    for j in view_column[d:]], axis=1)
+  multiway = lambda clique: tuple(sorted(mv[c] for c in clique))
+  msizes = [sizes[mv[j]] for j in range(d)]
   for q in forced:
-    if table_size(sizes, q) > max_cells:
+    if table_size(msizes, q) > max_cells:
       raise JtwinInputError(f"query clique ({', '.join(names[c] for c in q)}) has "
-                            f"{table_size(sizes, q):,} cells, more than the cap of "
+                            f"{table_size(msizes, q):,} cells, more than the cap of "
                             f"{max_cells:,}; split it into smaller cliques")
-  cond = {target_col} if target_col is not None else set()
+  cond = {mv[target_col]} if target_col is not None else set()
   for q in forced:
     if len(q) == 3:
-      cond.add(min(q, key=lambda c: sizes[c]))
+      cond.add(min(multiway(q), key=lambda v: sizes[v]))
   index = mm.make_index(cells, num_components, cond)
   fitter = mfit.make_fitter(index, prior_concentration)
   theta = mfit.initial_theta(index, k_init, [m.noisy for m in ones], init_spread)
@@ -264,23 +276,23 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     share = rho_rest if selection == "none" else rho_rest * min(0.5, len(forced) / (len(forced) + d))
     sigma_q = math.sqrt(len(forced) / (2.0 * share)) if not non_private else 0.0
     for q in forced:
-      measurements.append(measure(q, sigma_q, "queries", codes, sizes))
+      measurements.append(measure(multiway(q), sigma_q, "queries"))
     rho_rest -= 0.0 if non_private else budget.parts["queries"]
   theta = refit(theta, round_steps * 3)
 
-  extra = [q for q in forced]
   if selection == "aim":
+    cand = sel.workload(d, msizes, target=target_col, max_cells=max_cells, extra=forced)
     theta = _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest,
-                 rounds or 16 * d, target_col, max_cells, extra, budget, measure,
-                 select_rng, round_steps, non_private, progress)
+                 rounds or 16 * d, {multiway(r): w for r, w in cand.items()}, budget,
+                 measure, select_rng, round_steps, non_private, progress)
   elif selection == "mst":
-    _mst(measurements, ones, codes, sizes, total, rho_rest, budget, measure, select_rng,
-         non_private)
+    _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, budget, measure,
+         select_rng, non_private)
   elif selection == "all":
-    cand = sel.workload(d, sizes, target=target_col, max_cells=max_cells)
+    cand = sel.workload(d, msizes, target=target_col, max_cells=max_cells)
     sigma = math.sqrt(len(cand) / (2.0 * rho_rest)) if not non_private else 0.0
     for r in cand:
-      measurements.append(measure(r, sigma, "measurement", codes, sizes))
+      measurements.append(measure(multiway(r), sigma, "measurement"))
   timings["select and measure"] = time.perf_counter() - t0 - sum(timings.values())
 
   targets = mfit.make_targets(index, measurements, total)
@@ -319,11 +331,11 @@ def _clique(names, col, source) -> tuple:
   return clique
 
 
-def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, rounds, target_col,
-         max_cells, extra, budget, measure, rng, round_steps, non_private, progress):
-  """AIM's select-measure-refit loop (McKenna et al. 2022), spending exactly rho_rest."""
-  d = len(sizes)
-  cand = sel.workload(d, sizes, target=target_col, max_cells=max_cells, extra=extra)
+def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, rounds, cand,
+         budget, measure, rng, round_steps, non_private, progress):
+  """AIM's select-measure-refit loop (McKenna et al. 2022), spending exactly rho_rest.
+
+  `cand` maps candidate cliques (view ids) to their workload weights."""
   cliques = list(cand)
   weights = np.array([cand[r] for r in cliques])
   positions = [mm.clique_positions(index, r) for r in cliques]
@@ -356,7 +368,7 @@ def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, round
     if not non_private:
       budget.select(eps0)
     r = cliques[pick]
-    m = measure(r, sigma, "measurement", codes, sizes)
+    m = measure(r, sigma, "measurement")
     measurements.append(m)
     before = model_ans[seg == pick]
     theta = refit(theta, round_steps)
@@ -370,16 +382,22 @@ def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, round
   return theta
 
 
-def _mst(measurements, ones, codes, sizes, total, rho_rest, budget, measure, rng, non_private):
+def _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, budget, measure,
+         rng, non_private):
   """MST (McKenna et al. 2021): a maximum spanning tree of 2-way cliques by the
   exponential mechanism (half the remaining rho), then measured (the other half)."""
-  d = len(sizes)
-  p1 = [np.maximum(m.noisy, 0.0) / max(np.maximum(m.noisy, 0.0).sum(), 1e-12) for m in ones]
+  d = len(cells)
+  p1 = []
+  for j, m in enumerate(ones):
+    p = np.maximum(m.noisy, 0.0)
+    p1.append(np.bincount(cells[j].group_to_coarse(), weights=p / max(p.sum(), 1e-12)))
   pairs = [(a, b) for a in range(d) for b in range(a + 1, d)]
   err = {}
   for a, b in pairs:
-    indep = total * np.outer(p1[a], p1[b]).ravel()
-    err[(a, b)] = np.abs(clique_counts(codes, sizes, (a, b)) - indep).sum()   # PRIVATE
+    views = multiway((a, b))
+    first, second = (a, b) if views[0] == multiway((a,))[0] else (b, a)
+    indep = total * np.outer(p1[first], p1[second]).ravel()
+    err[(a, b)] = np.abs(clique_counts(codes, sizes, views) - indep).sum()   # PRIVATE
   eps0 = math.sqrt(8.0 * (rho_rest / 2.0) / max(d - 1, 1)) if not non_private else math.inf
   parent = list(range(d))
 
@@ -399,7 +417,7 @@ def _mst(measurements, ones, codes, sizes, total, rho_rest, budget, measure, rng
     tree.append(pick)
   sigma = math.sqrt(max(d - 1, 1) / (2.0 * (rho_rest / 2.0))) if not non_private else 0.0
   for e in tree:
-    measurements.append(measure(e, sigma, "measurement", codes, sizes))
+    measurements.append(measure(multiway(e), sigma, "measurement"))
 
 
 def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,

@@ -39,6 +39,8 @@ __all__ = ["CellColumn", "build_cells", "compress", "decode_cells", "encode_cell
 
 MAX_VALUE_CELLS = 128
 NUM_BINS = 32
+SPLIT_BINS = 4
+MAX_COARSE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,9 @@ class CellColumn:
     weights: per group, the relative frequency of its base cells (for
       decoding merged cells; DP: from noisy counts).
     from_data: what was taken from the private data without noise.
+    bins: declared bin edges that the cells refine (binned columns), or None.
+    coarse: the column's coarse view for multi-way tables: a tuple of
+      tuples of consecutive group indices (see `coarsen`), or None.
   """
   name: str
   kind: str
@@ -70,6 +75,8 @@ class CellColumn:
   groups: tuple = ()
   weights: tuple = ()
   from_data: tuple = ()
+  bins: Optional[tuple] = None
+  coarse: Optional[tuple] = None
 
   @property
   def num_base(self) -> int:
@@ -84,6 +91,22 @@ class CellColumn:
   def size(self) -> int:
     """All cells, including the missing cell."""
     return self.num_cells + int(self.missing)
+
+  @property
+  def coarse_size(self) -> int:
+    """Cells of the coarse view, the missing cell included (= size without one)."""
+    return self.size if self.coarse is None else len(self.coarse) + int(self.missing)
+
+  def group_to_coarse(self) -> np.ndarray:
+    """Coarse cell of every cell (the missing cell maps to the last coarse cell)."""
+    if self.coarse is None:
+      return np.arange(self.size)
+    out = np.zeros(self.size, np.int64)
+    for i, members in enumerate(self.coarse):
+      out[list(members)] = i
+    if self.missing:
+      out[-1] = len(self.coarse)
+    return out
 
   def base_to_group(self) -> np.ndarray:
     out = np.zeros(self.num_base, np.int64)
@@ -117,8 +140,18 @@ def _integer_points(lo: float, hi: float):
   return tuple(float(v) for v in np.append(values, values[-1] + 1.0)), (True,) * len(values)
 
 
+def _split_bins(bins, split: int, integer: bool) -> tuple:
+  """Each declared bin cut into `split` equal parts (integer edges for integer columns)."""
+  edges = []
+  for a, b in zip(bins[:-1], bins[1:]):
+    part = np.linspace(a, b, split + 1)[:-1]
+    edges.extend(np.unique(np.ceil(part)) if integer else part)
+  edges.append(bins[-1])
+  return tuple(float(e) for e in np.unique(edges))
+
+
 def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX_VALUE_CELLS,
-                num_bins: int = NUM_BINS) -> tuple:
+                num_bins: int = NUM_BINS, split_bins: int = SPLIT_BINS) -> tuple:
   """The cells of every modelled column (before compression).
 
   Args:
@@ -128,6 +161,9 @@ def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX
     max_value_cells: integer columns with at most this many values in their
       public range get one cell per value.
     num_bins: bins of numeric columns without declared bins.
+    split_bins: other binned columns get each declared bin cut into this many
+      equal parts (public refinements; sparse ones are merged again by
+      `compress`).
 
   Returns:
     a tuple of `CellColumn`, in model order.
@@ -147,7 +183,9 @@ def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX
       if integer and np.floor(hi) - np.ceil(lo) + 1 <= max_value_cells:
         edges, point = _integer_points(lo, hi)
       else:
-        edges, point = tuple(float(e) for e in c.bins), (False,) * (len(c.bins) - 1)
+        edges = _split_bins(c.bins, split_bins, integer)
+        point = (False,) * (len(edges) - 1)
+      common["bins"] = tuple(float(e) for e in c.bins)
     elif f.bounds is not None:
       lo, hi = f.bounds
       if integer and np.floor(hi) - np.ceil(lo) + 1 <= max_value_cells:
@@ -254,6 +292,35 @@ def compress(cells, noisy_counts, threshold: float):
     new.append(dataclasses.replace(c, groups=tuple(groups), weights=tuple(weights)))
     maps.append(m)
   return tuple(new), maps
+
+
+def coarsen(cells, max_coarse: int = MAX_COARSE) -> tuple:
+  """Adds each numeric column's coarse view, used for multi-way tables.
+
+  One cell per value (Adult's age, 17..90) keeps 1-way marginals sharp, but a
+  2-way table over 74 x 99 cells spreads the noise thinly. Multi-way tables
+  therefore use a coarse view of a numeric column: its declared bins where
+  the cells refine declared bins, else at most `max_coarse` runs of
+  consecutive cells. The model is fitted to the fine 1-way tables and the
+  coarse multi-way tables at once (a coarse cell's probability is the sum of
+  its fine cells'). Public: depends only on the (DP) cells.
+  """
+  out = []
+  for c in cells:
+    if c.kind != "numeric" or c.num_cells <= 2:
+      out.append(c)
+      continue
+    lower = np.asarray([c.edges[g[0]] for g in c.groups])
+    if c.bins is not None and len(c.bins) - 1 < c.num_cells:
+      which = np.clip(np.searchsorted(np.asarray(c.bins), lower, side="right") - 1, 0, None)
+    elif c.num_cells > max_coarse:
+      which = (np.arange(c.num_cells) * max_coarse) // c.num_cells
+    else:
+      out.append(c)
+      continue
+    runs = [tuple(int(i) for i in np.flatnonzero(which == w)) for w in np.unique(which)]
+    out.append(dataclasses.replace(c, coarse=tuple(runs)) if len(runs) < c.num_cells else c)
+  return tuple(out)
 
 
 def decode_cells(codes: np.ndarray, observed: np.ndarray, cells, rng) -> pd.DataFrame:

@@ -80,10 +80,10 @@ def initial_theta(index: mm.MarginalIndex, key: Array, one_way: list, spread: fl
   for y in one_way:
     p = np.maximum(np.asarray(y, float), 0.5)
     logp.append(np.log(p / p.sum()))
-  flat = np.zeros(index.num_theta)
+  ct = len(layout.flat_feature)
+  flat = np.zeros(ct + len(layout.missing_idx))      # fine cells only
   for j, lp in enumerate(logp):
     flat[index.cell_pos[j]] = lp
-  ct = len(layout.flat_feature)
   theta = {"mix": np.zeros(k - 1)}
   # log p of observed cells relative to the column's reference (last observed) cell
   ref = np.asarray([flat[layout.pad_index[j, layout.cat_sizes[j] - 1]]

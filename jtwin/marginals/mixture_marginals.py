@@ -40,15 +40,24 @@ __all__ = ["MarginalIndex", "cell_features", "clique_positions", "log_cell_table
 
 
 class MarginalIndex(NamedTuple):
-  """Static (public) maps from cells to positions in Theta and the marginal vector."""
+  """Static (public) maps from cells to positions in Theta and the marginal vector.
+
+  A *view* is a column seen at some resolution: views 0..D-1 are the columns'
+  cells, and views D, D+1, ... the coarse views of the columns that have one
+  (`jtwin.marginals.cells.coarsen`). Cliques are tuples of view ids; Theta is
+  extended by the coarse cells (sums of fine cells).
+  """
   layout: mixture.MixtureLayout
-  sizes: np.ndarray          # [D] cells per column, the missing cell included
-  cell_pos: tuple            # per column: int array [sizes[a]] of Theta positions
-  num_theta: int             # C = flat categories + missing cells
+  sizes: np.ndarray          # [V] cells per view, the missing cell included
+  cell_pos: tuple            # per view: int array [sizes[v]] of extended-Theta positions
+  num_theta: int             # C_ext = flat categories + missing cells + coarse cells
   flat_missing: np.ndarray   # [Ct] index into missing_idx of each flat category, -1 if none
-  cond_cols: tuple           # conditioning columns (third column of a 3-way table)
-  cond_pos: np.ndarray       # [L] Theta positions of the conditioning cells
-  cond_start: dict           # column -> offset of its first cell in cond_pos
+  cond_cols: tuple           # conditioning views (third member of a 3-way table)
+  cond_pos: np.ndarray       # [L] extended-Theta positions of the conditioning cells
+  cond_start: dict           # view -> offset of its first cell in cond_pos
+  coarse: np.ndarray         # [C, C_coarse] 0/1: fine cell -> coarse cell
+  view_column: tuple         # the column of each view
+  multiway_view: tuple       # per column: the view used in multi-way tables
 
 
 def cell_features(cells) -> tuple:
@@ -57,7 +66,7 @@ def cell_features(cells) -> tuple:
 
 
 def make_index(cells, num_components: int, cond_cols: Sequence[int] = ()) -> MarginalIndex:
-  """Builds the static index for these cell columns and conditioning columns."""
+  """Builds the static index for these cell columns and conditioning views."""
   layout = mixture.make_layout(cell_features(cells), num_components)
   ct = len(layout.flat_feature)
   miss_of = {int(col): i for i, col in enumerate(layout.missing_idx)}
@@ -67,6 +76,24 @@ def make_index(cells, num_components: int, cond_cols: Sequence[int] = ()) -> Mar
     if c.missing:
       pos.append(ct + miss_of[j])
     cell_pos.append(np.asarray(pos, np.int64))
+  c_fine = ct + len(layout.missing_idx)
+  columns, sizes, multiway, blocks = list(range(len(cells))), [c.size for c in cells], [], []
+  offset = c_fine
+  for j, c in enumerate(cells):
+    if c.coarse is None:
+      multiway.append(j)
+      continue
+    multiway.append(len(columns))
+    block = np.zeros((c_fine, len(c.coarse)))
+    for i, members in enumerate(c.coarse):
+      block[cell_pos[j][list(members)], i] = 1.0
+    blocks.append(block)
+    pos = list(range(offset, offset + len(c.coarse))) + ([cell_pos[j][-1]] if c.missing else [])
+    cell_pos.append(np.asarray(pos, np.int64))
+    columns.append(j)
+    sizes.append(c.coarse_size)
+    offset += len(c.coarse)
+  coarse = np.concatenate(blocks, 1) if blocks else np.zeros((c_fine, 0))
   flat_missing = np.asarray([miss_of.get(int(layout.cat_idx[f]), -1)
                              for f in layout.flat_feature], np.int64)
   cond_cols = tuple(sorted(set(int(c) for c in cond_cols)))
@@ -74,9 +101,9 @@ def make_index(cells, num_components: int, cond_cols: Sequence[int] = ()) -> Mar
   for c in cond_cols:
     cond_start[c] = len(pos)
     pos.extend(cell_pos[c])
-  sizes = np.asarray([c.size for c in cells], np.int64)
-  return MarginalIndex(layout, sizes, tuple(cell_pos), ct + len(layout.missing_idx),
-                       flat_missing, cond_cols, np.asarray(pos, np.int64), cond_start)
+  return MarginalIndex(layout, np.asarray(sizes, np.int64), tuple(cell_pos), offset,
+                       flat_missing, cond_cols, np.asarray(pos, np.int64), cond_start,
+                       coarse.astype(np.float32), tuple(columns), tuple(multiway))
 
 
 def log_cell_table(index: MarginalIndex, theta: dict) -> Array:
@@ -96,6 +123,8 @@ def marginal_vector(index: MarginalIndex, theta: dict) -> Array:
   """[C + C^2 (1 + L)]: u, then G, then one Gram matrix per conditioning cell."""
   pi = jnp.exp(fam.categorical_log_probs(theta["mix"]))              # [K]
   table = jnp.exp(log_cell_table(index, theta))                      # [K, C]
+  if index.coarse.shape[1]:
+    table = jnp.concatenate([table, table @ index.coarse], axis=-1)  # [K, C_ext]
   weighted = table * pi[:, None]
   parts = [pi @ table, (weighted.T @ table).ravel()]
   if len(index.cond_pos):

@@ -24,7 +24,7 @@ def _joint(index, theta):
   """P(x) for every combination of cells, by enumeration: [4, 2, 5]."""
   table = np.exp(np.asarray(mm.log_cell_table(index, theta), np.float64))
   pi = np.exp(np.asarray(jax.nn.log_softmax(np.append(theta["mix"], 0.0)), np.float64))
-  shape = tuple(int(s) for s in index.sizes)
+  shape = tuple(int(s) for s in index.sizes[:len(index.multiway_view)])   # fine views
   joint = np.zeros(shape)
   for combo in itertools.product(*[range(s) for s in shape]):
     prob = pi.copy()
@@ -74,3 +74,25 @@ def test_three_way_needs_a_conditioning_column():
     mm.clique_positions(index, (0, 1, 2))
   with pytest.raises(ValueError, match="increasing"):
     mm.clique_positions(index, (1, 0))
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_coarse_view_marginals_are_sums_of_fine_cells(use_jit):
+  import dataclasses
+  a, b, c = _cells()
+  c = dataclasses.replace(c, coarse=((0, 1), (2, 3)))
+  index = mm.make_index((a, b, c), num_components=3, cond_cols=[1])
+  assert index.view_column == (0, 1, 2, 2) and index.multiway_view == (0, 1, 3)
+  assert list(index.sizes) == [4, 2, 5, 3]
+  rng = np.random.default_rng(7)
+  theta = {"mix": rng.normal(size=2).astype(np.float32),
+           "cat_logits": rng.normal(size=(3, len(index.layout.flat_free))).astype(np.float32),
+           "missing_logit": rng.normal(size=(3, 2)).astype(np.float32)}
+  fn = lambda th: mm.marginal_vector(index, th)
+  vector = np.asarray((jax.jit(fn) if use_jit else fn)(theta), np.float64)
+  joint = _joint(index, theta)                                   # [4, 2, 5] over fine cells
+  coarse = np.stack([joint[..., 0] + joint[..., 1], joint[..., 2] + joint[..., 3],
+                     joint[..., 4]], axis=-1)                      # missing cell stays
+  for clique, other in [((3,), (0, 1)), ((0, 3), (1,)), ((1, 3), (0,)), ((0, 1, 3), ())]:
+    expected = coarse.sum(axis=other).ravel() if other else coarse.ravel()
+    np.testing.assert_allclose(vector[mm.clique_positions(index, clique)], expected, atol=2e-6)
