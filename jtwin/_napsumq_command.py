@@ -177,7 +177,7 @@ def add_parser(sub, types):
                  help="mixture components (post-processing: costs no privacy)")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
-  g.add_argument("--one_way_fraction", type=float, default=0.1,
+  g.add_argument("--one_way_fraction", type=float, default=0.4,
                  help="share of the budget spent on the 1-way tables")
   g.add_argument("--max_cells", type=positive_int("--max_cells"), default=1 << 20,
                  help="largest marginal table measured (cells)")

@@ -112,3 +112,10 @@ def test_quality_napsumq_quick(capsys):
   out = capsys.readouterr().out
   _header_ok(out)
   assert re.search(r"^\| 1 \| 0 \| .* \| \d+\.\d s \| \d+\.\d\d GiB \|$", out, re.M), out
+
+
+def test_coverage_napsumq_quick(capsys):
+  assert _load("coverage_napsumq").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert re.search(r"^\| all \| \| \d\.\d\d \| \|$", out, re.M), out
