@@ -68,33 +68,42 @@ def _neg_log_joint(index, concentration, theta, targets: Targets) -> Array:
   return 0.5 * jnp.sum(targets.precision * r * r) - mm.log_prior(index, theta, concentration)
 
 
-def initial_theta(index: mm.MarginalIndex, key: Array, one_way: list, spread: float) -> dict:
-  """Every component near the noisy 1-way marginals, plus N(0, spread^2) logit noise.
+def initial_theta(index: mm.MarginalIndex, key: Array, one_way: list, spread: float,
+                  peak: float = 0.0) -> dict:
+  """Components near the noisy 1-way marginals, each with a random "peak".
+
+  Every component starts at the noisy 1-way marginals; with `peak` > 0 each
+  component also gets, in every column, one cell drawn from those marginals
+  whose log-probability is raised by `peak` (so components start as distinct
+  prototypes, and rare categories get components of their own, as k-means++
+  seeds do); N(0, spread^2) noise is added to every logit. Post-processing of
+  the noisy 1-way tables and public randomness.
 
   Args:
     one_way: per column, noisy counts of its cells (missing cell last).
   """
   layout = index.layout
   k = layout.num_components
-  logp = []
-  for y in one_way:
-    p = np.maximum(np.asarray(y, float), 0.5)
-    logp.append(np.log(p / p.sum()))
+  k_peak, k_noise = jax.random.split(key)
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(k_peak)).astype(np.uint64).tolist())
   ct = len(layout.flat_feature)
-  flat = np.zeros(ct + len(layout.missing_idx))      # fine cells only
-  for j, lp in enumerate(logp):
-    flat[index.cell_pos[j]] = lp
+  flat = np.zeros((k, ct + len(layout.missing_idx)))      # fine cells only
+  for j, y in enumerate(one_way):
+    p = np.maximum(np.asarray(y, float), 0.5)
+    flat[:, index.cell_pos[j]] = np.log(p / p.sum())
+    if peak > 0:
+      c = layout.cat_sizes[j]
+      chosen = rng.choice(c, size=k, p=p[:c] / p[:c].sum())
+      flat[np.arange(k), index.cell_pos[j][chosen]] += peak
   theta = {"mix": np.zeros(k - 1)}
-  # log p of observed cells relative to the column's reference (last observed) cell
-  ref = np.asarray([flat[layout.pad_index[j, layout.cat_sizes[j] - 1]]
-                    for j in range(len(layout.cat_idx))])
+  # ALR: log p of observed cells relative to the column's reference (last observed) cell
+  ref = flat[:, [layout.pad_index[j, layout.cat_sizes[j] - 1] for j in range(len(layout.cat_idx))]]
   pc = len(layout.flat_free)
-  theta["cat_logits"] = np.broadcast_to(flat[:pc] - ref[layout.flat_feature[:pc]], (k, pc))
+  theta["cat_logits"] = flat[:, :pc] - ref[:, layout.flat_feature[:pc]]
   if len(layout.missing_idx):
-    miss = flat[ct:]
-    obs = np.asarray([np.log(max(1e-12, 1 - np.exp(m))) for m in miss])
-    theta["missing_logit"] = np.broadcast_to(miss - obs, (k, len(miss)))
-  keys = jax.random.split(key, len(theta))
+    miss = flat[:, ct:]
+    theta["missing_logit"] = miss - np.log(np.maximum(1e-12, -np.expm1(miss)))
+  keys = jax.random.split(k_noise, len(theta))
   return {name: jnp.asarray(v, jnp.float32) + spread * jax.random.normal(kk, np.shape(v))
           for kk, (name, v) in zip(keys, sorted(theta.items()))}
 
