@@ -283,7 +283,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     for q in forced:
       measurements.append(measure(multiway(q), sigma_q, "queries"))
     rho_rest -= 0.0 if non_private else budget.parts["queries"]
-  theta = refit(theta, round_steps * 3)
+  if selection == "aim":      # AIM scores candidates against the current model
+    theta = refit(theta, round_steps * 3)
 
   if selection == "aim":
     cand = sel.workload(d, msizes, target=target_col, max_cells=max_cells, extra=forced)

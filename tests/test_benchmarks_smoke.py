@@ -119,3 +119,10 @@ def test_coverage_napsumq_quick(capsys):
   out = capsys.readouterr().out
   _header_ok(out)
   assert re.search(r"^\| all \| \| \d\.\d\d \| \|$", out, re.M), out
+
+
+def test_bench_napsumq_scaling_quick(capsys):
+  assert _load("bench_napsumq_scaling").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert len(re.findall(r"^\| 1e\+03 \| \d+ \| \d+ \|", out, re.M)) == 2, out
