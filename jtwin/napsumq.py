@@ -295,7 +295,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, budget, measure,
          select_rng, non_private)
   elif selection == "all":
-    cand = [multiway(r) for r in sel.workload(d, msizes, target=target_col, max_cells=max_cells)]
+    work = sel.workload(d, msizes, target=target_col, max_cells=max_cells)
+    cand = [multiway(r) for r in sel.maximal(work)]
     for r, sigma in zip(cand, _allocate(cand, sizes, rho_rest, size_power, non_private)):
       measurements.append(measure(r, sigma, "measurement"))
   timings["select and measure"] = time.perf_counter() - t0 - sum(timings.values())
