@@ -126,3 +126,11 @@ def test_bench_napsumq_scaling_quick(capsys):
   out = capsys.readouterr().out
   _header_ok(out)
   assert len(re.findall(r"^\| 1e\+03 \| \d+ \| \d+ \|", out, re.M)) == 2, out
+
+
+def test_warmstart_napsumq_quick(capsys):
+  assert _load("warmstart_napsumq").main(["--quick", "--shares", "0.5"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  total = float(re.search(r"certified total (\d\.\d+)", out).group(1))
+  assert total <= 1.0
