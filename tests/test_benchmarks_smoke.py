@@ -134,3 +134,8 @@ def test_warmstart_napsumq_quick(capsys):
   _header_ok(out)
   total = float(re.search(r"certified total (\d\.\d+)", out).group(1))
   assert total <= 1.0
+
+
+def test_baselines_smartnoise_without_its_venv(capsys, tmp_path):
+  assert _load("baselines_smartnoise").main(["--python", str(tmp_path / "none")]) == 0
+  assert "smartnoise-synth not available" in capsys.readouterr().out
