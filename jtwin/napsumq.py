@@ -248,7 +248,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     codes = np.stack([g[base_codes[:, j]] for j, g in enumerate(group)], axis=1)
   if coarse_views:
     cells = cl.coarsen(cells)
-  total = _weighted_total(ones) if not non_private else float(n)
+  total = max(_weighted_total(ones), 1.0) if not non_private else float(n)
   # views: each column's cells, then the coarse views used in multi-way tables
   probe = mm.make_index(cells, 2)
   view_column, mv = list(probe.view_column), probe.multiway_view
@@ -285,8 +285,6 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     rho_rest -= 0.0 if non_private else budget.parts["queries"]
   if selection == "aim":      # AIM scores candidates against the current model
     theta = refit(theta, round_steps * 3)
-
-  if selection == "aim":
     cand = sel.workload(d, msizes, target=target_col, max_cells=max_cells, extra=forced)
     theta = _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest,
                  rounds or 16 * d, {multiway(r): w for r, w in cand.items()}, budget,
