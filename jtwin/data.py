@@ -430,8 +430,10 @@ def _resolve_column(col: pd.Series, f: FeatureSpec, spec: ModelSpec,
 
 def _resolve_categories(obs: pd.Series, f: FeatureSpec, where: str,
                         source: str, from_data: list) -> tuple[str, ...]:
-  labels = _labels(obs)
-  distinct = pd.unique(labels)
+  # labels of the distinct raw values only (converting every row to a string
+  # costs seconds per million rows)
+  raw = pd.Series(pd.unique(obs.to_numpy()), dtype=obs.dtype)
+  distinct = pd.unique(_labels(raw))
   if f.family == "bernoulli" and len(distinct) > 2:
     shown = ", ".join(f"'{v}'" for v in sorted(distinct)[:3])
     shown += ", ..." if len(distinct) > 3 else ""
