@@ -114,6 +114,7 @@ def test_quality_napsumq_quick(capsys):
   assert re.search(r"^\| 1 \| 0 \| .* \| \d+\.\d s \| \d+\.\d\d GiB \|$", out, re.M), out
 
 
+@pytest.mark.slow
 def test_coverage_napsumq_quick(capsys):
   assert _load("coverage_napsumq").main(["--quick"]) == 0
   out = capsys.readouterr().out
@@ -128,6 +129,7 @@ def test_bench_napsumq_scaling_quick(capsys):
   assert len(re.findall(r"^\| 1e\+03 \| \d+ \| \d+ \|", out, re.M)) == 2, out
 
 
+@pytest.mark.slow
 def test_warmstart_napsumq_quick(capsys):
   assert _load("warmstart_napsumq").main(["--quick", "--shares", "0.5"]) == 0
   out = capsys.readouterr().out
