@@ -142,16 +142,16 @@ def model_info(result) -> dict:
 
 def add_parser(sub, types):
   """The `napsumq` subcommand (twinify 2.0's name for its marginal-query method)."""
-  import argparse
+  from jtwin.cli import HelpFormatter
   positive_float, positive_int, probability = types
   p = sub.add_parser(
       "napsumq", help="fit a noise-aware mixture to DP marginal queries and write a twin",
-      description="Measure DP marginals of DATA.csv (all 1-way tables, then adaptively "
-      "selected 2- and 3-way tables), fit a mixture to them with a posterior that accounts "
+      description="Measure DP marginals of DATA.csv (all 1-way tables, then 2- and 3-way "
+      "tables: every pair by default, or chosen adaptively), fit a mixture to them with a posterior that accounts "
       "for the noise, and write OUTPUT_PREFIX.csv, OUTPUT_PREFIX.jtwin.npz and plots. MODEL "
       "is a model file (as for 'jtwin fit') or a twinify NAPSU-MQ query file (one clique "
       "per line, comma-separated column names).",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter, fromfile_prefix_chars="%")
+      formatter_class=HelpFormatter, fromfile_prefix_chars="%")
   p.add_argument("data_path", metavar="DATA.csv", help="the sensitive data (never modified)")
   p.add_argument("model_path", metavar="MODEL", help="model file or NAPSU-MQ query file")
   p.add_argument("output_path", metavar="OUTPUT_PREFIX", help="prefix of the output files")

@@ -29,6 +29,15 @@ class UnsafeDeltaError(JtwinInputError):
   """delta > 1/N without --allow_large_delta."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows "(default: X)" except where the default is None (the help says it)."""
+
+  def _get_help_string(self, action):
+    if action.default is None:
+      return action.help
+    return super()._get_help_string(action)
+
+
 def _positive_float(name):
   def parse(text):
     try:
@@ -74,7 +83,7 @@ def _add_fit_parser(sub):
       "MODEL (a twinify model.txt, optionally with public domains, or a custom .py model) "
       "and write OUTPUT_PREFIX.csv (synthetic rows), OUTPUT_PREFIX.jtwin.npz (the result, "
       "for 'jtwin sample') and, with --visualize, comparison plots.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter, fromfile_prefix_chars="%")
+      formatter_class=HelpFormatter, fromfile_prefix_chars="%")
   p.add_argument("data_path", metavar="DATA.csv", help="the sensitive data (never modified)")
   p.add_argument("model_path", metavar="MODEL", help="model.txt, or a .py custom model")
   p.add_argument("output_path", metavar="OUTPUT_PREFIX", help="prefix of the output files")
@@ -140,7 +149,7 @@ def _add_sample_parser(sub):
       "sample", help="draw more synthetic rows from a stored result (no data needed)",
       description="Draw synthetic rows from a result file written by 'jtwin fit'. Sampling "
       "is post-processing of the DP posterior: it costs no privacy and needs no data.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   p.add_argument("result", metavar="RESULT", help="PREFIX.jtwin.npz from 'jtwin fit'")
   p.add_argument("-n", "--num_synthetic", type=int, required=True, help="rows to draw")
   p.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="output CSV")
@@ -159,7 +168,7 @@ def _add_check_parser(sub):
       description="Parse MODEL, match it to DATA.csv, build the model, evaluate its "
       "likelihood on the data and draw prior-predictive rows; report problems and what "
       "would be taken from the private data. Trains nothing and writes nothing.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   p.add_argument("data_path", metavar="DATA.csv")
   p.add_argument("model_path", metavar="MODEL")
   p.add_argument("--k", type=_positive_int("--k"), default=50, help="mixture components")
