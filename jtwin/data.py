@@ -407,6 +407,12 @@ def _resolve_column(col: pd.Series, f: FeatureSpec, spec: ModelSpec,
   elif f.family in _CATEGORICAL:
     fields["categories"] = _resolve_categories(col[~isna], f, where, source,
                                                from_data)
+    if len(fields["categories"]) < 2:
+      raise DataError(f"{where}: column '{f.name}' has the single category "
+                      f"'{fields['categories'][0]}' in {source}; a constant "
+                      "column carries no information: remove it from the "
+                      "model file or declare its other categories with "
+                      "'categories = ...'")
   else:
     x = _numeric(col, f.name, f.family, source)
     if f.family == "poisson":

@@ -156,3 +156,15 @@ def test_cli_bad_model_and_options(files, capsys):
   assert main(["napsumq", data, model, data[:-4]]) == 1          # would overwrite its input
   capsys.readouterr()
   assert _outputs(tmp) == []
+
+
+def test_cli_constant_column_is_a_clean_error(tmp_path, capsys):
+  data = tmp_path / "data.csv"
+  data.write_text("a,b\nx,1\nx,2\nx,1\n")
+  model = tmp_path / "model.txt"
+  model.write_text("a : Categorical\nb : Categorical\n")
+  for command in ("napsumq", "fit"):
+    assert main([command, str(data), str(model), str(tmp_path / "out"), "--visualize", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "single category 'x'" in err and "Traceback" not in err
+  assert _outputs(tmp_path) == []
