@@ -54,6 +54,7 @@ from jtwin.marginals.measure import Measurement, clique_counts, gaussian_measure
 __all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_marginals"]
 
 SELECTIONS = ("aim", "mst", "all", "none")
+MAX_TOTAL_CELLS = 20_000   # the fit's Gram matrix is [cells, cells]
 
 
 class MarginalPrivacyRecord(NamedTuple):
@@ -251,6 +252,14 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     codes = np.stack([g[base_codes[:, j]] for j, g in enumerate(group)], axis=1)
   if coarse_views:
     cells = cl.coarsen(cells)
+  total_cells = sum(c.size for c in cells)
+  if total_cells > MAX_TOTAL_CELLS:
+    big = sorted(cells, key=lambda c: -c.size)[:3]
+    raise JtwinInputError(
+        f"{source}: the columns have {total_cells:,} cells in all (the fit's Gram matrix "
+        f"needs at most {MAX_TOTAL_CELLS:,}); the largest are " +
+        ", ".join(f"'{c.name}' ({c.size:,})" for c in big) +
+        ": declare bins (or model numeric columns as Normal/Poisson) for them")
   total = max(_weighted_total(ones), 1.0) if not non_private else float(n)
   # views: each column's cells, then the coarse views used in multi-way tables
   probe = mm.make_index(cells, 2)

@@ -168,3 +168,17 @@ def test_cli_constant_column_is_a_clean_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "single category 'x'" in err and "Traceback" not in err
   assert _outputs(tmp_path) == []
+
+
+def test_cli_too_many_cells_is_a_clean_error(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+  frame = pd.DataFrame({"id": np.arange(30000), "g": rng.choice(["a", "b"], 30000)})
+  data = tmp_path / "data.csv"
+  frame.to_csv(data, index=False)
+  model = tmp_path / "model.txt"
+  model.write_text("id : Categorical\ng : Categorical\n")
+  code = main(["napsumq", str(data), str(model), str(tmp_path / "out"), "--no-privacy",
+               "--visualize", "none"])
+  err = capsys.readouterr().err
+  assert code == 1 and "'id' (30,000)" in err and "Traceback" not in err
+  assert _outputs(tmp_path) == []
