@@ -43,7 +43,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 import jax
 import numpy as np
 
-from jtwin._rng import numpy_generator
+from jtwin._rng import numpy_generator, root_key
 from jtwin.errors import JtwinInputError
 from jtwin.marginals import cells as cl
 from jtwin.marginals import fit as mfit
@@ -157,10 +157,11 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:
-    key: PRNG key (split per purpose: measurement noise, selection,
-      initialisation, posterior).
-    frame: pandas DataFrame with the modelled columns.
-    spec: `jtwin.spec.ModelSpec` (a model file; see `jtwin.parse_model_file`).
+    key: PRNG key or an int seed (split per purpose: measurement noise,
+      selection, initialisation, posterior). A known seed lets anyone
+      recompute the noise: keep it secret.
+    frame: pandas DataFrame with (at least) the modelled columns.
+    spec: `jtwin.spec.ModelSpec`, or the path of a model file.
     epsilon, delta: the target; delta defaults to 0.1 / N.
     num_components: K (post-processing: costs no privacy).
     selection: "aim", "mst", "all" or "none" (see the module docstring).
@@ -197,6 +198,11 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   from jtwin.accounting import zcdp
   from jtwin.models import make_mixture_model
   t0 = time.perf_counter()
+  if isinstance(key, (int, np.integer)):
+    key = root_key(int(key))
+  if isinstance(spec, (str, bytes)) or hasattr(spec, "__fspath__"):
+    from jtwin.spec import parse_model_file
+    spec = parse_model_file(spec)
   if selection not in SELECTIONS:
     raise JtwinInputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
   if selection == "none" and not queries:
@@ -457,6 +463,8 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
   """Synthetic rows (a DataFrame) from the posterior predictive: post-processing."""
   from jtwin.models.posterior import MeanFieldParams
   from jtwin.sampling import sample_synthetic
+  if isinstance(key, (int, np.integer)):
+    key = root_key(int(key))
   k_sample, k_decode = jax.random.split(key)
   post = MeanFieldParams(*[{k: jax.numpy.asarray(v) for k, v in part.items()}
                            for part in result.posterior])

@@ -182,3 +182,14 @@ def test_cli_too_many_cells_is_a_clean_error(tmp_path, capsys):
   err = capsys.readouterr().err
   assert code == 1 and "'id' (30,000)" in err and "Traceback" not in err
   assert _outputs(tmp_path) == []
+
+
+def test_library_call_with_int_seed_and_model_path(tmp_path, frame):
+  model = tmp_path / "model.txt"
+  model.write_text(MODEL)
+  res = napsumq.fit_marginals(3, frame.assign(extra=1.0), str(model), epsilon=2.0, **FAST)
+  again = napsumq.fit_marginals(3, frame, str(model), epsilon=2.0, **FAST)
+  np.testing.assert_array_equal(res.posterior.loc["cat_logits"], again.posterior.loc["cat_logits"])
+  twin = napsumq.sample_marginals(5, res, 100)
+  assert list(twin.columns) == ["a", "b", "c"] and len(twin) == 100
+  assert res.privacy.epsilon <= 2.0
