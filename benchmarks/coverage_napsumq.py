@@ -57,12 +57,14 @@ def main(argv=None) -> int:
   ap.add_argument("--m", type=int, default=10)
   ap.add_argument("--epsilon", type=float, default=1.0)
   ap.add_argument("--k", type=int, default=200)
+  ap.add_argument("--posterior_steps", type=int, default=None,
+                  help="Adam steps of the mean-field posterior (default: fit_marginals')")
   ap.add_argument("--quick", action="store_true", help="2 repeats, m = 3, K = 5, few steps")
   args = ap.parse_args(argv)
   import jax
   import jtwin
   from jtwin import napsumq, rubin
-  fast = {}
+  fast = {} if args.posterior_steps is None else {"posterior_steps": args.posterior_steps}
   if args.quick:
     args.repeats, args.m, args.k = 2, 3, 5
     fast = dict(final_steps=50, posterior_steps=20)
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
   beta_real, _ = logistic(*design(frame))
   print("# real-data coefficients: " + ", ".join(f"{n} {b:.4f}" for n, b in zip(NAMES, beta_real)))
   print(f"# epsilon {args.epsilon:g}, K = {args.k}, m = {args.m} synthetic sets of N rows, "
-        f"{args.repeats} repeats")
+        f"{args.repeats} repeats, fit options {fast}")
   covered, widths = [], []
   for r in range(args.repeats):
     t0 = time.perf_counter()

@@ -175,7 +175,12 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     max_cells: largest table measured (cells).
     prior_concentration: Dirichlet concentration of each component's cells.
     round_steps, final_steps, posterior_steps: Adam steps per AIM round, for
-      the final MAP fit and for the posterior.
+      the final MAP fit and for the posterior. The posterior is NOT run to
+      convergence: on Adult its scales are about 0.19 everywhere after 300
+      steps, and 1.5-4 after 1,500 for components that carry no weight (a
+      mixture's parameters are not identifiable), which makes the twin
+      worse (2-way TVD 0.0362 vs 0.0348) and does not improve the coverage
+      of Rubin's-rules intervals (benchmarks/README.md).
     learning_rate: Adam's peak learning rate (cosine decay).
     init_spread: sd of the random logits that break the components' symmetry.
     init_peak: each component starts with one raised cell per column (see
