@@ -122,6 +122,7 @@ def test_coverage_napsumq_quick(capsys):
   assert re.search(r"^\| all \| \| \d\.\d\d \| \|$", out, re.M), out
 
 
+@pytest.mark.slow
 def test_bench_napsumq_scaling_quick(capsys):
   assert _load("bench_napsumq_scaling").main(["--quick"]) == 0
   out = capsys.readouterr().out

@@ -184,6 +184,7 @@ def test_cli_too_many_cells_is_a_clean_error(tmp_path, capsys):
   assert _outputs(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_library_call_with_int_seed_and_model_path(tmp_path, frame):
   model = tmp_path / "model.txt"
   model.write_text(MODEL)
