@@ -142,3 +142,11 @@ def test_warmstart_napsumq_quick(capsys):
 def test_baselines_smartnoise_without_its_venv(capsys, tmp_path):
   assert _load("baselines_smartnoise").main(["--python", str(tmp_path / "none")]) == 0
   assert "smartnoise-synth not available" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_unseen_napsumq_quick(capsys):
+  assert _load("unseen_napsumq").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert "| jtwin napsumq, epsilon 1" in out and "| jtwin fit, epsilon 1" in out
