@@ -85,7 +85,7 @@ def main(argv=None) -> int:
   a.to_csv(data, index=False)
   with open(model, "w") as f:
     f.write(MODEL)
-  floor = a.apply(lambda col: col.sample(frac=1.0, random_state=1).to_numpy())
+  floor = pd.DataFrame({c: a[c].to_numpy()[rng.permutation(len(a))] for c in a.columns})
   runs = {"floor: independent columns": floor, "ceiling: the private half itself": a}
   extra = {"napsumq": ["--k", "5", "--steps", "50"], "fit": ["--k", "5", "-e", "1"]}
   for command in ("napsumq", "fit"):
