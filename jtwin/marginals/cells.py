@@ -140,6 +140,18 @@ def _integer_points(lo: float, hi: float):
   return tuple(float(v) for v in np.append(values, values[-1] + 1.0)), (True,) * len(values)
 
 
+def _quantile_levels(num_bins: int) -> np.ndarray:
+  """Equal-mass levels plus finer ones in both tails.
+
+  Values in a bin are decoded uniformly, so a wide outer bin (heavy tails)
+  would spread its mass far from where the data are; the extra levels keep
+  the outer bins narrow (sparse ones are merged again by `compress`, and a
+  merged cell decodes by its members' noisy counts).
+  """
+  tails = np.array([0.001, 0.004, 0.01, 0.99, 0.996, 0.999])
+  return np.union1d(np.linspace(0.0, 1.0, num_bins + 1), tails)
+
+
 def _split_bins(bins, split: int, integer: bool) -> tuple:
   """Each declared bin cut into `split` equal parts (integer edges for integer columns)."""
   edges = []
@@ -203,7 +215,7 @@ def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX
         point = (True,) * len(values)
         from_data += ("cells (its distinct values)",)
       else:
-        e = np.unique(np.quantile(x, np.linspace(0.0, 1.0, num_bins + 1)))
+        e = np.unique(np.quantile(x, _quantile_levels(num_bins)))
         if len(e) < 2:
           e = np.array([e[0], e[0] + 1.0])
         edges, point = tuple(float(v) for v in e), (False,) * (len(e) - 1)
