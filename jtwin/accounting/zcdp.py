@@ -81,14 +81,11 @@ def cdp_epsilon(rho: float, delta: float) -> float:
     raise ValueError(f"rho must be >= 0, got {rho}")
   if rho == 0:
     return 0.0
-  lo, hi = 0.0, rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
-  for _ in range(_ITERS):
-    mid = 0.5 * (lo + hi)
-    if cdp_delta(rho, mid) <= delta:
-      hi = mid
-    else:
-      lo = mid
-  assert cdp_delta(rho, hi) <= delta
+  # the classical bound rho + 2 sqrt(rho log 1/delta) always satisfies delta
+  _, hi = _bisect(lambda e: cdp_delta(rho, e) <= delta,
+                  0.0, rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta)))
+  if cdp_delta(rho, hi) > delta:      # never expected; a bound must stay a bound
+    raise ArithmeticError(f"zCDP conversion failed for rho = {rho}, delta = {delta}")
   return hi
 
 
@@ -96,11 +93,17 @@ def cdp_rho(epsilon: float, delta: float) -> float:
   """The largest rho (rounded down) such that rho-zCDP is (epsilon, delta)-DP."""
   epsilon = _validate.positive("epsilon", epsilon)
   delta = _validate.delta(delta)
-  lo, hi = 0.0, epsilon + 1.0
+  lo, _ = _bisect(lambda r: cdp_delta(r, epsilon) > delta, 0.0, epsilon + 1.0)
+  return lo * (1.0 - 1e-9)   # margin: cdp_epsilon(cdp_rho(e, d), d) <= e despite rounding
+
+
+def _bisect(flips, lo: float, hi: float) -> tuple:
+  """Narrows [lo, hi] around where the monotone predicate `flips` becomes True
+  (False at lo, True at hi); returns the final (lo, hi)."""
   for _ in range(_ITERS):
     mid = 0.5 * (lo + hi)
-    if cdp_delta(mid, epsilon) <= delta:
-      lo = mid
-    else:
+    if flips(mid):
       hi = mid
-  return lo * (1.0 - 1e-9)   # margin: cdp_epsilon(cdp_rho(e, d), d) <= e despite rounding
+    else:
+      lo = mid
+  return lo, hi
