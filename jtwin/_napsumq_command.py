@@ -28,7 +28,7 @@ def _up(x: float) -> str:
 
 
 def _load(args):
-  """(frame, spec, forced cliques, inferred notes) from DATA and MODEL."""
+  """(frame, spec, forced cliques, notes on what the spec took from the data)."""
   from jtwin import data as jdata
   from jtwin.marginals import queries as mq
   df = jdata.read_csv(args.data_path)
@@ -39,14 +39,17 @@ def _load(args):
     forced = mq.parse_query_file(args.model_path, columns=set(map(str, df.columns)))
     df.columns = [str(c) for c in df.columns]
     spec = mq.spec_from_data(df)
+    notes = [f"every column: modelled (a query file declares no model), family chosen by "
+             f"its number of distinct values (numeric with more than "
+             f"{mq.MAX_CATEGORIES} distinct values: Normal, else Categorical)"]
   else:
     from jtwin.spec import parse_model_file
     spec = parse_model_file(args.model_path)
-    forced = []
+    forced, notes = [], []
   if args.queries:
     forced += mq.parse_query_file(args.queries, columns=set(spec.names))
   frame = jdata.select_columns(df, spec, bool(args.drop_na), source=args.data_path)
-  return frame, spec, forced
+  return frame, spec, forced, notes
 
 
 def napsumq(args) -> int:
@@ -67,7 +70,7 @@ def napsumq(args) -> int:
   paths = {"csv": args.output_path + ".csv", "result": args.output_path + ".jtwin.npz"}
   for p in paths.values():
     check_output_path(p, inputs=inputs)
-  frame, spec, forced = _load(args)
+  frame, spec, forced, notes = _load(args)
   n = len(frame)
   if args.target is not None and args.target not in spec.names:
     raise JtwinInputError(f"--target '{args.target}' is not a modelled column (model columns: "
@@ -87,7 +90,8 @@ def napsumq(args) -> int:
       one_way_fraction=args.one_way_fraction, rounds=args.rounds, max_cells=args.max_cells,
       final_steps=args.steps, source=args.data_path,
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
-  _warn_inferred(result.inferred_from_data)
+  inferred = notes + result.inferred_from_data
+  _warn_inferred(inferred)
   for name, secs in result.timings.items():
     timer.phases[name] = secs
   timer.lap("fit")
@@ -110,7 +114,7 @@ def napsumq(args) -> int:
     jdata.write_csv_atomic(synth, paths["csv"])
     written.append(paths["csv"])
   save_result(paths["result"], result.posterior, model_info=model_info(result),
-              privacy=result.privacy, inferred_from_data=result.inferred_from_data,
+              privacy=result.privacy, inferred_from_data=inferred,
               extra={"measurements": result.measurements,
                      "num_rows_estimate": result.num_rows_estimate})
   written.append(paths["result"])

@@ -19,7 +19,7 @@ import pandas as pd
 
 from jtwin.errors import ModelFileError
 
-__all__ = ["is_query_file", "parse_query_file", "spec_from_data"]
+__all__ = ["MAX_CATEGORIES", "is_query_file", "parse_query_file", "spec_from_data"]
 
 
 def _lines(path: str) -> list:
@@ -83,7 +83,10 @@ def parse_query_file(path: str, columns=None) -> list:
   return cliques
 
 
-def spec_from_data(df: pd.DataFrame, max_categories: int = 32):
+MAX_CATEGORIES = 32
+
+
+def spec_from_data(df: pd.DataFrame, max_categories: int = MAX_CATEGORIES):
   """A model spec of every column of `df` (domains inferred, so listed)."""
   from jtwin.spec import parse_model_text
   lines = []

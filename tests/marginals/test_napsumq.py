@@ -109,9 +109,11 @@ def test_cli_query_file_and_sample(files, capsys):
   assert code == 0, capsys.readouterr().err
   err = capsys.readouterr().err
   assert "NOT covered by the epsilon guarantee" in err       # domains read off the data
+  assert "family chosen by its number of distinct values" in err
   twin = pd.read_csv(out + ".csv")
   assert list(twin.columns) == ["a", "b", "c"]
   loaded = load_result(out + ".jtwin.npz")
+  assert any("family chosen" in x for x in loaded.meta["inferred_from_data"])
   assert loaded.meta["model"]["method"] == "napsumq"
   assert loaded.meta["privacy"]["epsilon"] <= 1.0
   assert [m[0] for m in loaded.meta["measurements"]][3:] == [["a", "b"], ["b", "c"]]
