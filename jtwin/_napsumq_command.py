@@ -146,7 +146,7 @@ def model_info(result) -> dict:
 
 def add_parser(sub, types):
   """The `napsumq` subcommand (twinify 2.0's name for its marginal-query method)."""
-  from jtwin.cli import HelpFormatter
+  from jtwin.cli import HelpFormatter, add_drop_na_and_seed, add_output_group
   positive_float, positive_int, probability = types
   p = sub.add_parser(
       "napsumq", help="fit a noise-aware mixture to DP marginal queries and write a twin",
@@ -187,21 +187,8 @@ def add_parser(sub, types):
                  help="largest marginal table measured (cells)")
   g.add_argument("--steps", type=positive_int("--steps"), default=2000,
                  help="Adam steps of the final fit")
-  g.add_argument("--drop_na", type=int, nargs="?", const=1, default=0, choices=(0, 1),
-                 help="drop rows with a missing value in a modelled column")
-  g.add_argument("--seed", type=int, default=None,
-                 help="seed (default: from the OS; a known seed lets anyone recompute the "
-                 "noise, so keep it secret)")
-  g = p.add_argument_group("output")
-  g.add_argument("--num_synthetic", "--n", type=int, default=None,
-                 help="synthetic rows to write [default: the DP estimate of N]")
-  g.add_argument("--num_synthetic_records_per_parameter_sample", "--m",
-                 type=positive_int("--m"), default=1, help="rows per posterior parameter draw")
-  g.add_argument("--separate_output", action="store_true",
-                 help="write OUTPUT_PREFIX.{i}.csv per parameter draw")
-  g.add_argument("--visualize", choices=("none", "store", "popup", "both"), default="store",
-                 help="comparison plots of real vs synthetic (for the data holder only)")
-  g.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+  add_drop_na_and_seed(g)
+  add_output_group(p, rows_default="the DP estimate of N")
   return p
 
 

@@ -124,15 +124,26 @@ def _add_fit_parser(sub):
   g.add_argument("--average_decay", type=float, default=0.999,
                  help="the posterior is an exponential moving average of the iterates "
                  "with this decay (free post-processing; 0 = last iterate, as twinify)")
+  add_drop_na_and_seed(g)
+  add_output_group(p, rows_default="N")
+  return p
+
+
+def add_drop_na_and_seed(g) -> None:
+  """--drop_na and --seed (shared by `fit` and `napsumq`)."""
   g.add_argument("--drop_na", type=int, nargs="?", const=1, default=0, choices=(0, 1),
                  help="drop rows with a missing value in a modelled column "
                  "('--drop_na' or '--drop_na 1')")
   g.add_argument("--seed", type=int, default=None,
                  help="seed for reproducibility (default: drawn from the OS; a known seed "
                  "lets anyone recompute the noise, so keep it secret)")
+
+
+def add_output_group(p, rows_default: str) -> None:
+  """The output options (shared by `fit` and `napsumq`, with twinify's names)."""
   g = p.add_argument_group("output")
   g.add_argument("--num_synthetic", "--n", type=int, default=None,
-                 help="synthetic rows to write (default: N)")
+                 help=f"synthetic rows to write (default: {rows_default})")
   g.add_argument("--num_synthetic_records_per_parameter_sample", "--m", type=_positive_int("--m"),
                  default=1, help="rows per posterior parameter draw")
   g.add_argument("--separate_output", action="store_true",
@@ -141,7 +152,6 @@ def _add_fit_parser(sub):
                  help="comparison plots of real vs synthetic (for the data holder only): "
                  "store SVGs, pop up windows, both, or none")
   g.add_argument("--quiet", action="store_true", help="print only warnings and errors")
-  return p
 
 
 def _add_sample_parser(sub):

@@ -152,7 +152,6 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   learning_rate: float = 0.1, init_spread: float = 0.2, init_peak: float = 3.0,
                   max_value_cells: int = cl.MAX_VALUE_CELLS, num_bins: int = cl.NUM_BINS,
                   split_bins: int = cl.SPLIT_BINS, coarse_views: bool = True,
-                  size_power: float = 0.0, maximal_only: bool = False,
                   source: str = "data", progress=None) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
@@ -186,11 +185,6 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     init_peak: each component starts with one raised cell per column (see
       `jtwin.marginals.fit.initial_theta`).
     max_value_cells, num_bins, split_bins: see `jtwin.marginals.cells.build_cells`.
-    size_power: with selection "all", table r gets noise sd proportional to
-      cells_r^(-size_power) (0: the same for every table).
-    maximal_only: with selection "all", measure only cliques not contained in
-      another (with a target, only the 3-way tables). Measured on Adult at
-      epsilon = 1 it was worse (2-way TVD 0.0366 vs 0.0346), so off.
     coarse_views: multi-way tables use the numeric columns' coarse views
       (`jtwin.marginals.cells.coarsen`) while 1-way tables use every cell.
     source: the data's name in error messages.
@@ -316,9 +310,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, budget, measure,
          select_rng, non_private)
   elif selection == "all":
-    work = sel.workload(d, msizes, target=target_col, max_cells=max_cells)
-    cand = [multiway(r) for r in (sel.maximal(work) if maximal_only else work)]
-    for r, sigma in zip(cand, _allocate(cand, sizes, rho_rest, size_power, non_private)):
+    cand = [multiway(r) for r in sel.workload(d, msizes, target=target_col, max_cells=max_cells)]
+    sigma = math.sqrt(len(cand) / (2.0 * rho_rest)) if not non_private and cand else 0.0
+    for r in cand:
       measurements.append(measure(r, sigma, "measurement"))
   timings["select and measure"] = time.perf_counter() - t0 - sum(timings.values())
 
@@ -344,22 +338,6 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in cells if c.from_data]
   return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
                         timings)
-
-
-def _allocate(cliques, sizes, rho, power, non_private) -> list:
-  """Noise sds sigma_r proportional to cells_r^(-power), spending exactly rho.
-
-  The L1 error that noise leaves in a table grows like cells * sigma, so for a
-  fixed total rho = sum 1 / (2 sigma_r^2) it is smallest with sigma_r
-  proportional to cells^(-1/3) (power = 1/3); power = 0 gives every table the
-  same noise. Public: depends only on the table sizes.
-  """
-  if non_private:
-    return [0.0] * len(cliques)
-  cells = np.array([table_size(sizes, r) for r in cliques], float)
-  shape = cells ** (-power)                        # sigma_r = s0 * shape_r
-  s0 = math.sqrt(np.sum(1.0 / (2.0 * shape**2)) / rho)
-  return list(s0 * shape)
 
 
 def _clique(names, col, source) -> tuple:

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["exponential_mechanism", "l1_errors", "maximal", "workload"]
+__all__ = ["exponential_mechanism", "l1_errors", "workload"]
 
 
 def workload(num_columns: int, sizes, *, target: Optional[int] = None,
@@ -48,16 +48,6 @@ def workload(num_columns: int, sizes, *, target: Optional[int] = None,
   overlap = member @ member.T                      # |r intersect s|
   weights = overlap.sum(axis=1)
   return {r: float(w) for r, w in zip(cliques, weights)}
-
-
-def maximal(cliques) -> list:
-  """The cliques not contained in another one (in their order).
-
-  Measuring (a, b, t) already measures (a, b), (a, t) and (b, t) (its sums),
-  so with a target only the 3-way tables need a share of the budget.
-  """
-  sets = [set(r) for r in cliques]
-  return [r for r, s in zip(cliques, sets) if not any(s < o for o in sets)]
 
 
 def l1_errors(exact: np.ndarray, model: np.ndarray, segments: np.ndarray,

@@ -57,6 +57,3 @@ def test_workload_contents_and_weights():
   assert cand[(0, 1)] == expected
   assert all(r not in sel.workload(4, [2, 2, 2, 200], max_cells=100) for r in [(0, 3)])
 
-
-def test_maximal_cliques():
-  assert sel.maximal([(0, 1), (0, 2), (0, 1, 2), (1, 3)]) == [(0, 1, 2), (1, 3)]
