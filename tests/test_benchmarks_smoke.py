@@ -150,3 +150,11 @@ def test_unseen_napsumq_quick(capsys):
   out = capsys.readouterr().out
   _header_ok(out)
   assert "| jtwin napsumq, epsilon 1" in out and "| jtwin fit, epsilon 1" in out
+
+
+def test_ablate_napsumq_quick(capsys):
+  assert _load("ablate_napsumq").main(["--quick", "--data", "loans",
+                                       "--options", "init_peak=0.0, selection='mst'"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert "'init_peak': 0.0" in out and "certified epsilon" in out
