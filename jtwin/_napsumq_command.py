@@ -133,7 +133,9 @@ def napsumq(args) -> int:
        f"jtwin: wrote {num} synthetic rows: " + ", ".join(written))
   if not args.quiet and args.num_synthetic is None:
     _say(args, f"jtwin: the number of rows, {num}, is the DP estimate of N from the noisy "
-         "1-way tables (the exact N is not released)")
+         "1-way tables" + ("; but the default delta = 0.1/N, printed and stored in the "
+                           "result, reveals the exact N (pass --delta to avoid that)"
+                           if args.delta is None else ""))
   return 0
 
 
