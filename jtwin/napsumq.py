@@ -54,7 +54,8 @@ from jtwin.marginals.measure import Measurement, clique_counts, gaussian_measure
 __all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_marginals"]
 
 SELECTIONS = ("aim", "mst", "all", "none")
-MAX_TOTAL_CELLS = 20_000   # the fit's Gram matrix is [cells, cells]
+MAX_TOTAL_CELLS = 20_000
+_SAMPLE_TAG = 0x73616d70   # "samp"   # the fit's Gram matrix is [cells, cells]
 
 
 class MarginalPrivacyRecord(NamedTuple):
@@ -443,11 +444,20 @@ def _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, bud
 
 def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
                      records_per_draw: int = 1):
-  """Synthetic rows (a DataFrame) from the posterior predictive: post-processing."""
+  """Synthetic rows (a DataFrame) from the posterior predictive: post-processing.
+
+  Args:
+    key: PRNG key, or an int seed (tagged, so the same int as the fit's is safe).
+    result: a `MarginalResult`.
+    num_rows: rows to draw.
+    records_per_draw: rows per posterior draw (twinify's --m).
+  """
   from jtwin.models.posterior import MeanFieldParams
   from jtwin.sampling import sample_synthetic
   if isinstance(key, (int, np.integer)):
-    key = root_key(int(key))
+    # a purpose tag, so that the same int given to fit_marginals and here
+    # never makes the sampler reuse the measurement noise's keys
+    key = jax.random.fold_in(root_key(int(key)), _SAMPLE_TAG)
   k_sample, k_decode = jax.random.split(key)
   post = MeanFieldParams(*[{k: jax.numpy.asarray(v) for k, v in part.items()}
                            for part in result.posterior])
