@@ -85,8 +85,9 @@ def test_clip_factors_bound_norms_and_zero_nonfinite(clip, jit):
     if c[i] == 0.0:
       continue
     n_i = _wnorm(clipped, w)
-    assert n_i <= clip * (1 + 1e-6), (i, n_i)
-    np.testing.assert_allclose(n_i, min(want_norms[i], clip), rtol=1e-6)
+    # the float32 contribution never exceeds C (margin 2^-16 absorbs rounding)
+    assert n_i <= clip, (i, n_i, clip)
+    np.testing.assert_allclose(n_i, min(want_norms[i], clip), rtol=2e-5)
   assert c[6] == 1.0                                        # zero gradient: factor 1
 
 
@@ -104,7 +105,7 @@ def test_vmap_clipped_grad_sum_toy_linear(clip):
   x64 = x.astype(np.float64)
   use = np.asarray(mask) & ~nonfinite
   n64 = np.sqrt(2.0 * np.sum(np.where(use[:, None], x64, 0.0) ** 2, 1))
-  f = np.where(use, np.minimum(1.0, clip / np.where(n64 > 0, n64, 1.0)), 0.0)
+  f = np.where(use, np.minimum(1.0, dp.CLIP_MARGIN * clip / np.where(n64 > 0, n64, 1.0)), 0.0)
   want = np.sum(f[:, None] * np.where(use[:, None], x64, 0.0), 0)
   got = np.concatenate([np.asarray(g["a"]), np.asarray(g["b"]).ravel()])
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * clip)

@@ -94,6 +94,29 @@ def test_warm_start_counts_have_sensitivity_sqrt_dcat():
   assert worst == pytest.approx(math.sqrt(len(layout.cat_idx)))   # attained by a fully observed row
 
 
+def test_warm_start_noise_has_full_gaussian_tails():
+  """The warm start adds sd * wide_normal (tails to ~9.4 sigma), not float32
+  jax.random.normal, whose support ends near 5.4 sigma (a formal delta of
+  ~D_cat 2^-23, above the budgeted warm-start delta)."""
+  from jtwin.dp import wide_normal
+  values, observed = _data(4000)
+  layout = make_layout(FEATURES, 1)
+  key = jax.random.key(3)
+  got = warm_start(layout, key, values, observed, 7.0)["cat_logits"][0]
+  counts = np.zeros(len(layout.flat_feature))
+  for j, col in enumerate(layout.cat_idx):
+    codes = values[observed[:, col], col].astype(np.int64)
+    counts[layout.pad_index[j, :layout.cat_sizes[j]]] = np.bincount(codes, minlength=layout.cat_sizes[j])
+  noisy = counts + 7.0 * math.sqrt(len(layout.cat_idx)) * np.asarray(wide_normal(key, counts.shape), np.float64)
+  log_p = np.log(np.maximum(noisy, 1.0))
+  pc = len(layout.flat_free)
+  want = log_p[:pc] - log_p[pc + layout.flat_feature[:pc]]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # and wide_normal's tails really pass 5.4 sigma where float32 normal stops
+  z = np.asarray(wide_normal(jax.random.key(0), (4_000_000,)))
+  assert np.sum(np.abs(z) > 4.5) >= 5 and np.isfinite(z).all()
+
+
 def test_noisy_warm_start_noise_scale():
   values, observed = _data(4000)
   layout = make_layout(FEATURES, 1)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
+from jtwin._wide_normal import wide_normal as _wide_normal
 from jtwin.models import families as fam
 from jtwin.models.interface import FAMILIES, Feature, Model
 
@@ -344,7 +345,9 @@ def warm_start(layout: MixtureLayout, key: Array, values, observed,
     codes = values[observed[:, col], col].astype(np.int64)
     counts[layout.pad_index[j, :layout.cat_sizes[j]]] = np.bincount(codes, minlength=layout.cat_sizes[j])
   sd = float(noise_multiplier) * np.sqrt(len(layout.cat_idx))
-  noise = np.asarray(jax.random.normal(key, counts.shape, jnp.float32), np.float64)
+  # Full Gaussian tails (jax.random.normal in float32 stops near 5.4 sigma,
+  # which would make the formal delta of this mechanism ~D_cat 2^-23).
+  noise = np.asarray(_wide_normal(key, counts.shape), np.float64)
   log_p = np.log(np.maximum(counts + sd * noise, 1.0))
   pc = len(layout.flat_free)
   alr = log_p[:pc] - log_p[pc + layout.flat_feature[:pc]]
