@@ -1,0 +1,362 @@
+"""The empirical privacy audit's machinery (issue 11 item 4); not a benchmark itself.
+
+`benchmarks/audit_privacy.py` prints the table and `tests/test_privacy_audit.py`
+runs small versions. Four audits, each of the real code path:
+
+  (a) `canary_audit`: white-box two-world canary audit of `jtwin.infer.fit`
+      (linear custom model, plain SGD at learning rate 1);
+  (b) `one_run_audit`: the one-run audit of Steinke, Nasr and Jagielski (2023)
+      on the mixture model (`make_mixture_model` + `fit`);
+  (c) `warm_start_audit`: two-world test of the mixture's DP warm start
+      (`Model.warm_start`), including the noise tails beyond 5.4 sigma;
+  (d) `marginals_audit`: two-world test of the Gaussian measurements that
+      `jtwin.fit_marginals` releases.
+
+Every audit returns an `AuditRow`. An epsilon lower bound is a statement at
+confidence 1 - alpha (default 95%): if the code were (epsilon, delta)-DP with
+epsilon below the bound, data like these would be seen with probability at
+most alpha. A bound above the certified epsilon would be evidence of a
+privacy bug.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from scipy import stats
+
+
+class AuditRow(NamedTuple):
+  """One audited configuration.
+
+  Attributes:
+    name: the configuration, in words.
+    epsilon: the certified epsilon of the released output (the claim).
+    delta: its delta.
+    sd: measured noise sd (on the audited statistic).
+    sd_expected: what the mechanism's definition says it must be.
+    sd_se: standard error of `sd`.
+    shift: measured mean shift that one canary causes (nan if not measured).
+    shift_expected: the shift it must cause.
+    shift_se: standard error of `shift`.
+    eps_lower: the empirical epsilon lower bound (95% confidence).
+    trials: trials per world (or canaries, for the one-run audit).
+    extra: further figures (dict), e.g. tail frequencies.
+  """
+  name: str
+  epsilon: float
+  delta: float
+  sd: float
+  sd_expected: float
+  sd_se: float
+  shift: float
+  shift_expected: float
+  shift_se: float
+  eps_lower: float
+  trials: int
+  extra: dict
+
+  def sd_z(self) -> float:
+    """(sd - expected) in standard errors."""
+    return (self.sd - self.sd_expected) / self.sd_se
+
+  def shift_z(self) -> float:
+    """(shift - expected) in standard errors (0 when not measured)."""
+    if not math.isfinite(self.shift):
+      return 0.0
+    return (self.shift - self.shift_expected) / self.shift_se
+
+  def passed(self, max_z: float = 4.0) -> bool:
+    """Noise sd and shift within `max_z` standard errors, lower bound <= claim."""
+    return (abs(self.sd_z()) <= max_z and abs(self.shift_z()) <= max_z
+            and self.eps_lower <= self.epsilon)
+
+
+# ------------------------------------------------------------------ statistics
+def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
+  """One-sided (1 - alpha) Clopper-Pearson upper bound on a binomial rate k/n."""
+  if k >= n:
+    return 1.0
+  return float(stats.beta.ppf(1.0 - alpha, k + 1, n - k))
+
+
+def _rates_bound(fpr: float, fnr: float, delta: float) -> float:
+  """The epsilon that (epsilon, delta)-DP needs for a test with these error rates.
+
+  Any test with false-positive rate FPR and false-negative rate FNR between
+  neighbouring data sets satisfies FPR + e^eps FNR >= 1 - delta and
+  FNR + e^eps FPR >= 1 - delta (Kairouz, Oh and Viswanath 2015).
+  """
+  best = 0.0
+  for a, b in ((fpr, fnr), (fnr, fpr)):
+    if a > 0 and 1.0 - delta - b > a:
+      best = max(best, math.log((1.0 - delta - b) / a))
+  return best
+
+
+def _bound_at(null: np.ndarray, alt: np.ndarray, tau: float, delta: float, alpha: float,
+              direction: int) -> float:
+  """Lower bound of the test `score > tau` (direction +1) or `score <= tau`.
+
+  direction +1 bounds log((1 - delta - FNR) / FPR), -1 the mirror image;
+  both rates are replaced by Clopper-Pearson upper bounds at alpha / 2 each.
+  """
+  fp = int(np.sum(null > tau))
+  fn = int(np.sum(alt <= tau))
+  n0, n1 = len(null), len(alt)
+  if direction > 0:
+    a, b = clopper_pearson_upper(fp, n0, alpha / 2), clopper_pearson_upper(fn, n1, alpha / 2)
+  else:
+    a, b = clopper_pearson_upper(fn, n1, alpha / 2), clopper_pearson_upper(fp, n0, alpha / 2)
+  if a <= 0 or 1.0 - delta - b <= a:
+    return 0.0
+  return math.log((1.0 - delta - b) / a)
+
+
+def threshold_epsilon_lower_bound(null: np.ndarray, alt: np.ndarray, delta: float,
+                                  alpha: float = 0.05) -> tuple[float, float]:
+  """Epsilon lower bound from two-world samples of a scalar statistic.
+
+  The trials of each world are split in two halves: the first half chooses
+  the threshold tau and the direction of the test (`score > tau` means "the
+  canary is in"), the second half alone gives the bound, so choosing the
+  threshold costs no multiple-testing correction. The false-positive and
+  false-negative rates are replaced by Clopper-Pearson upper bounds (alpha/2
+  each), then epsilon >= log((1 - delta - FNR) / FPR) (or the mirror image).
+
+  Args:
+    null: the statistic in the world without the canary, [n0].
+    alt: the statistic in the world with it, [n1].
+    delta: the claimed delta.
+    alpha: 1 - confidence.
+
+  Returns:
+    (epsilon lower bound, the chosen threshold).
+  """
+  null, alt = np.asarray(null, np.float64), np.asarray(alt, np.float64)
+  sel0, ev0 = null[0::2], null[1::2]
+  sel1, ev1 = alt[0::2], alt[1::2]
+  pooled = np.concatenate([sel0, sel1])
+  levels = np.concatenate([np.linspace(0.0005, 0.9995, 400),
+                           1.0 - np.geomspace(0.5, 1.0, 60) / len(pooled),
+                           np.geomspace(0.5, 1.0, 60) / len(pooled)])
+  taus = np.unique(np.quantile(pooled, np.clip(levels, 0.0, 1.0)))
+  best = (0.0, float(np.median(pooled)), 1)
+  for tau in taus:
+    for direction in (1, -1):
+      b = _bound_at(sel0, sel1, tau, delta, alpha, direction)
+      if b > best[0]:
+        best = (b, float(tau), direction)
+  _, tau, direction = best
+  return _bound_at(ev0, ev1, tau, delta, alpha, direction), tau
+
+
+def sd_with_se(x: np.ndarray) -> tuple[float, float]:
+  """Sample sd and its standard error sd / sqrt(2 (n - 1)) (Gaussian data)."""
+  x = np.asarray(x, np.float64)
+  sd = float(np.std(x, ddof=1))
+  return sd, sd / math.sqrt(2.0 * (len(x) - 1))
+
+
+def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
+  """P[at least v of r guesses correct] for an (epsilon, delta)-DP algorithm.
+
+  Steinke, Nasr and Jagielski, "Privacy Auditing with One (1) Training Run",
+  NeurIPS 2023 (arXiv:2305.08846), Theorem 5.2 and its algorithm in the
+  appendix: m canaries, each included independently with probability 1/2; an
+  auditor that guesses r of them (abstaining on the rest) is right on
+  v guesses with probability at most
+  P[Binomial(r, p) >= v] + 2 m delta max_{1 <= i <= v} P[v > Binomial(r, p) >= v - i] / i,
+  with p = e^eps / (1 + e^eps), the accuracy of eps-DP randomised response.
+  """
+  if not 0 <= v <= r <= m:
+    raise ValueError(f"need 0 <= v <= r <= m, got v={v}, r={r}, m={m}")
+  p = 1.0 / (1.0 + math.exp(-epsilon))
+  beta = float(stats.binom.sf(v - 1, r, p))
+  if delta == 0.0 or v == 0:
+    return min(beta, 1.0)
+  pmf = stats.binom.pmf(np.arange(v - 1, -1, -1), r, p)   # P[B = v-1], ..., P[B = 0]
+  partial = np.cumsum(pmf)                                # i = 1..v: P[v > B >= v - i]
+  worst = float(np.max(partial / np.arange(1, v + 1)))
+  return min(beta + 2.0 * m * delta * worst, 1.0)
+
+
+def one_run_epsilon_lower_bound(m: int, r: int, v: int, delta: float,
+                                alpha: float = 0.05) -> float:
+  """The largest epsilon rejected at level alpha by `one_run_p_value` (bisection).
+
+  Returns 0 when even epsilon = 0 is not rejected.
+  """
+  if one_run_p_value(m, r, v, 0.0, delta) >= alpha:
+    return 0.0
+  lo, hi = 0.0, 1.0
+  while one_run_p_value(m, r, v, hi, delta) < alpha:
+    lo, hi = hi, 2.0 * hi
+  for _ in range(50):
+    mid = 0.5 * (lo + hi)
+    if one_run_p_value(m, r, v, mid, delta) < alpha:
+      lo = mid
+    else:
+      hi = mid
+  return lo
+
+
+# ------------------------------------------------------------------ (a) canary audit of fit
+@contextlib.contextmanager
+def sgd_on_locations():
+  """While active, `optax.adam(lr)` is plain SGD at rate lr on the posterior LOCATIONS.
+
+  `jtwin.infer.fit` builds its optimizer with `optax.adam(lr)` over the flat
+  vector [loc (P), raw_scale (P)] of the variational parameters. For the
+  audit, the locations take plain SGD steps (ascent on the ELBO) and the
+  scales stay put, so with learning rate 1, a flat prior and init_method
+  "zeros" the final location is exactly the sum over steps of the released
+  noisy gradients (clipped sum + N(0, (sigma C)^2)) / q. Nothing else in fit
+  changes: batching, clipping, noise and accounting are the real code.
+  """
+  original = optax.adam
+
+  def sgd(learning_rate, *args, **kwargs):
+    del args, kwargs
+
+    def init(params):
+      del params
+      return optax.EmptyState()
+
+    def update(updates, state, params=None):
+      del params
+      size = updates.shape[0] // 2
+      keep = jnp.concatenate([jnp.ones(size, updates.dtype),
+                              jnp.zeros(updates.shape[0] - size, updates.dtype)])
+      return -learning_rate * updates * keep, state
+
+    return optax.GradientTransformation(init, update)
+
+  optax.adam = sgd
+  try:
+    yield
+  finally:
+    optax.adam = original
+
+
+@contextlib.contextmanager
+def forced_overflow(max_batch: int):
+  """While active, fit pads Poisson batches to `max_batch` rows: most batches overflow.
+
+  Both the initial padding (`batching.default_max_batch`) and every draw use
+  the tiny width, so every chunk goes through the overflow path of
+  `batching.draw` (the Bernoulli process continued to the end of the data)
+  and fit's re-padding.
+  """
+  from jtwin import batching
+  original_default, original_draw = batching.default_max_batch, batching.draw
+  batching.default_max_batch = lambda n, q: max_batch
+  batching.draw = lambda rng, n, q, steps, width: original_draw(rng, n, q, steps, max_batch)
+  try:
+    yield
+  finally:
+    batching.default_max_batch, batching.draw = original_default, original_draw
+
+
+def slot_model(num_slots: int, scale: float):
+  """A linear custom model: one parameter per canary slot.
+
+  A row holds one slot index j (float); its log-likelihood is scale * w[j],
+  so its gradient is scale * e_j, independent of the parameters: with
+  scale > C it is clipped to C (1 - 2^-16) along e_j. The prior is flat.
+  """
+  from jtwin.models import Model
+
+  def init(key):
+    del key
+    return {"w": jnp.zeros(num_slots, jnp.float32)}
+
+  def log_likelihood(theta, x, observed):
+    del observed
+    return scale * theta["w"][x[0].astype(jnp.int32)]
+
+  def sample(key, theta, n):
+    del theta
+    return (jax.random.randint(key, (n, 1), 0, num_slots).astype(jnp.float32),
+            jnp.ones((n, 1), bool))
+
+  return Model(init=init, log_prior=lambda theta: jnp.zeros((), jnp.float32),
+               log_likelihood=log_likelihood, sample=sample)
+
+
+def canary_audit(name: str, *, epsilon: float, sampling_ratio: float, steps: int,
+                 delta: float = 1e-5, num_slots: int = 4000, num_fits: int = 1,
+                 clip: float = 1.0, overflow_batch: Optional[int] = None, seed: int = 0,
+                 alpha: float = 0.05) -> AuditRow:
+  """White-box two-world canary audit of `jtwin.infer.fit`.
+
+  One fit of `slot_model` has `num_slots` independent two-world trials: the
+  even slots hold a canary row (gradient 10 C e_j, clipped to C), the odd
+  slots none, and no other row touches slot j, so parameter j after T steps
+  of SGD at learning rate 1 is, exactly,
+
+    w_j = (C' Binomial(T, q) [canary in] + sigma C sqrt(T) Z_j) / q,
+
+  C' = C (1 - 2^-16), with independent Z_j across slots and fits. The odd
+  slots give the noise sd (expected sigma C sqrt(T) / q), the difference of
+  the means the canary shift (expected C' T), and the two samples the
+  epsilon lower bound (`threshold_epsilon_lower_bound`).
+
+  Args:
+    name: the row's label.
+    epsilon: the target epsilon (sigma is calibrated by `privacy_plan`).
+    sampling_ratio: q.
+    steps: T (num_epochs = T q).
+    delta: delta.
+    num_slots: canary slots per fit (half of them with a canary).
+    num_fits: independent fits (trials per world = num_fits * num_slots / 2).
+    clip: C.
+    overflow_batch: if given, batches are padded to this many rows so that
+      they overflow (`forced_overflow`).
+    seed: seed of the fits' keys.
+    alpha: 1 - confidence of the lower bound.
+
+  Returns:
+    An `AuditRow`.
+  """
+  from jtwin import infer
+  q = sampling_ratio
+  num_slots -= num_slots % 2
+  present = np.arange(0, num_slots, 2)
+  values = present.astype(np.float32)[:, None]
+  observed = np.ones_like(values, bool)
+  model = slot_model(num_slots, 10.0 * clip)
+  plan = infer.privacy_plan(len(values), epsilon=epsilon, delta=delta, sampling_ratio=q,
+                            num_epochs=steps * q, clipping_threshold=clip)
+  if plan.steps != steps:
+    raise ValueError(f"{steps} steps requested, the plan runs {plan.steps}")
+  null, alt, mean_batch = [], [], []
+  overflow = forced_overflow(overflow_batch) if overflow_batch else contextlib.nullcontext()
+  with sgd_on_locations(), overflow:
+    for i in range(num_fits):
+      res = infer.fit(jax.random.key(seed * 100003 + i), model, (values, observed),
+                      privacy=plan, learning_rate=1.0, schedule="constant",
+                      average_decay=None, init_method="zeros")
+      w = np.asarray(res.posterior.loc["w"], np.float64)
+      alt.append(w[0::2])
+      null.append(w[1::2])
+      mean_batch.append(float(np.mean(res.diagnostics["mean_batch_size"])))
+  null, alt = np.concatenate(null), np.concatenate(alt)
+  sigma = plan.noise_multiplier
+  c_eff = clip * (1.0 - 2.0**-16)
+  sd_exp = sigma * clip * math.sqrt(steps) / q
+  sd, sd_se = sd_with_se(null)
+  shift = float(alt.mean() - null.mean())
+  var_alt = sd_exp**2 + c_eff**2 * steps * (1.0 - q) / q
+  shift_se = math.sqrt(sd_exp**2 / len(null) + var_alt / len(alt))
+  lower, _ = threshold_epsilon_lower_bound(null, alt, delta, alpha)
+  return AuditRow(name, plan.epsilon, delta, sd, sd_exp, sd_se, shift, c_eff * steps, shift_se,
+                  lower, len(null),
+                  {"sigma": sigma, "q": q, "T": steps,
+                   "mean_batch": float(np.mean(mean_batch)),
+                   "expected_batch": q * len(values)})
