@@ -222,7 +222,13 @@ def privacy_plan(num_examples: int, *, epsilon: Optional[float], delta: Optional
                       f"{steps} steps; training stops there", stacklevel=2)
         steps = fit_steps
     bounds = accounting.epsilon(noise_multiplier, q, steps, delta)
-    return PrivacyRecord("noise_multiplier", float(bounds.upper), None, float(bounds.estimate),
+    upper = float(bounds.upper)
+    if max_epsilon is not None:
+      # `steps_for_epsilon` certified T (>= steps) at a finer eps_error than
+      # the default above; epsilon grows with T, so max_epsilon is a
+      # certified bound here too, and the smaller of the two is recorded.
+      upper = min(upper, float(max_epsilon))
+    return PrivacyRecord("noise_multiplier", upper, None, min(float(bounds.estimate), upper),
                          delta, float(noise_multiplier), q, steps, clipping_threshold,
                          bounds.accountant)
   if epsilon is None:
@@ -402,18 +408,104 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     NonFiniteError: the parameters became non-finite.
   """
   values, observed = _unpack_data(data)
-  n = values.shape[0]
   t0 = time.perf_counter()
+  plan = plan_fit(model, values.shape[0], privacy=privacy, epsilon=epsilon, delta=delta,
+                  sampling_ratio=sampling_ratio, num_epochs=num_epochs,
+                  clipping_threshold=clipping_threshold, noise_multiplier=noise_multiplier,
+                  max_epsilon=max_epsilon, non_private=non_private, warm_start=warm_start,
+                  learning_rate=learning_rate, schedule=schedule, average_decay=average_decay)
+  t_cal = time.perf_counter() - t0
+  run = setup_fit(key, model, values, observed, plan, init_method=init_method,
+                  init_scale=init_scale, init_loc=init_loc, warm_start=warm_start)
+  state, diag, t_compile, t_train = run_loop(plan, run, values, observed, progress=progress)
+  timings = {"calibration": t_cal, "compile": t_compile, "training": t_train}
+  return _result(plan, run, state, diag, model, timings)
+
+
+class FitPlan(NamedTuple):
+  """What a run will do, decided from public inputs only (`plan_fit`).
+
+  Attributes:
+    privacy: the `PrivacyRecord`: T = privacy.steps steps run, no more, no fewer.
+    num_examples: N.
+    clip: C (inf when non-private).
+    noise_std: sigma * C, the noise standard deviation on the clipped sum.
+    chunk: steps per compiled call (one epoch, ceil(1/q), at most T).
+    num_chunks: ceil(T / chunk).
+    optimizer: the optax optimiser (Adam with the learning-rate schedule).
+    average_decay: the iterate-average decay (None: the last iterate).
+  """
+  privacy: PrivacyRecord
+  num_examples: int
+  clip: float
+  noise_std: float
+  chunk: int
+  num_chunks: int
+  optimizer: optax.GradientTransformation
+  average_decay: Optional[float]
+
+
+def plan_fit(model: Model, num_examples: int, *, privacy: Optional[PrivacyRecord] = None,
+             epsilon: Optional[float] = 1.0, delta: Optional[float] = None,
+             sampling_ratio: float = 0.01, num_epochs: float = 200,
+             clipping_threshold: float = 1.0, noise_multiplier: Optional[float] = None,
+             max_epsilon: Optional[float] = None, non_private: bool = False,
+             warm_start: float = 0.1, learning_rate: float = 3e-3, schedule: str = "cosine",
+             average_decay: Optional[float] = 0.999) -> FitPlan:
+  """The run's plan: privacy calibration (unless `privacy` is given) and schedule.
+
+  Arguments as in `fit`. Touches no data: only N and the settings.
+  """
   if privacy is None:
-    privacy = privacy_plan(n, epsilon=epsilon, delta=delta, sampling_ratio=sampling_ratio,
-                           num_epochs=num_epochs, clipping_threshold=clipping_threshold,
+    privacy = privacy_plan(num_examples, epsilon=epsilon, delta=delta,
+                           sampling_ratio=sampling_ratio, num_epochs=num_epochs,
+                           clipping_threshold=clipping_threshold,
                            noise_multiplier=noise_multiplier, max_epsilon=max_epsilon,
                            non_private=non_private,
                            warm_start=warm_start if model.warm_start is not None else 0.0)
-  t_cal = time.perf_counter() - t0
   q, steps, clip = privacy.sampling_ratio, privacy.steps, privacy.clipping_threshold
   if privacy.mode == "non-private":
     clip = math.inf
+  if schedule not in ("constant", "cosine"):
+    raise JtwinInputError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+  if average_decay is not None and not 0.0 <= average_decay < 1.0:
+    raise JtwinInputError(f"average_decay must be in [0, 1), got {average_decay}")
+  lr = (learning_rate if schedule == "constant" else
+        optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
+  noise_std = privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip)
+  chunk = min(steps, max(1, int(math.ceil(1.0 / q))))
+  return FitPlan(privacy, int(num_examples), clip, noise_std, chunk,
+                 int(math.ceil(steps / chunk)), optax.adam(lr), average_decay)
+
+
+class FitSetup(NamedTuple):
+  """The initial state and everything the loop needs (`setup_fit`).
+
+  Attributes:
+    state: the initial `TrainState`.
+    step: the step function (`make_step`).
+    flat: the flat parameter layout.
+    batch_seed: key data seeding the host batch sampler (secret).
+    eps_keys: [num_chunks] keys of the posterior draws, one per chunk.
+    noise_keys: [num_chunks] keys of the DP noise, one per chunk.
+  """
+  state: TrainState
+  step: Callable
+  flat: _FlatLayout
+  batch_seed: Array
+  eps_keys: Array
+  noise_keys: Array
+
+
+def setup_fit(key: Optional[Array], model: Model, values: np.ndarray, observed: np.ndarray,
+              plan: FitPlan, *, init_method: str = "uniform", init_scale: float = 0.1,
+              init_loc: Optional[dict] = None, warm_start: float = 0.1) -> FitSetup:
+  """Splits the run's key per purpose, runs the DP warm start, builds the initial state.
+
+  The warm start (if `plan.privacy` has one) is the only data access outside
+  the loop: the Gaussian mechanism accounted in `plan.privacy`.
+  """
+  privacy, q, num_chunks = plan.privacy, plan.privacy.sampling_ratio, plan.num_chunks
   key = root_key() if key is None else key
   key, k_warm = jax.random.split(key)
   if privacy.warm_start_noise > 0 or (privacy.mode == "non-private" and model.warm_start
@@ -423,16 +515,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     init_loc = {**(init_loc or {}),
                 **{k_: np.asarray((init_loc or {}).get(k_, 0.0)) + v for k_, v in warm.items()}}
   flat = _flat_layout(model)
-  if schedule not in ("constant", "cosine"):
-    raise JtwinInputError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
-  if average_decay is not None and not 0.0 <= average_decay < 1.0:
-    raise JtwinInputError(f"average_decay must be in [0, 1), got {average_decay}")
-  lr = (learning_rate if schedule == "constant" else
-        optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
-  optimizer = optax.adam(lr)
-  noise_std = privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip)
-  chunk = min(steps, max(1, int(math.ceil(1.0 / q))))
-  num_chunks = int(math.ceil(steps / chunk))
+  optimizer, noise_std = plan.optimizer, plan.noise_std
 
   @jax.jit
   def setup(key):
@@ -458,18 +541,49 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
 
   state, k_agg, batch_seed, eps_keys, noise_keys = setup(key)
   aggregator = dp.dp_aggregate(noise_std, 1.0 / q, k_agg)
-  step = make_step(model, optimizer, aggregator, clip, flat, average_decay or 0.0)
+  step = make_step(model, optimizer, aggregator, plan.clip, flat, plan.average_decay or 0.0)
+  return FitSetup(state, step, flat, batch_seed, eps_keys, noise_keys)
 
+
+def make_chunk_runner(step: Callable, flat_size: int) -> Callable:
+  """`run_chunk(state, (indices, mask, active), key_eps, key_noise, values, observed)`.
+
+  One compiled call runs a chunk of steps as a `lax.scan`; the chunk's
+  posterior draws and DP noise are drawn inside from the chunk's keys.
+  Returns `(state, StepInfo of [S] arrays, all params finite)`.
+  """
   @functools.partial(jax.jit, donate_argnums=(0,))
   def run_chunk(state, xs, key_eps, key_noise, values, observed):
     num = xs[0].shape[0]
-    eps = jax.random.normal(key_eps, (num, flat.size), jnp.float32)
-    noise = dp.wide_normal(key_noise, (num, flat.size))
+    eps = jax.random.normal(key_eps, (num, flat_size), jnp.float32)
+    noise = dp.wide_normal(key_noise, (num, flat_size))
     state, info = jax.lax.scan(lambda s, x: step(s, x, values, observed), state,
                                xs + (eps, noise))
     return state, info, jnp.all(jnp.isfinite(state.params))
 
-  rng = numpy_generator_from_bits(batch_seed)
+  return run_chunk
+
+
+def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndarray, *,
+             progress: Optional[Callable[[int, int, dict], None]] = None
+             ) -> tuple[TrainState, dict, float, float]:
+  """Runs the plan's T steps, one compiled chunk (an epoch) at a time.
+
+  Batches are drawn on the host (`jtwin.batching`) one chunk ahead, so the
+  host's sampling overlaps the device's chunk; progress and the non-finite
+  check happen between chunks.
+
+  Returns:
+    (final state, per-epoch diagnostics, compile seconds, training seconds).
+
+  Raises:
+    NonFiniteError: the parameters became non-finite.
+  """
+  n, q, steps = plan.num_examples, plan.privacy.sampling_ratio, plan.privacy.steps
+  chunk, num_chunks = plan.chunk, plan.num_chunks
+  run_chunk = make_chunk_runner(run.step, run.flat.size)
+  state = run.state
+  rng = numpy_generator_from_bits(run.batch_seed)
   width = batching.default_max_batch(n, q)
   values_d, observed_d = jnp.asarray(values), jnp.asarray(observed)
 
@@ -490,21 +604,15 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     idx = np.pad(b.indices, ((0, 0), (0, width - b.indices.shape[1])))
     msk = np.pad(b.mask, ((0, 0), (0, width - b.mask.shape[1])))
     tc = time.perf_counter()
-    state, info, finite = run_chunk(state, (idx, msk, active), eps_keys[c], noise_keys[c],
-                                    values_d, observed_d)
+    state, info, finite = run_chunk(state, (idx, msk, active), run.eps_keys[c],
+                                    run.noise_keys[c], values_d, observed_d)
     if c == 0:
       jax.block_until_ready(info)
       t_compile = time.perf_counter() - tc
     if c + 1 < num_chunks:
       pending = next_xs(c + 1)           # host work overlaps the device chunk
     info, finite = jax.device_get((info, finite))
-    act = active.astype(bool)
-    n_rows = max(int(info.batch_size[act].sum()), 1)
-    epoch = {"clip_fraction": float(info.num_clipped[act].sum()) / n_rows,
-             "nonfinite": int(info.num_nonfinite[act].sum()),
-             "mean_log_lik": float(info.log_lik_sum[act].sum()) / n_rows,
-             "mean_batch_size": float(info.batch_size[act].mean()),
-             "steps": int(min(steps, (c + 1) * chunk))}
+    epoch = _epoch_diagnostics(info, active, min(steps, (c + 1) * chunk))
     for k_, v in epoch.items():
       diag[k_].append(v)
     if not finite:
@@ -515,9 +623,23 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     if progress is not None:
       progress(epoch["steps"], steps, epoch)
   t_train = time.perf_counter() - t1 - t_compile
-  diag = {k_: np.asarray(v) for k_, v in diag.items()}
-  timings = {"calibration": t_cal, "compile": t_compile, "training": t_train}
-  params = np.asarray(state.params if average_decay is None else state.average)
+  return state, {k_: np.asarray(v) for k_, v in diag.items()}, t_compile, t_train
+
+
+def _epoch_diagnostics(info: StepInfo, active: np.ndarray, steps_done: int) -> dict:
+  act = active.astype(bool)
+  n_rows = max(int(info.batch_size[act].sum()), 1)
+  return {"clip_fraction": float(info.num_clipped[act].sum()) / n_rows,
+          "nonfinite": int(info.num_nonfinite[act].sum()),
+          "mean_log_lik": float(info.log_lik_sum[act].sum()) / n_rows,
+          "mean_batch_size": float(info.batch_size[act].mean()),
+          "steps": int(steps_done)}
+
+
+def _result(plan: FitPlan, run: FitSetup, state: TrainState, diag: dict, model: Model,
+            timings: dict) -> FitResult:
+  flat = run.flat
+  params = np.asarray(state.params if plan.average_decay is None else state.average)
   posterior = post.MeanFieldParams(flat.unravel(params[:flat.size]),
                                    flat.unravel(params[flat.size:]))
-  return FitResult(posterior, privacy, diag, model, n, timings)
+  return FitResult(posterior, plan.privacy, diag, model, plan.num_examples, timings)
