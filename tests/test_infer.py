@@ -159,6 +159,16 @@ def test_max_epsilon_caps_steps():
   assert plan.steps < 10000 and plan.epsilon <= 1.0
 
 
+@pytest.mark.parametrize("max_eps,sigma,q", [(0.5, 2.0, 0.01), (0.5, 1.1, 0.01), (1.0, 1.2, 0.02)])
+def test_max_epsilon_recorded_epsilon_never_exceeds_the_ceiling(max_eps, sigma, q):
+  # T is certified at a finer eps_error than the default recomputation used
+  # (0.5046 was recorded for a 0.5 ceiling)
+  plan = infer.privacy_plan(32561, epsilon=None, delta=3.07e-6, sampling_ratio=q,
+                            num_epochs=1000, clipping_threshold=1.0, noise_multiplier=sigma,
+                            max_epsilon=max_eps)
+  assert plan.epsilon <= max_eps and plan.epsilon_estimate <= plan.epsilon
+
+
 def test_custom_model_example_trains_and_samples():
   from jtwin.examples import custom_model
   from jtwin.sampling import sample_synthetic

@@ -1,0 +1,329 @@
+"""Differentially private row count and column domains.
+
+Whatever the model file does not declare (category sets, missing flags,
+integer flags, Normal standardisation, the marginal method's bin edges) is
+released here under DP instead of being read off the data, and the row count
+N is released as a DP estimate. Both are composed with the main mechanism by
+basic composition, so the printed epsilon covers them.
+
+Mechanisms (add/remove-one relation):
+
+* **Row count**: N + L, L two-sided geometric with parameter exp(-eps_rows):
+  exactly eps_rows-DP (delta 0). Defaults (synthetic rows, delta = 0.1/N)
+  use this estimate, never the exact N; the delta chosen from it is a
+  post-processing of an earlier pure-DP release (adaptive composition).
+* **Domains**: one histogram per column with anything undeclared; every row
+  adds 1 to exactly one cell of each, so the stacked histograms have L2
+  sensitivity sqrt(m) for m such columns. Gaussian noise N(0, s^2) is added to
+  every cell, with s = sqrt(m) * sigma(eps_dom, delta_dom / 2) (the exact
+  analytic Gaussian mechanism).
+
+  - categories: the cells are the distinct labels; a label is released only
+    if its noisy count exceeds tau = 1 + s * z, z = Phi^-1(1 - delta_thr / m_cat)
+    (Gaussian partition selection). A label seen in only one of two
+    neighbouring data sets is released with probability <= delta_thr / m_cat
+    per column, which adds e^eps_dom * delta_thr <= delta_dom / 2 to delta.
+    Labels below tau are merged into `OTHER`, which every categorical column
+    with discovered categories has (a public rule, so its presence says
+    nothing).
+  - numeric columns: cells of a fixed public signed-log grid (8 per decade,
+    |x| from 1e-4 to 1e10) times {integer, non-integer}, plus a missing cell.
+    Quantiles (median, 15.9/84.1%, the marginal method's bin edges) come from
+    the noisy histogram after zeroing cells below 2 sqrt(2) s.
+  - missing flags: modelled when the noisy missing count exceeds 2 s; rows
+    missing in a column whose flag came out "no" are left out of the fit (a
+    row-wise filter with a public rule).
+
+Everything downstream reads the released `spec` (a fully declared model file)
+and nothing else from the data's domain.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from jtwin.errors import DataError, JtwinInputError
+from jtwin.spec import FeatureSpec, ModelSpec
+
+__all__ = ["OTHER", "DomainRelease", "needs_release", "noisy_row_count", "release_domain",
+           "DEFAULT_DOMAIN_FRACTION", "ROWS_FRACTION"]
+
+OTHER = "(other)"
+DEFAULT_DOMAIN_FRACTION = 0.1   # of epsilon and delta, when something is undeclared
+ROWS_FRACTION = 0.01            # of epsilon, for the row count
+_PER_DECADE = 8
+_LOG_LO, _LOG_HI = -4, 10
+_MAGNITUDES = 10.0 ** (np.arange(_LOG_LO * _PER_DECADE, _LOG_HI * _PER_DECADE + 1) / _PER_DECADE)
+GRID = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])   # public edges, increasing
+_CATEGORICAL = ("categorical", "bernoulli")
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainRelease:
+  """What the DP domain step released and how much it spent.
+
+  Attributes:
+    spec: the model spec with every released item declared (what the fit uses).
+    epsilon: epsilon spent on the domains (0 when nothing was undeclared).
+    delta: delta spent on the domains.
+    noise_std: Gaussian noise sd on every histogram cell.
+    threshold: a category is released when its noisy count exceeds this.
+    released: human-readable list of the items released under DP.
+    merged: columns whose rare (or unseen) labels map to `OTHER`.
+    drop_missing: columns whose missing values are left out (flag "no").
+    edges: DP quantile bin edges and point flags of numeric columns without
+      declared bounds, {name: (edges, point)} (for the marginal method).
+  """
+  spec: ModelSpec
+  epsilon: float = 0.0
+  delta: float = 0.0
+  noise_std: float = 0.0
+  threshold: float = math.inf
+  released: tuple = ()
+  merged: tuple = ()
+  drop_missing: tuple = ()
+  edges: dict = dataclasses.field(default_factory=dict)
+
+  def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame the fit sees: merged labels -> OTHER, rows dropped per `drop_missing`."""
+    from jtwin import data as jdata
+    out = frame.copy() if (self.merged or self.drop_missing) else frame
+    by_name = {f.name: f for f in self.spec.features}
+    for name in self.merged:
+      col = out[name]
+      keep = col.notna().to_numpy()
+      labels = jdata._labels(col[keep])
+      known = set(by_name[name].categories)
+      mapped = labels.where(labels.isin(known), OTHER)
+      new = pd.Series(np.full(len(col), np.nan, dtype=object), index=col.index)
+      new[keep] = mapped.to_numpy(dtype=object)
+      out[name] = new
+    if self.drop_missing:
+      out = out.dropna(subset=list(self.drop_missing))
+    return out
+
+  def to_dict(self) -> dict:
+    """JSON-able record for the result file (no data statistics beyond the DP ones)."""
+    return {"epsilon": self.epsilon, "delta": self.delta, "noise_std": self.noise_std,
+            "threshold": self.threshold if math.isfinite(self.threshold) else None,
+            "released": list(self.released), "merged": list(self.merged),
+            "drop_missing": list(self.drop_missing)}
+
+
+def _undeclared(f: FeatureSpec, need_edges: bool) -> list:
+  items = []
+  if f.missing is None:
+    items.append("missing")
+  if f.family in _CATEGORICAL and f.bins is None and f.categories is None:
+    items.append("categories")
+  if f.bins is not None and f.integer is None:
+    items.append("integer")
+  if f.family == "normal":
+    if f.integer is None:
+      items.append("integer")
+    if f.bounds is None and (f.loc is None or f.scale is None):
+      items.append("standardisation")
+  if need_edges and f.family in ("normal", "poisson") and f.bounds is None:
+    items.append("edges")
+  return items
+
+
+def needs_release(spec: ModelSpec, *, need_edges: bool = False) -> list:
+  """Undeclared items, e.g. ["age: missing", "sex: categories"] ([] if none)."""
+  return [f"{f.name}: {item}" for f in spec.features for item in _undeclared(f, need_edges)]
+
+
+def noisy_row_count(rng: np.random.Generator, n: int, epsilon: float) -> int:
+  """N + two-sided geometric noise (exactly epsilon-DP), at least 1."""
+  if not epsilon > 0:
+    raise JtwinInputError(f"the row count's epsilon must be > 0, got {epsilon}")
+  p = -math.expm1(-epsilon)          # 1 - exp(-epsilon)
+  noise = int(rng.geometric(p)) - int(rng.geometric(p))
+  return max(int(n) + noise, 1)
+
+
+def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpec, *,
+                   epsilon: float, delta: float, need_edges: bool = False,
+                   edge_levels: Optional[np.ndarray] = None,
+                   max_value_cells: int = 128, source: str = "data") -> DomainRelease:
+  """Releases every undeclared domain item of `spec` under (epsilon, delta)-DP.
+
+  Args:
+    rng: numpy Generator for the noise (full-tailed float64 normals).
+    frame: the modelled columns (private).
+    spec: the model file; declared items are kept as they are.
+    epsilon, delta: the domain step's budget (> 0 when anything is undeclared).
+    need_edges: also release bin edges for numeric columns without bounds
+      (the marginal method's cells), at `edge_levels` (quantile levels).
+    max_value_cells: an integer column whose DP range has at most this many
+      values gets one cell per value instead of quantile bins.
+    source: the data file's name, for messages.
+
+  Returns:
+    a `DomainRelease`; with nothing undeclared, one that spent nothing.
+
+  Raises:
+    DataError: a column has no category frequent enough to be released.
+  """
+  from jtwin.accounting import gaussian
+  todo = {f.name: _undeclared(f, need_edges) for f in spec.features}
+  columns = [f for f in spec.features if todo[f.name]]
+  if not columns:
+    return DomainRelease(spec)
+  if not (epsilon > 0 and 0 < delta < 1):
+    raise JtwinInputError(f"the domain step needs epsilon > 0 and 0 < delta < 1, got "
+                          f"{epsilon:g}, {delta:g}")
+  m = len(columns)
+  m_cat = sum("categories" in todo[f.name] for f in columns)
+  noise_std = math.sqrt(m) * gaussian.gaussian_noise_multiplier(epsilon, delta / 2)
+  threshold = math.inf
+  if m_cat:
+    delta_thr = delta / 2 * math.exp(-epsilon)
+    threshold = 1.0 + noise_std * statistics.NormalDist().inv_cdf(1.0 - delta_thr / m_cat)
+  released, merged, drop, edges, new = [], [], [], {}, []
+  for f in spec.features:
+    items = todo[f.name]
+    if not items:
+      new.append(f)
+      continue
+    col = frame[f.name]
+    isna = col.isna().to_numpy()
+    fields = {}
+    if f.family in _CATEGORICAL and f.bins is None:
+      if "categories" in items:
+        fields["categories"] = _release_categories(rng, col[~isna], f, noise_std, threshold,
+                                                   spec, source)
+        merged.append(f.name)
+        released.append(f"{f.name}: categories")
+      missing_count = float(isna.sum()) + rng.normal(0.0, noise_std)
+    else:
+      x = _numeric(col, f, source)
+      hist = _numeric_histogram(rng, x[~isna], noise_std)
+      missing_count = float(isna.sum()) + rng.normal(0.0, noise_std)
+      fields.update(_numeric_items(hist, items, f, noise_std, edge_levels, max_value_cells,
+                                   edges))
+      released += [f"{f.name}: {i}" for i in items if i not in ("missing", "categories")]
+    if "missing" in items:
+      fields["missing"] = bool(missing_count > 2.0 * noise_std)
+      released.append(f"{f.name}: missing flag")
+      if not fields["missing"]:
+        drop.append(f.name)
+    new.append(dataclasses.replace(f, **fields))
+  out_spec = ModelSpec(tuple(new), spec.path)
+  return DomainRelease(out_spec, float(epsilon), float(delta), float(noise_std),
+                       float(threshold), tuple(released), tuple(merged), tuple(drop), edges)
+
+
+# ------------------------------------------------------------ categories
+def _release_categories(rng, obs: pd.Series, f: FeatureSpec, noise_std: float,
+                        threshold: float, spec: ModelSpec, source: str) -> tuple:
+  from jtwin import data as jdata
+  counts = jdata._labels(obs).value_counts(sort=False)
+  noisy = counts.to_numpy(np.float64) + rng.normal(0.0, noise_std, len(counts))
+  kept = [str(v) for v, c in zip(counts.index, noisy) if c > threshold and str(v) != OTHER]
+  if not kept:
+    raise DataError(f"{source}: column '{f.name}': no category is frequent enough to be "
+                    f"released under DP (each needs about {threshold:.0f} rows at this "
+                    f"budget); declare its categories at {spec.where(f)} "
+                    "('categories = ...') or remove the column")
+  labels = jdata._sorted_labels(kept)
+  if f.family == "bernoulli":
+    if len(labels) > 2:
+      raise DataError(f"{source}: column '{f.name}' has more than two frequent values but "
+                      f"{spec.where(f)} models it as Bernoulli; use Categorical")
+    return labels if len(labels) == 2 else labels + (OTHER,)
+  return labels + (OTHER,)
+
+
+# ------------------------------------------------------------ numeric columns
+def _numeric(col: pd.Series, f: FeatureSpec, source: str) -> np.ndarray:
+  from jtwin import data as jdata
+  return jdata._numeric(col, f.name, f.family, source)
+
+
+def _numeric_histogram(rng, x: np.ndarray, noise_std: float) -> np.ndarray:
+  """Noisy counts [len(GRID) + 1, 2] (grid cell, is-integer) of finite values."""
+  cell = np.searchsorted(GRID, x, side="right")           # 0 .. len(GRID)
+  integer = (x == np.rint(x)).astype(np.int64)
+  counts = np.bincount(cell * 2 + integer, minlength=2 * (len(GRID) + 1)).astype(np.float64)
+  return (counts + rng.normal(0.0, noise_std, counts.shape)).reshape(-1, 2)
+
+
+def _cell_edges() -> tuple:
+  """Lower and upper edge of every grid cell (outer cells closed at +-10^(hi + 1/8))."""
+  outer = 10.0 ** (_LOG_HI + 1.0 / _PER_DECADE)
+  full = np.concatenate([[-outer], GRID, [outer]])
+  return full[:-1], full[1:]
+
+
+def _quantiles(hist: np.ndarray, levels, noise_std: float) -> Optional[np.ndarray]:
+  """Quantiles of the denoised histogram (linear within a cell); None if empty."""
+  total = hist.sum(1)
+  weight = np.where(total > 2.0 * math.sqrt(2.0) * noise_std, total, 0.0)
+  if not weight.sum() > 0:
+    weight = np.maximum(total, 0.0)
+    if not weight.sum() > 0:
+      return None
+  cum = np.concatenate([[0.0], np.cumsum(weight)]) / weight.sum()
+  lo, hi = _cell_edges()
+  levels = np.clip(np.asarray(levels, np.float64), 0.0, 1.0)
+  j = np.clip(np.searchsorted(cum, levels, side="left") - 1, 0, len(weight) - 1)
+  j = np.where(weight[j] > 0, j, np.clip(np.searchsorted(cum, levels, side="right") - 1, 0,
+                                          len(weight) - 1))
+  first, last = np.flatnonzero(weight)[[0, -1]]
+  j = np.clip(j, first, last)
+  frac = np.clip((levels - cum[j]) / np.where(weight[j] > 0, weight[j] / weight.sum(), 1.0),
+                 0.0, 1.0)
+  return lo[j] + frac * (hi[j] - lo[j])
+
+
+def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_value_cells,
+                   edges_out) -> dict:
+  fields = {}
+  integer = f.integer if f.family != "poisson" else True
+  if "integer" in items:
+    total = np.maximum(hist.sum(1), 0.0)
+    kept = total > 2.0 * math.sqrt(2.0) * noise_std
+    nonint = np.maximum(hist[:, 0], 0.0)[kept].sum()
+    integer = bool(nonint <= 0.01 * max(total[kept].sum(), 1.0))
+    fields["integer"] = integer
+  if "standardisation" in items:
+    q = _quantiles(hist, [0.1587, 0.5, 0.8413, 0.01, 0.99], noise_std)
+    if q is None:
+      loc, scale = 0.0, 1.0
+    else:
+      loc = float(q[1])
+      scale = float(q[2] - q[0]) / 2.0
+      if not scale > 0:
+        scale = float(q[4] - q[3]) / 4.0
+      if not scale > 0:
+        scale = max(abs(loc) * 0.1, 1.0)
+    fields["loc"] = f.loc if f.loc is not None else _round(loc)
+    fields["scale"] = f.scale if f.scale is not None else _round(scale)
+  if "edges" in items:
+    levels = edge_levels if edge_levels is not None else np.linspace(0.0, 1.0, 33)
+    q = _quantiles(hist, levels, noise_std)
+    if q is None:
+      q = np.array([0.0, 1.0])
+    e = np.unique(q)
+    if integer:
+      e = np.unique(np.ceil(e))
+      if e[-1] - e[0] + 1 <= max_value_cells:
+        values = np.arange(e[0], e[-1] + 1.0)
+        e = np.append(values, values[-1] + 1.0)
+        edges_out[f.name] = (tuple(float(v) for v in e), (True,) * len(values))
+        return fields
+    if len(e) < 2:
+      e = np.array([e[0], e[0] + 1.0])
+    edges_out[f.name] = (tuple(float(v) for v in e), (False,) * (len(e) - 1))
+  return fields
+
+
+def _round(x: float) -> float:
+  """Four significant digits (a cleaner model file; post-processing)."""
+  return float(f"{x:.4g}")
