@@ -360,3 +360,93 @@ def canary_audit(name: str, *, epsilon: float, sampling_ratio: float, steps: int
                   {"sigma": sigma, "q": q, "T": steps,
                    "mean_batch": float(np.mean(mean_batch)),
                    "expected_batch": q * len(values)})
+
+
+# ------------------------------------------------------------------ (c) warm start
+def normal_tail_check(num_draws: int, threshold: float = 5.4, seed: int = 0,
+                      chunk: int = 10_000_000) -> dict:
+  """How often `dp.wide_normal` (the generator of every Gaussian mechanism) exceeds a threshold.
+
+  `jax.random.normal` in float32 never exceeds about 5.4 (dp_engines.md
+  section 4.1); a standard normal does so with probability 2 Q(5.4) = 6.7e-8.
+
+  Returns:
+    {"draws", "count" (|z| > threshold), "expected", "max_abs"}.
+  """
+  from jtwin import dp
+  count_fn = jax.jit(lambda k: (jnp.sum(jnp.abs(dp.wide_normal(k, (chunk,))) > threshold),
+                                jnp.max(jnp.abs(dp.wide_normal(k, (chunk,))))))
+  keys = jax.random.split(jax.random.key(seed), max(1, -(-num_draws // chunk)))
+  count, top = 0, 0.0
+  for k in keys:
+    c, m = count_fn(k)
+    count, top = count + int(c), max(top, float(m))
+  draws = len(keys) * chunk
+  return {"draws": draws, "count": count, "expected": draws * 2.0 * stats.norm.sf(threshold),
+          "max_abs": top}
+
+
+def warm_start_audit(name: str, *, noise_multiplier: float, delta: float = 1e-5,
+                     num_slots: int = 10_000, num_calls: int = 10, seed: int = 0,
+                     tail: float = 5.4, max_trials: int = 2_000_000,
+                     alpha: float = 0.05) -> AuditRow:
+  """Two-world test of the mixture's DP warm start (`Model.warm_start`), as `fit` calls it.
+
+  The model has two categorical columns (D_cat = 2, so the noise sd on every
+  count is noise_multiplier * sqrt(2)): "slot" with `num_slots` + 1
+  categories and a binary column. Slot i holds B rows (B > 8 noise sds, so
+  the floor at 1 never acts), plus one canary row when i is even; the
+  reference category holds 10^6 rows. Each call releases ALR logits
+  log(noisy_i) - log(noisy_ref); noisy_i is recovered as exp(logit) * 10^6
+  (relative error of the reference's noise < 1e-4, a common factor), so each
+  call is `num_slots` independent two-world trials of count B vs B + 1.
+
+  Besides the sd, shift and lower bound (from at most `max_trials` trials
+  per world), the row's `extra` has the number of recovered noise values
+  (every call) beyond `tail` sds against the Gaussian expectation: truncated
+  noise (float32 `jax.random.normal` stops near 5.4) gives 0; and the first
+  call's key and standardised noise of the slot counts ("first_key",
+  "first_z"), to compare with the generator.
+
+  Returns:
+    An `AuditRow`; its epsilon is the analytic Gaussian mechanism's at
+    (noise_multiplier, delta), as `privacy_plan` accounts the warm start.
+  """
+  from jtwin.accounting import gaussian
+  from jtwin.models import Feature, make_mixture_model
+  num_slots -= num_slots % 2
+  model = make_mixture_model([Feature("slot", "categorical", num_slots + 1),
+                              Feature("flag", "bernoulli", 2)], num_components=1)
+  sd_exp = noise_multiplier * math.sqrt(2.0)
+  base, ref = int(math.ceil(8.0 * sd_exp + 2.0)), 1_000_000
+  slots = np.concatenate([np.repeat(np.arange(num_slots), base), np.arange(0, num_slots, 2),
+                          np.full(ref, num_slots)])
+  values = np.stack([slots, np.arange(len(slots)) % 2], 1).astype(np.float32)
+  observed = np.ones_like(values, bool)
+  truth = np.full(num_slots, float(base))
+  truth[0::2] += 1.0
+  null, alt = [], []
+  beyond, top, draws, first = 0, 0.0, 0, None
+  keys = jax.random.split(jax.random.key(seed), num_calls)
+  for k in keys:
+    logits = np.asarray(model.warm_start(k, values, observed, noise_multiplier)["cat_logits"][0],
+                        np.float64)
+    noisy = np.exp(logits[:num_slots]) * ref       # slot column: free logits come first
+    z = (noisy - truth) / sd_exp
+    first = z if first is None else first
+    beyond += int(np.sum(np.abs(z) > tail))
+    top, draws = max(top, float(np.max(np.abs(z)))), draws + len(z)
+    if sum(len(x) for x in null) < max_trials:
+      alt.append(noisy[0::2] - base)
+      null.append(noisy[1::2] - base)
+  null, alt = np.concatenate(null), np.concatenate(alt)
+  sd, sd_se = sd_with_se(null)
+  shift = float(alt.mean() - null.mean())
+  shift_se = sd_exp * math.sqrt(1.0 / len(null) + 1.0 / len(alt))
+  lower, _ = threshold_epsilon_lower_bound(null, alt, delta, alpha)
+  return AuditRow(name, gaussian.gaussian_epsilon(noise_multiplier, delta), delta, sd, sd_exp,
+                  sd_se, shift, 1.0, shift_se, lower, len(null),
+                  {"sigma": noise_multiplier, "tail": tail, "beyond_tail": beyond,
+                   "beyond_expected": draws * 2.0 * stats.norm.sf(tail), "draws": draws,
+                   "max_abs_z": top, "first_key": keys[0], "first_z": first,
+                   "num_categories": num_slots + 1 + 2})
