@@ -1,14 +1,22 @@
-"""Small NumPy classifiers for distinguishability and utility metrics.
+"""Classifiers for the distinguishability and utility metrics.
 
-All work on dense one-hot features `X` (float [N, F], see
-`encoding.one_hot`) with `sizes`, the number of one-hot columns of each
-original column (its block). A binary classifier is fitted with
+All work on one-hot features `X` (float [N, F], scipy.sparse CSR from
+`encoding.one_hot`, or dense) with `sizes`, the number of one-hot columns of
+each original column (its block). A binary classifier is fitted with
 `fit(X, y, sizes)` and returns a function mapping features to real-valued
-scores, where a score > 0 predicts the positive class. No scikit-learn.
+scores, where a score > 0 predicts the positive class.
+
+Two sets of utility models with the same names and roles:
+
+* `SKLEARN_MODELS` (`utility_models("sklearn")`): scikit-learn's
+  `LogisticRegression`, `CategoricalNB` and `HistGradientBoostingClassifier`
+  (plus our nearest centroid), used when scikit-learn is installed (the
+  `evaluate` extra: `pip install 'jtwin[evaluate]'`);
+* `MODELS`: our own NumPy/SciPy code, the fallback without scikit-learn.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -19,6 +27,8 @@ __all__ = [
     "fit_logistic",
     "fit_one_vs_rest",
     "sigmoid",
+    "sklearn_version",
+    "utility_models",
 ]
 
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -70,15 +80,46 @@ def _design(x):
   return xs, lambda h: (xt @ xs.multiply(h[:, None]).tocsr()).toarray()
 
 
+NEWTON_MAX_FEATURES = 1000
+
+
+def _fit_lbfgs(x, y: np.ndarray, l2: float, max_iter: int = 1000,
+               tol: float = 1e-7) -> LogisticFit:
+  """L-BFGS on mean log-loss + l2/2 |w|^2 (no F x F matrix is formed)."""
+  import scipy.optimize
+  import scipy.sparse
+
+  n = x.shape[0]
+  xt = x.T.tocsr() if scipy.sparse.issparse(x) else x.T
+
+  def value_and_grad(beta):
+    w, b = beta[:-1], beta[-1]
+    z = x @ w + b
+    value = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * w @ w
+    r = (sigmoid(z) - y) / n
+    return value, np.concatenate([xt @ r + l2 * w, [r.sum()]])
+
+  mean = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+  beta0 = np.zeros(x.shape[1] + 1)
+  beta0[-1] = np.log(mean / (1 - mean))
+  res = scipy.optimize.minimize(value_and_grad, beta0, jac=True,
+                                method="L-BFGS-B",
+                                options={"maxiter": max_iter, "gtol": tol})
+  return LogisticFit(res.x[:-1], float(res.x[-1]), int(res.nit),
+                     bool(res.success))
+
+
 def fit_logistic(x, y: np.ndarray, *, l2: float = 1e-4, max_iter: int = 50,
                  tol: float = 1e-8) -> LogisticFit:
-  """Fits logistic regression by damped Newton's method.
+  """Fits logistic regression by damped Newton's method (or L-BFGS).
 
   Minimises mean_i [log(1 + exp(z_i)) - y_i z_i] + l2 / 2 * |w|^2 with
   z = x @ w + b (the intercept b is not penalised). Each step solves the
   full (F + 1) Newton system with a backtracking (Armijo) line search.
   Sparse or mostly-zero (one-hot) `x` is handled as a scipy.sparse matrix,
-  so 65k rows x 250 one-hot features converge in about a second.
+  so 65k rows x 250 one-hot features converge in about a second. With more
+  than `NEWTON_MAX_FEATURES` features the (F + 1)^2 Hessian would dominate
+  time and memory, so L-BFGS (gradient tolerance 1e-7) is used instead.
 
   Args:
     x: float [N, F] features, dense or scipy.sparse.
@@ -100,6 +141,8 @@ def fit_logistic(x, y: np.ndarray, *, l2: float = 1e-4, max_iter: int = 50,
   b = float(np.log(mean / (1 - mean)))
   if y.min() == y.max():  # one class: the intercept alone diverges
     return LogisticFit(w, float(np.sign(y[0] - 0.5) * 30.0), 0, True)
+  if f > NEWTON_MAX_FEATURES:
+    return _fit_lbfgs(x, y, l2)
 
   def objective(w, b):
     z = x @ w + b
@@ -148,14 +191,18 @@ def _logistic(l2: float) -> Callable:
   return fit
 
 
+def _column_sums(x) -> np.ndarray:
+  return np.asarray(x.sum(0), dtype=np.float64).ravel()
+
+
 def _naive_bayes(alpha: float = 1.0) -> Callable:
   """Categorical naive Bayes on the codes (Laplace smoothing `alpha`)."""
   def fit(x, y, sizes):
     y = np.asarray(y).astype(bool)
     block = np.repeat(np.asarray(sizes, dtype=float), sizes)
     n1, n0 = y.sum(), (~y).sum()
-    log1 = np.log((x[y].sum(0) + alpha) / (n1 + alpha * block))
-    log0 = np.log((x[~y].sum(0) + alpha) / (n0 + alpha * block))
+    log1 = np.log((_column_sums(x[y]) + alpha) / (n1 + alpha * block))
+    log0 = np.log((_column_sums(x[~y]) + alpha) / (n0 + alpha * block))
     prior = np.log((n1 + alpha) / (n0 + alpha))
     weights = (log1 - log0).astype(np.float64)
     return lambda xt: xt @ weights + prior
@@ -166,8 +213,9 @@ def _nearest_centroid(x, y, sizes):
   """Nearest centroid in one-hot space: |x - mu0|^2 - |x - mu1|^2."""
   del sizes
   y = np.asarray(y).astype(bool)
-  mu1 = x[y].mean(0) if y.any() else np.zeros(x.shape[1])
-  mu0 = x[~y].mean(0) if (~y).any() else np.zeros(x.shape[1])
+  mu1 = _column_sums(x[y]) / y.sum() if y.any() else np.zeros(x.shape[1])
+  mu0 = (_column_sums(x[~y]) / (~y).sum() if (~y).any()
+         else np.zeros(x.shape[1]))
   weights = 2.0 * (mu1 - mu0).astype(np.float64)
   const = float(mu0 @ mu0 - mu1 @ mu1)
   return lambda xt: xt @ weights + const
@@ -181,13 +229,17 @@ def _boosted_stumps(rounds: int = 100, rate: float = 0.3,
   second-order loss and adds `rate` times its two leaf values.
   """
   def fit(x, y, sizes):
+    import scipy.sparse
+
     del sizes
     y = np.asarray(y, dtype=np.float64)
     mean = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
     base = np.log(mean / (1 - mean))
     score = np.full(y.shape, base)
     chosen, on, off = [], [], []
-    xt = np.ascontiguousarray(x.T, dtype=np.float32)
+    xs = scipy.sparse.csr_matrix(x, dtype=np.float32)
+    xt = xs.T.tocsr()
+    xc = xs.tocsc()
     for _ in range(rounds):
       p = sigmoid(score)
       gh = np.stack([p - y, p * (1 - p)], axis=1)
@@ -197,14 +249,14 @@ def _boosted_stumps(rounds: int = 100, rate: float = 0.3,
       j = int(np.argmax(gain))
       v1 = -rate * g1[j] / (h1[j] + reg)
       v0 = -rate * g0[j] / (h0[j] + reg)
-      score += np.where(x[:, j] > 0, v1, v0)
+      score += np.where(xc[:, j].toarray().ravel() > 0, v1, v0)
       chosen.append(j)
       on.append(v1)
       off.append(v0)
     chosen, on, off = np.array(chosen), np.array(on), np.array(off)
 
     def scorer(xt):
-      xj = xt[:, chosen] > 0
+      xj = scipy.sparse.csc_matrix(xt)[:, chosen].toarray() > 0
       return base + np.where(xj, on, off).sum(1)
     return scorer
   return fit
@@ -218,7 +270,132 @@ MODELS: tuple[Classifier, ...] = (
     Classifier("nearest centroid", _nearest_centroid),
     Classifier("boosted stumps", _boosted_stumps()),
 )
-"""The utility models, simple to strong. The first is the headline model."""
+"""Our own utility models, simple to strong. The first is the headline model."""
+
+
+def sklearn_version() -> Optional[str]:
+  """scikit-learn's version, or None if it is not installed."""
+  try:
+    import sklearn
+  except ImportError:
+    return None
+  return sklearn.__version__
+
+
+def _codes(x, sizes: Sequence[int]) -> np.ndarray:
+  """The integer codes [N, D] behind a one-hot design (argmax per block)."""
+  import scipy.sparse
+
+  sizes = np.asarray(sizes, dtype=np.int64)
+  offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+  xs = scipy.sparse.csr_matrix(x)
+  xs.sort_indices()
+  n, d = xs.shape[0], sizes.size
+  if xs.nnz == n * d and np.all(np.diff(xs.indptr) == d):
+    return (xs.indices.reshape(n, d) - offsets).astype(np.int32)
+  dense = xs.toarray()
+  return np.stack([np.argmax(dense[:, o:o + s], axis=1)
+                   for o, s in zip(offsets, sizes)], axis=1).astype(np.int32)
+
+
+def _constant(y: np.ndarray) -> Optional[Scorer]:
+  """A +-30 scorer if `y` has one class (sklearn refuses to fit it)."""
+  if y.min() == y.max():
+    value = float(np.sign(y[0] - 0.5) * 30.0)
+    return lambda xt: np.full(xt.shape[0], value)
+  return None
+
+
+def _sk_logistic(l2: float) -> Callable:
+  """sklearn LogisticRegression with C = 1 / (N l2): our objective."""
+  def fit(x, y, sizes):
+    from sklearn.linear_model import LogisticRegression
+
+    del sizes
+    y = np.asarray(y, dtype=np.float64)
+    fixed = _constant(y)
+    if fixed is not None:
+      return fixed
+    model = LogisticRegression(C=1.0 / (x.shape[0] * l2), max_iter=1000,
+                               tol=1e-6)
+    model.fit(x, y)
+    return model.decision_function
+  return fit
+
+
+def _sk_naive_bayes(x, y, sizes):
+  """sklearn CategoricalNB on the codes (Laplace smoothing 1)."""
+  from sklearn.naive_bayes import CategoricalNB
+
+  y = np.asarray(y, dtype=np.float64)
+  fixed = _constant(y)
+  if fixed is not None:
+    return fixed
+  model = CategoricalNB(alpha=1.0, min_categories=np.asarray(sizes))
+  model.fit(_codes(x, sizes), y)
+
+  def scorer(xt):
+    logp = model.predict_log_proba(_codes(xt, sizes))
+    return logp[:, 1] - logp[:, 0]
+  return scorer
+
+
+def _sk_boosting(x, y, sizes):
+  """sklearn HistGradientBoostingClassifier on the codes (categorical)."""
+  from sklearn.ensemble import HistGradientBoostingClassifier
+
+  y = np.asarray(y, dtype=np.float64)
+  fixed = _constant(y)
+  if fixed is not None:
+    return fixed
+  categorical = np.asarray(sizes) <= 255  # sklearn's limit per feature
+  model = HistGradientBoostingClassifier(
+      max_iter=100, categorical_features=categorical, early_stopping=False,
+      random_state=0)
+  model.fit(_codes(x, sizes), y)
+  return lambda xt: model.decision_function(_codes(xt, sizes))
+
+
+SKLEARN_MODELS: tuple[Classifier, ...] = (
+    Classifier("logistic (l2=1e-4)", _sk_logistic(1e-4)),
+    Classifier("logistic (l2=1e-2)", _sk_logistic(1e-2)),
+    Classifier("logistic (l2=1)", _sk_logistic(1.0)),
+    Classifier("naive Bayes", _sk_naive_bayes),
+    Classifier("nearest centroid", _nearest_centroid),
+    Classifier("gradient boosting", _sk_boosting),
+)
+"""The utility models with scikit-learn (nearest centroid is ours)."""
+
+
+def utility_models(backend: str = "auto"
+                   ) -> tuple[tuple[Classifier, ...], str]:
+  """The utility models and a description of the backend.
+
+  Args:
+    backend: "auto" (scikit-learn if installed, else ours), "sklearn" or
+      "numpy" (ours).
+
+  Returns:
+    (models, description), e.g. "scikit-learn 1.5.2: LogisticRegression,
+    CategoricalNB, HistGradientBoostingClassifier; nearest centroid".
+
+  Raises:
+    ValueError: unknown backend, or "sklearn" without scikit-learn.
+  """
+  if backend not in ("auto", "sklearn", "numpy"):
+    raise ValueError(f"backend must be 'auto', 'sklearn' or 'numpy', got "
+                     f"{backend!r}")
+  version = sklearn_version() if backend != "numpy" else None
+  if backend == "sklearn" and version is None:
+    raise ValueError("scikit-learn is not installed; install the evaluate "
+                     "extra: pip install 'jtwin[evaluate]'")
+  if version is not None:
+    return SKLEARN_MODELS, (
+        f"scikit-learn {version} (LogisticRegression, CategoricalNB, "
+        "HistGradientBoostingClassifier; nearest centroid: jtwin)")
+  why = (" (scikit-learn not installed)" if backend == "auto" else "")
+  return MODELS, ("jtwin's NumPy classifiers (logistic regression, naive "
+                  "Bayes, nearest centroid, boosted stumps)" + why)
 
 
 def fit_one_vs_rest(model: Classifier, x: np.ndarray, y: np.ndarray,

@@ -22,6 +22,16 @@ def _numeric_columns(real: pd.DataFrame, categorical: set) -> list[str]:
           and real[name].nunique(dropna=True) > 1]
 
 
+def _w1_columns(coders, numeric: list[str], declared: set) -> set:
+  """Columns that get a W1 ratio: binned, or declared numeric, and numeric.
+
+  A few-valued integer column (education_num) is categorical: its codes are
+  labels, so it gets no W1 ratio unless declared numeric.
+  """
+  return {c.name for c in coders
+          if c.name in numeric and (c.kind == "numeric" or c.name in declared)}
+
+
 def _upper(matrix: np.ndarray) -> np.ndarray:
   return matrix[np.triu_indices(matrix.shape[0], k=1)]
 
@@ -56,8 +66,12 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
              target: Optional[str] = None,
              bins: encoding.Bins = None,
              categorical: Optional[Iterable[str]] = None,
+             numeric: Optional[Iterable[str]] = None,
              seed: int = 0, max_triples: int = 200,
-             max_pairs: int = 300) -> dict:
+             max_pairs: int = 300,
+             max_levels: Optional[int] = encoding.DEFAULT_MAX_LEVELS,
+             max_model_rows: Optional[int] = propensity.MAX_ROWS,
+             backend: str = "auto") -> dict:
   """Fidelity, distinguishability and (with a target) utility of a twin.
 
   Both tables hold decoded values (original labels, NaN for missing). Only
@@ -65,8 +79,10 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   order. Every column is encoded once to integer codes (see
   `jtwin.evaluate.encoding`): numeric columns with more than 20 distinct
   real values are cut into 20 equal-width bins between the real minimum and
-  maximum (or `bins`), other columns are categorical, missing is its own
-  category.
+  maximum (or `bins`), other columns are categorical, with at most
+  `max_levels` categories (the most frequent real ones; the rest pooled as
+  "(other)"), missing is its own category. Memory therefore grows with
+  rows x columns, not with the number of distinct values.
 
   Metrics (keys of the returned dict):
 
@@ -78,7 +94,8 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   * `pmse`, `pmse_null`, `pmse_ratio`: main-effects logistic pMSE;
     `pmse_pairs*`: with pairwise interactions (see
     `jtwin.evaluate.propensity`).
-  * `w1_ratio_{mean,median}`: per numeric column, W1(real, synth) on
+  * `w1_ratio_{mean,median}`: per numeric column (binned, or named in
+    `numeric`; never one declared categorical), W1(real, synth) on
     standardised values divided by W1 between two random halves of real.
   * with `target`: `utility_*`, `sra` and `per_model` (see
     `jtwin.evaluate.utility.utility`). Without `test`, a seeded 30% of the
@@ -95,11 +112,20 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
     test: real rows held out from the generator, for utility.
     target: a categorical column to predict, for utility.
     bins: binning of numeric columns (see `encoding.make_coders`).
-    categorical: columns to treat as categorical whatever their dtype.
+    categorical: columns to treat as categorical whatever their dtype (no
+      W1 ratio, no Pearson r).
+    numeric: columns declared numeric (a model file's Normal, Poisson and
+      binned columns): they get a W1 ratio even with few distinct values.
     seed: seeds the triple and pair samples, the real halves of the W1
       baseline and the hold-out split.
     max_triples: most 3-way marginals compared.
     max_pairs: most column pairs in the interaction pMSE model.
+    max_levels: most categories kept per categorical column (None: all).
+    max_model_rows: most rows of each table used by the pMSE and utility
+      models (a seeded subsample; None: all). Marginals, associations and
+      W1 always use every row.
+    backend: utility classifiers: "auto" (scikit-learn if installed),
+      "sklearn" or "numpy" (jtwin's own).
 
   Returns:
     A JSON-serialisable dict (NaN marks an undefined value).
@@ -126,8 +152,10 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
     test = test[columns]
   others = [synth] + ([test] if test is not None else [])
   categorical = set(categorical or ())
+  declared_numeric = set(numeric or ()) - categorical
   coders = encoding.make_coders(real, others, bins=bins,
-                                categorical=categorical)
+                                categorical=categorical,
+                                max_levels=max_levels)
   sizes = [c.num_codes for c in coders]
   codes_r = encoding.encode_frame(real, coders)
   codes_s = encoding.encode_frame(synth, coders)
@@ -145,6 +173,7 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   v_real = metrics.cramers_v_matrix(codes_r, sizes)
   v_synth = metrics.cramers_v_matrix(codes_s, sizes)
   numeric = _numeric_columns(real, categorical)
+  w1_columns = _w1_columns(coders, numeric, declared_numeric)
   p_real = metrics.pearson_matrix(real[numeric])
   p_synth = metrics.pearson_matrix(synth[numeric])
   clock["association"] = time.perf_counter()
@@ -161,10 +190,12 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   out["pearson_diff_mean"], out["pearson_diff_max"] = _nan_stats(
       np.abs(_upper(p_real) - _upper(p_synth)))
 
-  out.update(propensity.propensity_mse(codes_r, codes_s, sizes))
+  out.update(propensity.propensity_mse(codes_r, codes_s, sizes,
+                                       max_rows=max_model_rows, seed=seed))
   ordered = [c.kind == "numeric" for c in coders]
   out.update(propensity.propensity_mse_pairs(
-      codes_r, codes_s, sizes, ordered, max_pairs=max_pairs, seed=seed))
+      codes_r, codes_s, sizes, ordered, max_pairs=max_pairs, seed=seed,
+      max_rows=max_model_rows))
   clock["pmse"] = time.perf_counter()
 
   per_column = {}
@@ -173,7 +204,7 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
     row = {"kind": coder.kind, "tvd": float(tvd1[j]),
            "missing_real": float(miss_r[j]), "missing_synth": float(miss_s[j]),
            "missing_abs_error": float(miss_err[j])}
-    if coder.name in numeric:
+    if coder.name in w1_columns:
       w1, base, ratio = _w1_ratio(real[coder.name], synth[coder.name], rng)
       row.update(w1=w1, w1_halves=base, w1_ratio=ratio)
       if np.isfinite(ratio):
@@ -194,7 +225,8 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
     else:
       train, test_rows = real, test
       source = "the given real test table"
-    out.update(utility(train, synth, test_rows, target, coders))
+    out.update(utility(train, synth, test_rows, target, coders,
+                       backend=backend, max_rows=max_model_rows, seed=seed))
     out["utility_test_source"] = source
   clock["utility"] = time.perf_counter()
 
@@ -210,6 +242,9 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
       "max_pairs": max_pairs,
       "binned_columns": {c.name: c.edges.tolist() for c in coders
                          if c.kind == "numeric"},
+      "max_levels": max_levels, "max_model_rows": max_model_rows,
+      "capped_columns": [c.name for c in coders if c.other],
+      "encoded_width": int(sum(sizes)),
   }
   marks = list(clock.items())
   out["seconds"] = {name: t - prev for (_, prev), (name, t)

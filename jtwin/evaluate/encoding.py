@@ -8,8 +8,14 @@ Every column becomes integer codes `0 .. num_codes - 1`:
   equal-width bins between the REAL data's minimum and maximum; values of
   other tables outside that range fall into the first or last bin;
 * every other column is *categorical*: its codes index the sorted union of the
-  values seen in all the tables given to `make_coders`;
+  values seen in all the tables given to `make_coders`. A column with more
+  than `max_levels` (`DEFAULT_MAX_LEVELS`, 100) distinct values keeps its
+  `max_levels` most frequent real values and pools the rest into one
+  "(other)" code, so an ID column costs 102 codes, not one per row;
 * missing (NaN / None / empty cell) is always its own, last, code.
+
+`one_hot` builds the one-hot design as a scipy.sparse CSR matrix (one stored
+entry per row and column), never a dense [N, sum(sizes)] array.
 
 Privacy:
   Bin edges and category sets are read off the data (real and synthetic).
@@ -24,15 +30,19 @@ import pandas as pd
 
 __all__ = [
     "DEFAULT_BINS",
+    "DEFAULT_MAX_LEVELS",
     "ColumnCoder",
     "encode_frame",
     "is_numeric_column",
     "make_coders",
     "one_hot",
+    "one_hot_dense",
 ]
 
 DEFAULT_BINS = 20
+DEFAULT_MAX_LEVELS = 100
 MISSING_LABEL = "(missing)"
+OTHER_LABEL = "(other)"
 
 Bins = Union[None, int, Mapping[str, Union[int, Sequence[float]]]]
 
@@ -46,18 +56,21 @@ class ColumnCoder(NamedTuple):
     categories: the category values (categorical columns), else None.
     edges: float bin edges, increasing, length num_bins + 1 (numeric), else
       None.
+    other: whether a categorical column has an "(other)" code (after the
+      categories, before missing) pooling the values beyond `max_levels`.
   """
   name: str
   kind: str
   categories: Optional[tuple] = None
   edges: Optional[np.ndarray] = None
+  other: bool = False
 
   @property
   def num_codes(self) -> int:
     """Number of codes, including the trailing missing code."""
     if self.kind == "numeric":
       return len(self.edges)
-    return len(self.categories) + 1
+    return len(self.categories) + int(self.other) + 1
 
   def labels(self) -> list[str]:
     """A readable label per code (bins as `[lo, hi)`)."""
@@ -67,6 +80,8 @@ class ColumnCoder(NamedTuple):
       out.append(f"[{e[-2]:.4g}, {e[-1]:.4g}]")
     else:
       out = [str(c) for c in self.categories]
+      if self.other:
+        out.append(OTHER_LABEL)
     return out + [MISSING_LABEL]
 
 
@@ -101,7 +116,9 @@ def _equal_width_edges(column: pd.Series, num_bins: int) -> np.ndarray:
 def make_coders(real: pd.DataFrame, others: Iterable[pd.DataFrame] = (), *,
                 bins: Bins = None,
                 categorical: Optional[Iterable[str]] = None,
-                max_categories: int = DEFAULT_BINS) -> list[ColumnCoder]:
+                max_categories: int = DEFAULT_BINS,
+                max_levels: Optional[int] = DEFAULT_MAX_LEVELS
+                ) -> list[ColumnCoder]:
   """Builds a coder for every column of `real`.
 
   Args:
@@ -116,6 +133,10 @@ def make_coders(real: pd.DataFrame, others: Iterable[pd.DataFrame] = (), *,
     categorical: column names to treat as categorical whatever their dtype.
     max_categories: numeric columns with more distinct real values than
       this are binned.
+    max_levels: most categories a categorical column keeps: with more
+      distinct values (over all tables), the `max_levels` most frequent in
+      `real` (ties: most frequent in `others`, then sorted order) are kept
+      and the rest share an "(other)" code. None keeps every value.
 
   Returns:
     One `ColumnCoder` per column of `real`, in order.
@@ -146,12 +167,33 @@ def make_coders(real: pd.DataFrame, others: Iterable[pd.DataFrame] = (), *,
       coders.append(ColumnCoder(
           name, "numeric", edges=_equal_width_edges(column, default_bins)))
     else:
-      parts = [column] + [o[name] for o in others if name in o.columns]
-      values = pd.concat([p.astype(object) for p in parts],
-                         ignore_index=True).dropna().unique()
-      coders.append(ColumnCoder(name, "categorical",
-                                categories=_sorted_values(values)))
+      parts = [o[name] for o in others if name in o.columns]
+      coders.append(_categorical_coder(name, column, parts, max_levels))
   return coders
+
+
+def _categorical_coder(name: str, column: pd.Series, others: list,
+                       max_levels: Optional[int]) -> ColumnCoder:
+  """The coder of one categorical column, capped at `max_levels` values."""
+  real_counts = column.astype(object).value_counts(dropna=True)
+  other_counts = (pd.concat([p.astype(object) for p in others],
+                            ignore_index=True).value_counts(dropna=True)
+                  if others else pd.Series(dtype=float))
+  values = real_counts.index.union(other_counts.index, sort=False)
+  if max_levels is None or len(values) <= max_levels:
+    return ColumnCoder(name, "categorical", categories=_sorted_values(values))
+  if max_levels < 1:
+    raise ValueError(f"max_levels must be >= 1, got {max_levels}")
+  ranked = pd.DataFrame({
+      "real": real_counts.reindex(values, fill_value=0).to_numpy(),
+      "other": other_counts.reindex(values, fill_value=0).to_numpy(),
+  })
+  rank = {v: i for i, v in enumerate(_sorted_values(values))}
+  ranked["order"] = [rank[v] for v in values]
+  keep = ranked.sort_values(["real", "other", "order"],
+                            ascending=[False, False, True]).index[:max_levels]
+  return ColumnCoder(name, "categorical", other=True,
+                     categories=_sorted_values(values[np.sort(keep)]))
 
 
 def encode_column(column: pd.Series, coder: ColumnCoder) -> np.ndarray:
@@ -165,7 +207,10 @@ def encode_column(column: pd.Series, coder: ColumnCoder) -> np.ndarray:
     codes[~np.isfinite(x)] = missing
     return codes.astype(np.int32)
   index = pd.Index(coder.categories, dtype=object)
-  codes = index.get_indexer(column.astype(object))
+  values = column.astype(object)
+  codes = index.get_indexer(values)
+  if coder.other:  # unseen or pooled values: "(other)"; missing stays missing
+    codes[(codes < 0) & ~pd.isna(values).to_numpy()] = missing - 1
   codes[codes < 0] = missing  # missing values (and unseen ones, if any)
   return codes.astype(np.int32)
 
@@ -179,12 +224,29 @@ def encode_frame(frame: pd.DataFrame,
   return out
 
 
-def one_hot(codes: np.ndarray, sizes: Sequence[int],
-            dtype=np.float32) -> np.ndarray:
-  """Concatenated one-hot blocks: [N, sum(sizes)], one block per column."""
+def _offsets(sizes: Sequence[int]) -> np.ndarray:
+  return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def one_hot(codes: np.ndarray, sizes: Sequence[int], dtype=np.float64):
+  """Concatenated one-hot blocks as a scipy.sparse CSR [N, sum(sizes)].
+
+  Every row stores exactly one entry per column (D entries), so the memory
+  is about 12 N D bytes whatever the number of categories.
+  """
+  import scipy.sparse
+
   codes = np.asarray(codes)
-  offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-  out = np.zeros((codes.shape[0], int(np.sum(sizes))), dtype=dtype)
-  rows = np.repeat(np.arange(codes.shape[0]), codes.shape[1])
-  out[rows, (codes + offsets).ravel()] = 1
-  return out
+  n, d = codes.shape
+  width = int(np.sum(sizes))
+  index_dtype = np.int32 if width < 2**31 and n * d < 2**31 else np.int64
+  indices = (codes + _offsets(sizes)).astype(index_dtype).ravel()
+  indptr = np.arange(0, n * d + 1, d, dtype=index_dtype)
+  return scipy.sparse.csr_matrix((np.ones(n * d, dtype=dtype), indices, indptr),
+                                 shape=(n, width))
+
+
+def one_hot_dense(codes: np.ndarray, sizes: Sequence[int],
+                  dtype=np.float32) -> np.ndarray:
+  """Dense one-hot blocks [N, sum(sizes)]: for small tables and tests only."""
+  return one_hot(codes, sizes, dtype=dtype).toarray()

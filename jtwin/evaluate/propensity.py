@@ -18,21 +18,38 @@ Two logistic models are fitted:
   default of synthpop's `utility.gen(method="logit")`. It sees 2-way
   dependence.
 
+Both are fitted on at most `max_rows` rows of each table (a seeded
+subsample of larger tables, default 100,000), with N, c and the null taken
+from the rows used. The designs are scipy.sparse, so memory grows with
+rows x columns, never with the number of categories.
+
 References:
   Snoke, Raab, Nowok, Dibben, Slavkovic (2018), "General and specific
   utility measures for synthetic data", J. R. Stat. Soc. A 181(3).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from jtwin.evaluate.classifiers import fit_logistic, sigmoid
+from jtwin.evaluate.classifiers import _fit_lbfgs, fit_logistic, sigmoid
 from jtwin.evaluate.encoding import one_hot
 from jtwin.evaluate.metrics import sample_subsets
 
-__all__ = ["coarsen_codes", "propensity_mse", "propensity_mse_pairs"]
+__all__ = ["MAX_ROWS", "coarsen_codes", "propensity_mse",
+           "propensity_mse_pairs", "subsample"]
+
+MAX_ROWS = 100_000
+
+
+def subsample(codes: np.ndarray, max_rows: Optional[int],
+              seed: int) -> np.ndarray:
+  """`codes`, or a seeded sample of `max_rows` of its rows (order kept)."""
+  if max_rows is None or max_rows <= 0 or len(codes) <= max_rows:
+    return codes
+  rng = np.random.default_rng(seed)
+  return codes[np.sort(rng.choice(len(codes), size=max_rows, replace=False))]
 
 
 def _summary(p: np.ndarray, c: float, k: int, prefix: str) -> dict:
@@ -45,7 +62,8 @@ def _summary(p: np.ndarray, c: float, k: int, prefix: str) -> dict:
 
 
 def propensity_mse(codes_real: np.ndarray, codes_synth: np.ndarray,
-                   sizes: Sequence[int], *, l2: float = 1e-6) -> dict:
+                   sizes: Sequence[int], *, l2: float = 1e-6,
+                   max_rows: Optional[int] = MAX_ROWS, seed: int = 0) -> dict:
   """pMSE of a main-effects logistic regression on one-hot codes.
 
   One reference level (the most frequent) is dropped per column, as are
@@ -56,22 +74,30 @@ def propensity_mse(codes_real: np.ndarray, codes_synth: np.ndarray,
     codes_synth: int [N_s, D] codes of the synthetic table.
     sizes: number of codes of each column.
     l2: ridge strength (tiny: it only keeps separable fits finite).
+    max_rows: most rows used of each table (None: all).
+    seed: seed of the row subsample.
 
   Returns:
-    dict with "pmse", "pmse_null", "pmse_ratio" and "pmse_num_params" (k).
+    dict with "pmse", "pmse_null", "pmse_ratio", "pmse_num_params" (k) and
+    "pmse_rows" (rows used, both tables).
   """
+  codes_real = subsample(codes_real, max_rows, seed)
+  codes_synth = subsample(codes_synth, max_rows, seed + 1)
   codes = np.vstack([codes_real, codes_synth])
   y = np.concatenate([np.zeros(len(codes_real)), np.ones(len(codes_synth))])
   x = one_hot(codes, sizes)
-  counts = x.sum(0)
+  del codes
+  counts = np.asarray(x.sum(0)).ravel()
   keep = counts > 0
   offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
   for start, size in zip(offsets, sizes):
     keep[start + int(np.argmax(counts[start:start + size]))] = False
-  x = x[:, keep]
+  x = x[:, keep].tocsr()
   fit = fit_logistic(x, y, l2=l2)
   p = sigmoid(fit.logits(x))
-  return _summary(p, len(codes_synth) / len(y), 1 + x.shape[1], "pmse")
+  out = _summary(p, len(codes_synth) / len(y), 1 + x.shape[1], "pmse")
+  out["pmse_rows"] = int(len(y))
+  return out
 
 
 def coarsen_codes(codes: np.ndarray, codes_real: np.ndarray,
@@ -116,31 +142,15 @@ def coarsen_codes(codes: np.ndarray, codes_real: np.ndarray,
 def _fit_sparse_logistic(x, y: np.ndarray, l2: float,
                          max_iter: int = 1000) -> np.ndarray:
   """L-BFGS fit of mean log-loss + l2/2 |w|^2 on a sparse x; returns logits."""
-  import scipy.optimize
-
-  n = x.shape[0]
-  xt = x.T.tocsr()
-
-  def value_and_grad(beta):
-    w, b = beta[:-1], beta[-1]
-    z = x @ w + b
-    value = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * w @ w
-    r = (sigmoid(z) - y) / n
-    return value, np.concatenate([xt @ r + l2 * w, [r.sum()]])
-
-  mean = np.clip(y.mean(), 1e-6, 1 - 1e-6)
-  beta0 = np.zeros(x.shape[1] + 1)
-  beta0[-1] = np.log(mean / (1 - mean))
-  res = scipy.optimize.minimize(value_and_grad, beta0, jac=True,
-                                method="L-BFGS-B",
-                                options={"maxiter": max_iter, "gtol": 1e-7})
-  return x @ res.x[:-1] + res.x[-1]
+  fit = _fit_lbfgs(x, y, l2, max_iter=max_iter)
+  return fit.logits(x)
 
 
 def propensity_mse_pairs(codes_real: np.ndarray, codes_synth: np.ndarray,
                          sizes: Sequence[int], ordered: Sequence[bool], *,
                          levels: int = 5, max_pairs: int = 300,
-                         l2: float = 1e-4, seed: int = 0) -> dict:
+                         l2: float = 1e-4, seed: int = 0,
+                         max_rows: Optional[int] = MAX_ROWS) -> dict:
   """pMSE of a logistic regression with all pairwise interactions.
 
   Codes are coarsened (`coarsen_codes`), dummy-coded against each column's
@@ -157,35 +167,45 @@ def propensity_mse_pairs(codes_real: np.ndarray, codes_synth: np.ndarray,
     levels: non-missing groups per column after coarsening.
     max_pairs: most column pairs given interactions.
     l2: ridge strength.
-    seed: seed of the pair sample.
+    seed: seed of the pair sample and of the row subsample.
+    max_rows: most rows used of each table (None: all).
 
   Returns:
     dict with "pmse_pairs", "pmse_pairs_null", "pmse_pairs_ratio",
-    "pmse_pairs_num_params".
+    "pmse_pairs_num_params", "pmse_pairs_num_column_pairs".
   """
   import scipy.sparse
 
+  codes_real = subsample(codes_real, max_rows, seed)
+  codes_synth = subsample(codes_synth, max_rows, seed + 1)
   codes = np.vstack([codes_real, codes_synth])
   y = np.concatenate([np.zeros(len(codes_real)), np.ones(len(codes_synth))])
   g = coarsen_codes(codes, codes_real, sizes, ordered, levels)
+  del codes
   n, d = g.shape
-  num = g.max(0) + 1 if n else np.ones(d, int)
-  columns, offset = [], 0
-  for j in range(d):
-    columns.append(np.where(g[:, j] > 0, offset + g[:, j] - 1, -1))
-    offset += num[j] - 1
+  num = (g.max(0) + 1 if n else np.ones(d, int)).astype(np.int64)
   pairs = sample_subsets(d, 2, max_pairs, np.random.default_rng(seed))
-  for a, b in pairs:
+  # Design column of every (row, term); -1 where the dummy is 0. int32 keeps
+  # the N x (D + pairs) index table at 4 bytes per entry.
+  index = np.full((n, d + len(pairs)), -1, dtype=np.int32)
+  offset = 0
+  for j in range(d):
+    index[:, j] = np.where(g[:, j] > 0, offset + g[:, j] - 1, -1)
+    offset += int(num[j]) - 1
+  for t, (a, b) in enumerate(pairs):
     inside = (g[:, a] > 0) & (g[:, b] > 0)
-    columns.append(np.where(
-        inside, offset + (g[:, a] - 1) * (num[b] - 1) + g[:, b] - 1, -1))
-    offset += (num[a] - 1) * (num[b] - 1)
-  index = np.stack(columns, axis=1)
-  rows = np.repeat(np.arange(n), index.shape[1])
-  flat = index.ravel()
-  used = flat >= 0
+    index[:, d + t] = np.where(
+        inside, offset + (g[:, a] - 1) * (num[b] - 1) + g[:, b] - 1, -1)
+    offset += int((num[a] - 1) * (num[b] - 1))
+  del g
+  used = index >= 0
+  indptr = np.concatenate([[0], np.cumsum(used.sum(1))])
+  indices = index[used]  # row-major: each row's entries stay together
+  del index, used
   x = scipy.sparse.csr_matrix(
-      (np.ones(int(used.sum())), (rows[used], flat[used])), shape=(n, offset))
+      (np.ones(indices.size), indices, indptr), shape=(n, offset))
+  del indices
+  x.sort_indices()
   present = np.asarray(x.sum(0)).ravel() > 0
   x = x[:, present].tocsr()
   p = sigmoid(_fit_sparse_logistic(x, y, l2))

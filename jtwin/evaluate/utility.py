@@ -1,22 +1,26 @@
 """Machine-learning utility: train on synthetic, test on real.
 
-Every model in `classifiers.MODELS` is trained once on the real training
-table and once on the synthetic table (features: one-hot codes of all other
-columns, numeric columns binned as for the marginals) and both are scored on
-the same real test rows. Reported per model: accuracy and AUROC (binary
+Every utility model (scikit-learn's when it is installed, else ours; see
+`classifiers.utility_models`) is trained once on the real training table and
+once on the synthetic table (features: sparse one-hot codes of all other
+columns, numeric columns binned and many-valued columns capped as for the
+marginals) and both are scored on the same real test rows. Each of the three
+tables is first cut to a seeded sample of at most `max_rows` rows (default
+100,000). Reported per model: accuracy and AUROC (binary
 target; macro one-vs-rest AUROC for more classes). The synthetic ranking
 agreement (SRA) is the fraction of model pairs that the synthetic-trained
 AUROCs order the same way as the real-trained ones.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from jtwin.evaluate import classifiers, metrics
 from jtwin.evaluate.encoding import ColumnCoder, encode_frame, one_hot
+from jtwin.evaluate.propensity import MAX_ROWS
 
 __all__ = ["utility"]
 
@@ -34,7 +38,12 @@ def _scores(pred: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
 
 
 def _features(frame: pd.DataFrame, target_coder: ColumnCoder,
-              feature_coders: Sequence[ColumnCoder]):
+              feature_coders: Sequence[ColumnCoder],
+              max_rows: Optional[int] = None, seed: int = 0):
+  if max_rows is not None and 0 < max_rows < len(frame):
+    rng = np.random.default_rng(seed)
+    frame = frame.iloc[np.sort(rng.choice(len(frame), max_rows,
+                                          replace=False))]
   y = encode_frame(frame, [target_coder])[:, 0]
   keep = y < target_coder.num_codes - 1  # drop rows with a missing target
   sizes = [c.num_codes for c in feature_coders]
@@ -44,8 +53,9 @@ def _features(frame: pd.DataFrame, target_coder: ColumnCoder,
 
 def utility(train: pd.DataFrame, synth: pd.DataFrame, test: pd.DataFrame,
             target: str, coders: Sequence[ColumnCoder],
-            models: Sequence[classifiers.Classifier] = classifiers.MODELS
-            ) -> dict:
+            models: Optional[Sequence[classifiers.Classifier]] = None, *,
+            backend: str = "auto", max_rows: Optional[int] = MAX_ROWS,
+            seed: int = 0) -> dict:
   """Train-on-synthetic / test-on-real scores of several classifiers.
 
   Args:
@@ -54,16 +64,22 @@ def utility(train: pd.DataFrame, synth: pd.DataFrame, test: pd.DataFrame,
     test: real test rows (never used for training).
     target: the target column; it must be categorical in `coders`.
     coders: coders of all columns (see `encoding.make_coders`).
-    models: the classifiers; the first is the headline model.
+    models: the classifiers; the first is the headline model. Default:
+      `classifiers.utility_models(backend)`.
+    backend: "auto" (scikit-learn if installed, else ours), "sklearn" or
+      "numpy"; ignored when `models` is given.
+    max_rows: most rows used of each table (None: all).
+    seed: seed of the row subsamples.
 
   Returns:
     A dict: "utility_accuracy_real", "utility_accuracy_synth",
     "utility_auroc_real", "utility_auroc_synth" (headline model, trained on
     real / synthetic), "utility_accuracy_majority" (predicting the real
     training majority class), "sra", "utility_headline_model",
-    "utility_positive_class" (binary), "utility_num_classes" and
-    "per_model": {name: {accuracy_real, accuracy_synth, auroc_real,
-    auroc_synth}}.
+    "utility_positive_class" (binary), "utility_num_classes",
+    "utility_backend" (which classifiers), "utility_rows" (training rows
+    used: real, synthetic) and "per_model": {name: {accuracy_real,
+    accuracy_synth, auroc_real, auroc_synth}}.
 
   Raises:
     ValueError: the target is not a column, is numeric (binned), or has
@@ -80,10 +96,17 @@ def utility(train: pd.DataFrame, synth: pd.DataFrame, test: pd.DataFrame,
   num_classes = len(target_coder.categories)
   if num_classes < 2:
     raise ValueError(f"target column {target!r} has fewer than two classes")
+  if models is None:
+    models, description = classifiers.utility_models(backend)
+  else:
+    description = "given models"
   feature_coders = [c for c in coders if c.name != target]
-  x_real, y_real, sizes = _features(train, target_coder, feature_coders)
-  x_synth, y_synth, _ = _features(synth, target_coder, feature_coders)
-  x_test, y_test, _ = _features(test, target_coder, feature_coders)
+  x_real, y_real, sizes = _features(train, target_coder, feature_coders,
+                                    max_rows, seed)
+  x_synth, y_synth, _ = _features(synth, target_coder, feature_coders,
+                                  max_rows, seed + 1)
+  x_test, y_test, _ = _features(test, target_coder, feature_coders,
+                                max_rows, seed + 2)
   per_model = {}
   for model in models:
     row = {}
@@ -107,6 +130,8 @@ def utility(train: pd.DataFrame, synth: pd.DataFrame, test: pd.DataFrame,
       "utility_headline_model": models[0].name,
       "utility_num_classes": num_classes,
       "utility_num_test_rows": int(len(y_test)),
+      "utility_backend": description,
+      "utility_rows": [int(len(y_real)), int(len(y_synth))],
       "per_model": per_model,
   }
   if num_classes == 2:
