@@ -298,7 +298,8 @@ def _grad_unscale(model: Model, clip: float) -> Optional[np.ndarray]:
 
 def make_step(model: Model, optimizer: optax.GradientTransformation,
               aggregator: optax.GradientTransformation, clip: float,
-              flat: _FlatLayout, average_decay: float = 0.0) -> Callable:
+              flat: _FlatLayout, average_decay: float = 0.0,
+              axis_name: Optional[str] = None) -> Callable:
   """One DP-VI step `(state, xs, values, observed) -> (state, info)`.
 
   xs = (indices [B], mask [B], active [], eps_next [P], noise [P]): the
@@ -313,6 +314,11 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
   docstring); `noise` in xs is [P]. A model with `grad_unscale` returns the
   clipped sum in scaled coordinates; the noisy sum is multiplied back by it
   (post-processing of the sensitivity-C Gaussian mechanism).
+
+  With `axis_name` (data parallel, inside `jax.shard_map`), `values`,
+  `observed` and the batch are one shard's; its clipped sum and diagnostics
+  are `psum`med over the axis BEFORE the noise, which every replica adds
+  identically (same `noise`), so it is added once (`jtwin.parallel`).
   """
   clipped_sum = _clipped_sum_fn(model)
   unscale = _grad_unscale(model, clip)
@@ -331,6 +337,9 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
     xb = jnp.where(mask[:, None], values[indices], 0.0)
     ob = observed[indices] & mask[:, None]
     g_lik, info = clipped_sum(theta, weights, xb, ob, mask, clip)
+    batch_size = jnp.sum(mask)
+    if axis_name is not None:   # one sum over all shards, then the noise once
+      g_lik, info, batch_size = jax.lax.psum((g_lik, info, batch_size), axis_name)
     noisy, dp_state = aggregator.update(ravel(g_lik), state.dp_state, noise=noise)
     if unscale is not None:
       noisy = noisy * unscale                             # public constant: post-processing
@@ -349,7 +358,7 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
     new = TrainState(new_params, opt_state, dp_state, avg, state.count + active.astype(jnp.int32),
                      *_draw(eps_next, new_params, size))
     return new, StepInfo(info.num_clipped, info.num_nonfinite, info.log_lik_sum,
-                         jnp.sum(mask))
+                         batch_size)
 
   return step
 
@@ -363,7 +372,8 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
         init_method: str = "uniform", init_scale: float = 0.1,
         init_loc: Optional[dict] = None, warm_start: float = 0.1,
         progress: Optional[Callable[[int, int, dict], None]] = None,
-        privacy: Optional[PrivacyRecord] = None) -> FitResult:
+        privacy: Optional[PrivacyRecord] = None, devices: Optional[int] = None
+        ) -> FitResult:
   """Fits the mean-field posterior of `model` to `data` under (epsilon, delta)-DP.
 
   Args:
@@ -399,6 +409,12 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
       Ignored (0) for models without one and in noise_multiplier mode.
     progress: optional callback `(steps_done, total_steps, epoch_info)`.
     privacy: a precomputed `privacy_plan(...)` (skips calibration).
+    devices: data-parallel over this many devices (`jtwin.parallel`: rows
+      sharded, one psum, noise added once); None or 1: one device. Same
+      batches and noise as on one device, so the result differs only by
+      rounding. On a CPU, D devices need
+      `XLA_FLAGS=--xla_force_host_platform_device_count=D` set before JAX
+      starts; after `jax.distributed.initialize`, pass `jax.device_count()`.
 
   Returns:
     A `FitResult`.
@@ -413,7 +429,8 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
                   sampling_ratio=sampling_ratio, num_epochs=num_epochs,
                   clipping_threshold=clipping_threshold, noise_multiplier=noise_multiplier,
                   max_epsilon=max_epsilon, non_private=non_private, warm_start=warm_start,
-                  learning_rate=learning_rate, schedule=schedule, average_decay=average_decay)
+                  learning_rate=learning_rate, schedule=schedule, average_decay=average_decay,
+                  devices=devices)
   t_cal = time.perf_counter() - t0
   run = setup_fit(key, model, values, observed, plan, init_method=init_method,
                   init_scale=init_scale, init_loc=init_loc, warm_start=warm_start)
@@ -434,6 +451,7 @@ class FitPlan(NamedTuple):
     num_chunks: ceil(T / chunk).
     optimizer: the optax optimiser (Adam with the learning-rate schedule).
     average_decay: the iterate-average decay (None: the last iterate).
+    devices: number of devices of the data-parallel mesh (1: no mesh).
   """
   privacy: PrivacyRecord
   num_examples: int
@@ -443,6 +461,7 @@ class FitPlan(NamedTuple):
   num_chunks: int
   optimizer: optax.GradientTransformation
   average_decay: Optional[float]
+  devices: int = 1
 
 
 def plan_fit(model: Model, num_examples: int, *, privacy: Optional[PrivacyRecord] = None,
@@ -451,7 +470,8 @@ def plan_fit(model: Model, num_examples: int, *, privacy: Optional[PrivacyRecord
              clipping_threshold: float = 1.0, noise_multiplier: Optional[float] = None,
              max_epsilon: Optional[float] = None, non_private: bool = False,
              warm_start: float = 0.1, learning_rate: float = 3e-3, schedule: str = "cosine",
-             average_decay: Optional[float] = 0.999) -> FitPlan:
+             average_decay: Optional[float] = 0.999,
+             devices: Optional[int] = None) -> FitPlan:
   """The run's plan: privacy calibration (unless `privacy` is given) and schedule.
 
   Arguments as in `fit`. Touches no data: only N and the settings.
@@ -470,12 +490,15 @@ def plan_fit(model: Model, num_examples: int, *, privacy: Optional[PrivacyRecord
     raise JtwinInputError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
   if average_decay is not None and not 0.0 <= average_decay < 1.0:
     raise JtwinInputError(f"average_decay must be in [0, 1), got {average_decay}")
+  devices = 1 if devices is None else devices
+  if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 1:
+    raise JtwinInputError(f"devices must be a positive integer, got {devices!r}")
   lr = (learning_rate if schedule == "constant" else
         optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
   noise_std = privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip)
   chunk = min(steps, max(1, int(math.ceil(1.0 / q))))
   return FitPlan(privacy, int(num_examples), clip, noise_std, chunk,
-                 int(math.ceil(steps / chunk)), optax.adam(lr), average_decay)
+                 int(math.ceil(steps / chunk)), optax.adam(lr), average_decay, int(devices))
 
 
 class FitSetup(NamedTuple):
@@ -541,8 +564,12 @@ def setup_fit(key: Optional[Array], model: Model, values: np.ndarray, observed: 
 
   state, k_agg, batch_seed, eps_keys, noise_keys = setup(key)
   aggregator = dp.dp_aggregate(noise_std, 1.0 / q, k_agg)
-  step = make_step(model, optimizer, aggregator, plan.clip, flat, plan.average_decay or 0.0)
+  step = make_step(model, optimizer, aggregator, plan.clip, flat, plan.average_decay or 0.0,
+                   axis_name=_AXIS if plan.devices > 1 else None)
   return FitSetup(state, step, flat, batch_seed, eps_keys, noise_keys)
+
+
+_AXIS = "data"   # jtwin.parallel.AXIS (not imported: keeps this module's imports light)
 
 
 def make_chunk_runner(step: Callable, flat_size: int) -> Callable:
@@ -581,11 +608,27 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
   """
   n, q, steps = plan.num_examples, plan.privacy.sampling_ratio, plan.privacy.steps
   chunk, num_chunks = plan.chunk, plan.num_chunks
-  run_chunk = make_chunk_runner(run.step, run.flat.size)
-  state = run.state
+  state, eps_keys, noise_keys = run.state, run.eps_keys, run.noise_keys
   rng = numpy_generator_from_bits(run.batch_seed)
   width = batching.default_max_batch(n, q)
-  values_d, observed_d = jnp.asarray(values), jnp.asarray(observed)
+  if plan.devices == 1:
+    run_chunk = make_chunk_runner(run.step, run.flat.size)
+    values_d, observed_d = jnp.asarray(values), jnp.asarray(observed)
+    place = lambda idx, msk, active: (idx, msk, active)
+  else:                                   # data parallel: rows sharded, params replicated
+    from jtwin import parallel
+    mesh = parallel.make_mesh(plan.devices)
+    run_chunk = parallel.make_sharded_chunk_runner(run.step, run.flat.size, mesh)
+    table = parallel.shard_table(values, observed, mesh)
+    values_d, observed_d = table.values, table.observed
+    state, eps_keys, noise_keys = parallel.replicate((state, eps_keys, noise_keys), mesh)
+    shard_width = parallel.default_shard_width(n, q, plan.devices)
+
+    def place(idx, msk, active):
+      nonlocal shard_width
+      idx, msk, shard_width = parallel.split_batches(idx, msk, table.rows, plan.devices,
+                                                     shard_width)
+      return parallel.place_batches(mesh, idx, msk, active)
 
   def next_xs(c):
     active = np.arange(c * chunk, (c + 1) * chunk) < steps
@@ -604,8 +647,8 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
     idx = np.pad(b.indices, ((0, 0), (0, width - b.indices.shape[1])))
     msk = np.pad(b.mask, ((0, 0), (0, width - b.mask.shape[1])))
     tc = time.perf_counter()
-    state, info, finite = run_chunk(state, (idx, msk, active), run.eps_keys[c],
-                                    run.noise_keys[c], values_d, observed_d)
+    state, info, finite = run_chunk(state, place(idx, msk, active), eps_keys[c],
+                                    noise_keys[c], values_d, observed_d)
     if c == 0:
       jax.block_until_ready(info)
       t_compile = time.perf_counter() - tc
