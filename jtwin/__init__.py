@@ -3,13 +3,14 @@
 Public API (everything else is reached as `jtwin.models.*`,
 `jtwin.accounting.*`, or is private):
 
+  Synthesizer, load                                             -- high-level: fit(df), sample(n), save, load
   parse_model_file, read_csv, resolve_domain, encode, decode  -- data
   make_mixture_model, Model, Feature, MeanFieldParams           -- models
   fit, FitResult, PrivacyRecord                                 -- DP-VI
   fit_marginals, sample_marginals, MarginalResult               -- marginal queries (napsumq)
   rubin                                                         -- Rubin's rules
   sample_synthetic                                              -- sampling
-  save_result, load_result                                      -- result files
+  save_result, load_result, rebuild_result                      -- result files
   calibrate_noise, epsilon                                      -- accounting
   dp_aggregate                                                  -- DP-SGD noise as an optax transform
 
@@ -32,7 +33,9 @@ _EXPORTS = {
     "dp_aggregate": ("jtwin.dp", "dp_aggregate"),
     "FitResult": ("jtwin.infer", "FitResult"),
     "PrivacyRecord": ("jtwin.infer", "PrivacyRecord"),
-    "fit": ("jtwin.infer", "fit"),
+    "fit": ("jtwin.synthesizer", "fit"),
+    "Synthesizer": ("jtwin.synthesizer", "Synthesizer"),
+    "load": ("jtwin.synthesizer", "load"),
     "fit_marginals": ("jtwin.napsumq", "fit_marginals"),
     "sample_marginals": ("jtwin.napsumq", "sample_marginals"),
     "MarginalResult": ("jtwin.napsumq", "MarginalResult"),
@@ -43,6 +46,7 @@ _EXPORTS = {
     "make_mixture_model": ("jtwin.models", "make_mixture_model"),
     "load_result": ("jtwin.result_io", "load_result"),
     "save_result": ("jtwin.result_io", "save_result"),
+    "rebuild_result": ("jtwin.result_io", "rebuild"),
     "sample_synthetic": ("jtwin.sampling", "sample_synthetic"),
     "parse_model_file": ("jtwin.spec", "parse_model_file"),
 }

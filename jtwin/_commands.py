@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jtwin.errors import DataError, JtwinInputError
+from jtwin.errors import DataError, JtwinInputError, UnsafeDeltaError
 
 
 class _Timer:
@@ -33,6 +33,7 @@ class Prepared(NamedTuple):
   decode: object            # (values, observed) -> DataFrame
   model_info: dict
   inferred: list            # items taken from the private data without noise
+  public: object = None     # jtwin.dp_domain.PublicPlan: DP row count and domains
 
 
 def _say(args, *lines):
@@ -41,32 +42,38 @@ def _say(args, *lines):
       print(line, flush=True)
 
 
-def prepare(df, model_path: str, *, k: int, drop_na: bool, source: str) -> Prepared:
-  """Model file (or custom .py model) + data -> model, encoded data, decoder."""
+def prepare(df, model_path, *, k: int, drop_na: bool, source: str, release=None) -> Prepared:
+  """Model file (or custom .py model, or a parsed `ModelSpec`) + data -> model,
+  encoded data, decoder."""
   from jtwin import data as jdata
-  if model_path.endswith(".py"):
-    return _prepare_custom(df, model_path, drop_na=drop_na, source=source)
+  from jtwin.spec import ModelSpec, parse_model_file
+  if not isinstance(model_path, ModelSpec) and model_path.endswith(".py"):
+    return _prepare_custom(df, model_path, drop_na=drop_na, source=source, release=release)
   from jtwin.models import make_mixture_model
-  from jtwin.spec import parse_model_file
-  spec = parse_model_file(model_path)
+  spec = model_path if isinstance(model_path, ModelSpec) else parse_model_file(model_path)
   frame = jdata.select_columns(df, spec, bool(drop_na), source=source)
   if len(frame) == 0:
     raise DataError(f"{source}: no rows left after dropping rows with missing values "
                     "(--drop_na); declare the columns as 'missing' instead")
+  public = None
+  if release is not None:   # DP row count and domain: what follows sees only these
+    public = release(frame, spec)
+    frame, spec = public.frame, public.spec
   domain = jdata.resolve_domain(frame, spec, source=source)
   for name, count in jdata.out_of_bounds(frame, domain).items():
-    warnings.warn(f"column '{name}': {count} value(s) outside the declared bounds were "
-                  "clipped to them")
+    # the exact count is a statistic of the private data: not printed
+    warnings.warn(f"column '{name}': values outside the declared bounds were clipped to "
+                  "them (check the bounds in the model file)")
   encoded = jdata.encode(frame, domain, source=source)
   model = make_mixture_model(domain.features(), k)
   info = {"kind": "mixture", "num_components": int(k),
           "features": [list(f) for f in domain.features()]}
   return Prepared(model, encoded.values, encoded.observed, frame, domain,
                   lambda v, o, rng=None: jdata.decode(v, o, domain, rng=rng), info,
-                  domain.inferred_from_data())
+                  list(domain.inferred_from_data), public)
 
 
-def _prepare_custom(df, path, *, drop_na, source):
+def _prepare_custom(df, path, *, drop_na, source, release=None):
   import pandas as pd
   from jtwin.custom import load_custom_model
   from jtwin.result_io import file_sha256
@@ -85,6 +92,7 @@ def _prepare_custom(df, path, *, drop_na, source):
   if bad:
     raise DataError(f"{source}: column '{bad[0]}' is not numeric; a custom model needs "
                     f"numeric columns: convert it in preprocess() in {path}")
+  public = release(frame, None) if release is not None else None   # DP row count only
   arr = frame.to_numpy(np.float64)
   observed = np.isfinite(arr)
   values = np.where(observed, arr, 0.0).astype(np.float32)
@@ -102,9 +110,10 @@ def _prepare_custom(df, path, *, drop_na, source):
     return out
 
   inferred = ["custom model: whatever preprocess() derives from the data"] if custom.preprocess else []
-  info = {"kind": "custom", "path": os.path.abspath(path), "sha256": file_sha256(path),
+  # the file name only: an absolute path would tell where the data holder works
+  info = {"kind": "custom", "path": os.path.basename(path), "sha256": file_sha256(path),
           "columns": columns}
-  return Prepared(model, values, observed, frame, None, decode, info, inferred)
+  return Prepared(model, values, observed, frame, None, decode, info, inferred, public)
 
 
 def _warn_inferred(inferred):
@@ -211,10 +220,33 @@ def fit(args) -> int:
 
 
 def _unsafe_delta(delta, n):
-  from jtwin.cli import UnsafeDeltaError
   return UnsafeDeltaError(
       f"--delta {delta:g} is larger than 1/N = {1.0 / n:.3g}: that allows publishing a whole "
       "row; use a smaller --delta (default 0.1/N) or pass --allow_large_delta")
+
+
+def format_up(x: float) -> str:
+  """x with 4 significant digits, rounded UP (a printed upper bound stays a bound)."""
+  if not math.isfinite(x) or x == 0:
+    return f"{x:g}"
+  digits = 3 - int(math.floor(math.log10(abs(x))))
+  up = math.ceil(x * 10**digits) / 10**digits
+  return f"{up:.{max(digits, 0)}f}" if digits > 0 else f"{up:.0f}"
+
+
+def _stored_up(x) -> str:
+  """`format_up` of a number read from a result file (inf is stored as "inf")."""
+  try:
+    return format_up(float(x))
+  except (TypeError, ValueError):
+    return str(x)
+
+
+def _stored_g(x) -> str:
+  try:
+    return f"{float(x):.3g}"
+  except (TypeError, ValueError):
+    return str(x)
 
 
 def _privacy_line(p) -> str:
@@ -223,7 +255,7 @@ def _privacy_line(p) -> str:
   target = f", target {p.epsilon_target:g}" if p.epsilon_target is not None else ""
   warm = (f"; warm start: noisy marginals with epsilon {p.warm_start_epsilon:.3g}, "
           f"sigma {p.warm_start_noise:.4g}" if p.warm_start_noise > 0 else "")
-  return (f"(epsilon = {p.epsilon:.4g}{target}, delta = {p.delta:.3g})-DP "
+  return (f"(epsilon = {format_up(p.epsilon)}{target}, delta = {p.delta:.3g})-DP "
           f"[certified upper bound, {p.accountant}, {p.relation}]; "
           f"DP-SGD noise multiplier sigma = {p.noise_multiplier:.4g}, q = {p.sampling_ratio:g}, "
           f"T = {p.steps} steps, C = {p.clipping_threshold:g}{warm}")
@@ -237,76 +269,32 @@ def _summary(n, d, privacy, phases, written, num):
           f"jtwin: wrote {num} synthetic rows: " + ", ".join(written)]
 
 
-def _rebuild_posterior(model, loaded_posterior, key):
-  """Puts saved leaves back into the model's parameter structure."""
-  import jax
-  import jax.numpy as jnp
-  from jtwin.models.posterior import MeanFieldParams
-  template = model.init(key)
-  leaves, treedef = jax.tree.flatten(template)
-
-  def build(saved):
-    names = sorted(saved)
-    if isinstance(template, dict) and set(saved) == set(template):
-      return {k_: jnp.asarray(saved[k_]) for k_ in template}
-    if len(names) != len(leaves):
-      raise JtwinInputError("the result file does not match the model (parameter count)")
-    return jax.tree.unflatten(treedef, [jnp.asarray(saved[k_]) for k_ in names])
-
-  post = MeanFieldParams(build(loaded_posterior.loc), build(loaded_posterior.raw_scale))
-  for a, b in zip(jax.tree.leaves(post.loc), leaves):
-    if a.shape != jnp.shape(b):
-      raise JtwinInputError("the result file does not match the model (parameter shapes)")
-  return post
-
-
 def sample(args) -> int:
   import jax
   from jtwin import data as jdata
   from jtwin._atomic import check_output_path
   from jtwin._rng import numpy_generator, root_key
-  from jtwin.result_io import file_sha256, load_result
+  from jtwin.result_io import load_result, rebuild
   from jtwin.sampling import sample_synthetic
   if args.num_synthetic < 0:
     raise JtwinInputError(f"-n must be >= 0, got {args.num_synthetic}")
   check_output_path(args.output, inputs=[args.result] + ([args.model] if args.model else []))
   t0 = time.perf_counter()
   loaded = load_result(args.result)
-  info = loaded.meta["model"]
-  if info["kind"] == "mixture":
-    from jtwin.models import make_mixture_model
-    from jtwin.models.interface import Feature
-    model = make_mixture_model([Feature(*f) for f in info["features"]], info["num_components"])
-    if info.get("method") == "napsumq":
-      from jtwin._napsumq_command import sample_decoder
-      decode = sample_decoder(info)
-    else:
-      decode = lambda v, o, rng=None: jdata.decode(v, o, loaded.domain, rng=rng)
-  else:
-    import pandas as pd
-    from jtwin.custom import load_custom_model
-    path = args.model or info["path"]
-    if not os.path.isfile(path):
-      raise JtwinInputError(f"{args.result}: was fitted with the custom model {info['path']}, "
-                            "which is not there; pass it with --model MODEL.py")
-    if file_sha256(path) != info["sha256"]:
-      warnings.warn(f"{path} differs from the model file the result was fitted with")
-    custom = load_custom_model(path)
-    model = custom.make_model(info["columns"])
-
-    def decode(v, o, rng=None):
-      out = pd.DataFrame(np.where(o, v, np.nan), columns=info["columns"])
-      return custom.postprocess(out) if custom.postprocess else out
+  model, post, decode = rebuild(loaded, custom_model_path=args.model, source=args.result)
+  if args.model and loaded.meta["model"]["kind"] != "custom":
+    warnings.warn(f"--model {args.model} is ignored: {args.result} was fitted with the "
+                  "automatic mixture model, which the result file describes completely")
   key = root_key(args.seed)
-  k_template, k_sample, k_decode = jax.random.split(key, 3)
-  post = _rebuild_posterior(model, loaded.posterior, k_template)
+  _, k_sample, k_decode = jax.random.split(key, 3)
   values, observed = sample_synthetic(k_sample, model, post, args.num_synthetic,
                                       records_per_draw=args.m)
   jdata.write_csv_atomic(decode(values, observed, numpy_generator(k_decode)), args.output)
   p = loaded.meta.get("privacy", {})
   _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "
        f"{time.perf_counter() - t0:.2f} s (post-processing of a result with "
-       f"epsilon = {p.get('epsilon')}, delta = {p.get('delta')}; no extra privacy cost)")
+       f"epsilon = {_stored_up(p.get('epsilon'))}, delta = {_stored_g(p.get('delta'))}; "
+       "no extra privacy cost)")
   return 0
 
 

@@ -5,6 +5,7 @@ import math
 import warnings
 
 from jtwin._commands import _say, _Timer, _unsafe_delta, _warn_inferred
+from jtwin._commands import format_up as _up
 from jtwin.errors import JtwinInputError
 
 
@@ -17,14 +18,6 @@ def privacy_line(p) -> str:
           f"(1-way {p.rho_one_way:.3g}, queries {p.rho_queries:.3g}, selection "
           f"{p.rho_selection:.3g}, measurements {p.rho_measurement:.3g}); "
           f"{p.num_measurements} noisy tables, {p.num_selections} selections")
-
-
-def _up(x: float) -> str:
-  """x printed with 4 significant digits, rounded UP (a printed bound stays a bound)."""
-  if not math.isfinite(x) or x == 0:
-    return f"{x:g}"
-  digits = 3 - int(math.floor(math.log10(abs(x))))
-  return f"{math.ceil(x * 10**digits) / 10**digits:.{max(digits, 0)}f}"
 
 
 def _load(args):

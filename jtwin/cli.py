@@ -9,7 +9,8 @@ be read from a file with `%args.txt`, as in twinify.
 
 This is the only module that reads flags, prints and exits. User mistakes end
 with one line on stderr and a non-zero exit code (1: bad input, 2: usage or
-training diverged, 3: model file error, 4: unsafe delta refused), never with a
+training diverged, 3: model file error, 4: unsafe delta or epsilon refused,
+130: interrupted), never with a
 traceback, and leave no output files behind.
 """
 from __future__ import annotations
@@ -20,13 +21,10 @@ import warnings
 from typing import Optional, Sequence
 
 from jtwin import __version__
-from jtwin.errors import JtwinInputError, ModelFileError, NonFiniteError
+from jtwin.errors import (JtwinInputError, ModelFileError, NonFiniteError, UnsafeDeltaError,
+                          UnsafeEpsilonError)
 
 COMMANDS = ("fit", "vi", "napsumq", "sample", "check", "evaluate")
-
-
-class UnsafeDeltaError(JtwinInputError):
-  """delta > 1/N without --allow_large_delta."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -125,8 +123,26 @@ def _add_fit_parser(sub):
                  help="the posterior is an exponential moving average of the iterates "
                  "with this decay (free post-processing; 0 = last iterate, as twinify)")
   add_drop_na_and_seed(g)
-  add_output_group(p, rows_default="N")
+  add_domain_flags(p)
+  add_output_group(p, rows_default="the DP estimate of N")
   return p
+
+
+def add_domain_flags(p) -> None:
+  """--domain, --domain_epsilon and --verbose (shared by `fit` and `napsumq`)."""
+  g = p.add_argument_group("public domain and row count")
+  g.add_argument("--domain", choices=("dp", "data"), default="dp",
+                 help="where undeclared domain items (categories, missing and integer flags, "
+                 "standardisation, bin edges) come from: 'dp' releases them under DP from a "
+                 "share of epsilon (covered by the printed epsilon); 'data' reads them off "
+                 "the private data (NOT covered; warned and recorded)")
+  g.add_argument("--domain_epsilon", type=_positive_float("--domain_epsilon"), default=None,
+                 help="epsilon for the DP domain step, spent only when the model file leaves "
+                 "something undeclared (default: 0.09 x epsilon, and 10%% of delta); the row "
+                 "count always gets 0.01 x epsilon")
+  g.add_argument("--verbose", action="store_true",
+                 help="also print exact, NON-private statistics of the data (the training "
+                 "log-likelihood, counts of clipped values): not for logs that are released")
 
 
 def add_drop_na_and_seed(g) -> None:
@@ -214,7 +230,7 @@ def _normalise_argv(argv: list) -> list:
 
 
 def _exit_code(error: Exception) -> int:
-  if isinstance(error, UnsafeDeltaError):
+  if isinstance(error, (UnsafeDeltaError, UnsafeEpsilonError)):
     return 4
   if isinstance(error, ModelFileError):
     return 3

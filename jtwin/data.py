@@ -5,7 +5,7 @@ is not a learned parameter: its category labels and their order, whether it
 may be missing, its standardisation, bounds and integer flag. jtwin takes the
 domain from the model file (`jtwin.spec`) wherever it is declared, and only
 infers the rest from the data. Inferred items are NOT covered by the DP
-guarantee (twinify.md §6.1 item 7); `Domain.inferred_from_data()` lists them so
+guarantee (twinify.md §6.1 item 7); `Domain.inferred_from_data` lists them so
 that the command line can warn.
 
 Flow::
@@ -108,6 +108,14 @@ class ColumnDomain:
     return cls(**d)
 
 
+class _ItemList(list):
+  """A list that can also be called (returning a plain copy of itself), so that
+  code written for the former method `Domain.inferred_from_data()` works."""
+
+  def __call__(self) -> list:
+    return list(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class Domain:
   """The resolved domains of all modelled columns, in model order."""
@@ -124,10 +132,12 @@ class Domain:
                 len(c.categories) if c.categories is not None else 0,
                 c.missing) for c in self.columns)
 
-  def inferred_from_data(self) -> list[str]:
-    """Items taken from the private data, e.g. ["sex: missing flag"]."""
-    return [f"{c.name}: {', '.join(c.from_data)}"
-            for c in self.columns if c.from_data]
+  @property
+  def inferred_from_data(self) -> "_ItemList":
+    """Items taken from the private data, e.g. ["sex: missing flag"] (a list;
+    calling it, `inferred_from_data()`, also works, as in jtwin <= 0.1)."""
+    return _ItemList(f"{c.name}: {', '.join(c.from_data)}"
+                     for c in self.columns if c.from_data)
 
   def to_dict(self) -> dict:
     return {"columns": [c.to_dict() for c in self.columns]}

@@ -19,3 +19,12 @@ class DataError(JtwinInputError):
 
 class NonFiniteError(RuntimeError):
   """Training produced non-finite parameters or loss."""
+
+
+class UnsafeDeltaError(JtwinInputError):
+  """delta > 1/N without `allow_large_delta` (the command line exits with 4)."""
+
+
+class UnsafeEpsilonError(JtwinInputError):
+  """epsilon above `jtwin._guidance.MAX_EPSILON` without
+  `allow_large_epsilon` (the command line exits with 4)."""

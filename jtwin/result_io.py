@@ -126,3 +126,104 @@ def load_result(path: str) -> LoadedResult:
   raw = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("raw_scale/")}
   domain = Domain.from_dict(meta["domain"]) if meta.get("domain") else None
   return LoadedResult(MeanFieldParams(loc, raw), meta, domain)
+
+
+class Rebuilt(NamedTuple):
+  """A loaded result made ready to sample from (see `rebuild`).
+
+  Attributes:
+    model: the `jtwin.models.Model` the result was fitted with.
+    posterior: `MeanFieldParams` in the model's parameter structure (jax arrays).
+    decode: `decode(values, observed, rng=None) -> DataFrame`, the inverse of
+      the encoding (`rng`: a numpy Generator for within-cell draws).
+  """
+  model: Any
+  posterior: Any
+  decode: Any
+
+
+def rebuild(loaded: LoadedResult, *, custom_model_path: Optional[str] = None,
+            source: str = "result file") -> Rebuilt:
+  """The model, posterior and decoder of a loaded result, without the data.
+
+  Works for results of `jtwin fit` (automatic mixture or custom model) and
+  `jtwin napsumq`. Rebuilding reads only the result file (and, for a custom
+  model, its `.py` file): it costs no privacy.
+
+  Args:
+    loaded: `load_result(path)`.
+    custom_model_path: the `.py` file of a custom model (default: the path
+      stored in the result). Ignored for the automatic mixture.
+    source: the result's name in error messages.
+
+  Returns:
+    A `Rebuilt` (model, posterior, decode).
+
+  Raises:
+    JtwinInputError: the custom model file is missing, or the result does
+      not match the model.
+
+  Examples:
+    >>> from jtwin.result_io import load_result, rebuild   # doctest: +SKIP
+    >>> model, posterior, decode = rebuild(load_result("out.jtwin.npz"))  # doctest: +SKIP
+  """
+  import warnings
+  import pandas as pd
+  info = loaded.meta["model"]
+  if info["kind"] == "mixture":
+    from jtwin.models import make_mixture_model
+    from jtwin.models.interface import Feature
+    model = make_mixture_model([Feature(*f) for f in info["features"]], info["num_components"])
+    if info.get("method") == "napsumq":
+      from jtwin._napsumq_command import sample_decoder
+      decode = sample_decoder(info)
+    else:
+      from jtwin import data as jdata
+      decode = lambda v, o, rng=None: jdata.decode(v, o, loaded.domain, rng=rng)
+  else:
+    from jtwin.custom import load_custom_model
+    path = custom_model_path or info["path"]
+    if not custom_model_path and not os.path.isfile(path):
+      # result files store the model's file name only: look beside the result
+      path = os.path.join(os.path.dirname(os.path.abspath(source)), os.path.basename(path))
+    if not os.path.isfile(path):
+      raise JtwinInputError(f"{source}: was fitted with the custom model {info['path']}, "
+                            "which is not there; pass it with --model MODEL.py")
+    if file_sha256(path) != info["sha256"]:
+      warnings.warn(f"{path} differs from the model file the result was fitted with")
+    custom = load_custom_model(path)
+    model = custom.make_model(info["columns"])
+
+    def decode(v, o, rng=None):
+      del rng
+      out = pd.DataFrame(np.where(o, v, np.nan), columns=info["columns"])
+      return custom.postprocess(out) if custom.postprocess else out
+  return Rebuilt(model, rebuild_posterior(model, loaded.posterior), decode)
+
+
+def rebuild_posterior(model, saved_posterior):
+  """Puts saved posterior leaves (dicts of arrays) back into `model`'s structure.
+
+  Raises:
+    JtwinInputError: the saved parameters do not match the model.
+  """
+  import jax
+  import jax.numpy as jnp
+  from jtwin.models.posterior import MeanFieldParams
+  # only the structure and shapes of the parameters are needed: no values drawn
+  template = jax.eval_shape(model.init, jax.random.key(0))
+  leaves, treedef = jax.tree.flatten(template)
+
+  def build(saved):
+    names = sorted(saved)
+    if isinstance(template, dict) and set(saved) == set(template):
+      return {k_: jnp.asarray(saved[k_]) for k_ in template}
+    if len(names) != len(leaves):
+      raise JtwinInputError("the result file does not match the model (parameter count)")
+    return jax.tree.unflatten(treedef, [jnp.asarray(saved[k_]) for k_ in names])
+
+  post = MeanFieldParams(build(saved_posterior.loc), build(saved_posterior.raw_scale))
+  for a, b in zip(jax.tree.leaves(post.loc), leaves):
+    if a.shape != tuple(b.shape):
+      raise JtwinInputError("the result file does not match the model (parameter shapes)")
+  return post
