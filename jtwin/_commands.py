@@ -142,6 +142,8 @@ def fit(args) -> int:
   from jtwin.sampling import sample_synthetic
 
   timer = _Timer()
+  from jtwin import parallel
+  parallel.configure_cpu_devices(args.devices)   # before JAX starts its backend
   if args.num_synthetic is not None and args.num_synthetic < 0:
     raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
   if not 0.0 <= args.average_decay < 1.0:
@@ -180,7 +182,7 @@ def fit(args) -> int:
   result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
                      learning_rate=args.learning_rate, schedule=args.lr_schedule,
                      warm_start=args.warm_start,
-                     average_decay=args.average_decay or None,
+                     average_decay=args.average_decay or None, devices=args.devices,
                      progress=lambda done, total, ep: bar.update(
                          done, f"loglik/row {ep['mean_log_lik']:.3g}"))
   timer.phases["compile"] = result.timings["compile"]

@@ -124,8 +124,18 @@ def _add_fit_parser(sub):
                  "with this decay (free post-processing; 0 = last iterate, as twinify)")
   add_drop_na_and_seed(g)
   add_domain_flags(p)
+  _add_scale_group(p)
   add_output_group(p, rows_default="the DP estimate of N")
   return p
+
+
+def _add_scale_group(p) -> None:
+  """--devices (data-parallel training)."""
+  g = p.add_argument_group("devices")
+  g.add_argument("--devices", type=_positive_int("--devices"), default=1,
+                 help="train data-parallel on this many devices (rows sharded, noise added "
+                 "once; same result up to rounding); on a CPU-only machine it uses that "
+                 "many host devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
 
 
 def add_domain_flags(p) -> None:
