@@ -6,15 +6,19 @@ Three figures, as twinify v0.1 drew them but readable:
 * missing values: grouped bars of each column's missing fraction;
 * marginals: one panel per column; bars of category frequencies for
   categorical, boolean and few-valued columns (the 20 most frequent real
-  categories plus "other"), overlaid histograms on common bins for numeric
-  columns with more than 20 distinct values;
+  categories plus "other"; on a log axis when one category dwarfs the others,
+  as the United States does in Adult's native_country), overlaid histograms
+  on common bins for numeric columns with more than 20 distinct values;
 * correlations: association matrices for real | synthetic | difference:
   Cramér's V for every column pair (numeric columns binned, missing its own
   category) and, with two or more numeric columns, Pearson's r for the
-  numeric pairs.
+  numeric pairs. The difference maps share one symmetric colour scale,
+  +-max(|difference|) with a floor of `DIFF_SCALE_FLOOR` (0.2), stated on
+  the colour bar, so that small differences look small.
 
-Every figure carries the note `NOTE`: the plots show statistics of the real
-data and are for the data holder only.
+Every figure carries the note `NOTE` (`note=False` leaves it out, for pages
+such as the evaluation report that show it once): the plots show statistics
+of the real data and are for the data holder only.
 
 matplotlib is imported inside the functions, never at module import. Figures
 to be stored are plain `matplotlib.figure.Figure` objects rendered by the SVG
@@ -36,10 +40,12 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "DIFF_SCALE_FLOOR",
     "MODES",
     "NOTE",
     "MadePlots",
     "association_matrices",
+    "diff_scale",
     "draw_marginal",
     "figure_correlations",
     "figure_marginals",
@@ -60,6 +66,8 @@ REAL_COLOR = "#1f77b4"
 SYNTH_COLOR = "#d62728"
 MAX_CATEGORIES = 20
 LABEL_CHARS = 18
+DIFF_SCALE_FLOOR = 0.2
+SKEW_RATIO = 20.0
 _SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "jtwin"}
 _NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
 
@@ -145,7 +153,7 @@ def _can_pop_up() -> bool:
   return plt.get_backend().lower() not in _NON_INTERACTIVE
 
 
-def _figure(figsize, pyplot: bool = False):
+def _figure(figsize, pyplot: bool = False, note: bool = True):
   if pyplot:
     import matplotlib.pyplot as plt
 
@@ -154,9 +162,10 @@ def _figure(figsize, pyplot: bool = False):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
-  chars = int(figsize[0] * 72 / (0.6 * 9))  # ~0.6 em per character
-  fig.suptitle(textwrap.fill(NOTE, max(chars, 20)), color="darkred",
-               fontsize=9, fontweight="bold")
+  if note:
+    chars = int(figsize[0] * 72 / (0.6 * 9))  # ~0.6 em per character
+    fig.suptitle(textwrap.fill(NOTE, max(chars, 20)), color="darkred",
+                 fontsize=9, fontweight="bold")
   return fig
 
 
@@ -208,7 +217,21 @@ def _draw_categorical(ax, real: pd.Series, synth: pd.Series) -> None:
   ax.set_xticks(x, labels, rotation=60 if rotate else 0,
                 ha="right" if rotate else "center",
                 rotation_mode="anchor", fontsize=7)
-  ax.set_ylabel("fraction of non-missing", fontsize=7)
+  log = _skewed(np.concatenate([fr, fs]))
+  if log:  # one category dwarfs the rest: a linear axis would hide them
+    ax.set_yscale("log")
+  ax.set_ylabel("fraction of non-missing" + (" (log)" if log else ""),
+                fontsize=7)
+
+
+def _skewed(fractions: np.ndarray) -> bool:
+  """True if the largest bar is `SKEW_RATIO` times a visible smaller one.
+
+  Then a linear axis shows one bar and flat lines, so a log axis is used.
+  """
+  positive = fractions[fractions > 0]
+  return positive.size > 1 and positive.max() > SKEW_RATIO * np.median(
+      positive)
 
 
 def _draw_numeric(ax, real: pd.Series, synth: pd.Series) -> None:
@@ -234,9 +257,16 @@ def _draw_numeric(ax, real: pd.Series, synth: pd.Series) -> None:
   ax.tick_params(labelsize=7)
 
 
-def draw_marginal(ax, real: pd.Series, synth: pd.Series, name: str) -> None:
-  """Draws one column's real vs synthetic marginal on `ax`."""
-  if _is_numeric(real):
+def draw_marginal(ax, real: pd.Series, synth: pd.Series, name: str,
+                  numeric: Optional[bool] = None) -> None:
+  """Draws one column's real vs synthetic marginal on `ax`.
+
+  `numeric` forces a histogram (True) or bars (False); None decides from the
+  data (a numeric dtype with more than 20 distinct values: histogram).
+  """
+  if numeric is None:
+    numeric = _is_numeric(real)
+  if numeric:
     _draw_numeric(ax, real, synth)
   else:
     _draw_categorical(ax, real, synth)
@@ -271,15 +301,29 @@ def figure_missing_values(real: pd.DataFrame, synth: pd.DataFrame, *,
 
 def figure_marginals(real: pd.DataFrame, synth: pd.DataFrame, *,
                      columns: Optional[Sequence[str]] = None, ncols: int = 4,
-                     pyplot: bool = False):
-  """A Figure with a grid of per-column marginal panels."""
+                     pyplot: bool = False, note: bool = True,
+                     numeric: Optional[Sequence[str]] = None):
+  """A Figure with a grid of per-column marginal panels.
+
+  Args:
+    real: the real data, decoded.
+    synth: the synthetic data, decoded.
+    columns: the columns to draw (default: all common ones).
+    ncols: panels per row.
+    pyplot: create the figure through pyplot (for a popup).
+    note: print `NOTE` above the panels.
+    numeric: columns drawn as histograms; the others as bars. None decides
+      per column from the data.
+  """
   columns = list(columns) if columns is not None else _common(real, synth)
   ncols = max(1, min(ncols, len(columns)))
   nrows = math.ceil(len(columns) / ncols)
-  fig = _figure((3.6 * ncols, 3.0 * nrows + 0.5), pyplot)
+  fig = _figure((3.6 * ncols, 3.0 * nrows + (0.5 if note else 0.0)), pyplot,
+                note)
   axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
   for ax, name in zip(axes, columns):
-    draw_marginal(ax, real[name], synth[name], name)
+    draw_marginal(ax, real[name], synth[name], name,
+                  None if numeric is None else name in set(numeric))
   for ax in axes[len(columns):]:
     ax.set_visible(False)
   axes[0].legend(fontsize=7)
@@ -338,14 +382,32 @@ def _heatmap(ax, matrix, labels, vmin, vmax, cmap, title):
   return image
 
 
+def diff_scale(assoc: dict) -> float:
+  """The symmetric colour limit of the difference maps.
+
+  max |synthetic - real| over the Cramér's V and (two or more numeric
+  columns) Pearson matrices, and at least `DIFF_SCALE_FLOOR`, so that both
+  maps share one scale and differences of 0.01 never look saturated.
+  """
+  diffs = [np.asarray(assoc["cramers_v_synth"], float)
+           - np.asarray(assoc["cramers_v_real"], float)]
+  if len(assoc["pearson_columns"]) >= 2:
+    diffs.append(np.asarray(assoc["pearson_synth"], float)
+                 - np.asarray(assoc["pearson_real"], float))
+  values = np.concatenate([np.abs(d).ravel() for d in diffs])
+  values = values[np.isfinite(values)]
+  return max(DIFF_SCALE_FLOOR, float(values.max()) if values.size else 0.0)
+
+
 def figure_correlations(assoc: dict, *, panels=("real", "synth", "diff"),
-                        pyplot: bool = False):
+                        pyplot: bool = False, note: bool = True):
   """A Figure of association heatmaps from `association_matrices` output.
 
   Rows: Cramér's V (all columns) and, with two or more numeric columns,
   Pearson's r. Columns: `panels`, a subset of "real", "synth", "diff"
   (synthetic minus real). Real and synthetic share one colour scale; the
-  difference has a symmetric scale of its own.
+  difference maps of both rows share the symmetric scale `diff_scale`,
+  written on their colour bars. `note=False` leaves out `NOTE`.
   """
   rows = [("Cramér's V", assoc["columns"], assoc["cramers_v_real"],
            assoc["cramers_v_synth"], 0.0, "viridis")]
@@ -354,21 +416,25 @@ def figure_correlations(assoc: dict, *, panels=("real", "synth", "diff"),
                  assoc["pearson_synth"], -1.0, "RdBu_r"))
   d = len(assoc["columns"])
   side = max(3.4, 0.24 * d + 1.8)
-  fig = _figure((len(panels) * side + 1.0, len(rows) * side + 0.5), pyplot)
+  fig = _figure((len(panels) * side + 1.0,
+                 len(rows) * side + (0.5 if note else 0.0)), pyplot, note)
   axes = fig.subplots(len(rows), len(panels), squeeze=False)
+  lim = diff_scale(assoc)
   for r, (measure, labels, real_m, synth_m, vmin, cmap) in enumerate(rows):
     real_m, synth_m = np.asarray(real_m, float), np.asarray(synth_m, float)
     diff = synth_m - real_m
     with np.errstate(invalid="ignore"):
       top = np.nanmax(np.abs(diff)) if np.isfinite(diff).any() else 0.0
-    lim = max(0.05, float(top))
     shared, image = [], None
     for c, panel in enumerate(panels):
       ax = axes[r, c]
       if panel == "diff":
         im = _heatmap(ax, diff, labels, -lim, lim, "RdBu_r",
-                      f"{measure}: synthetic \u2212 real")
-        fig.colorbar(im, ax=ax, shrink=0.8)
+                      f"{measure}: synthetic \u2212 real "
+                      f"(max |diff| {float(top):.2f})")
+        bar = fig.colorbar(im, ax=ax, shrink=0.8)
+        bar.set_label(f"synthetic \u2212 real; scale \u00b1{lim:.2f}, "
+                      "shared by the difference maps", fontsize=7)
       else:
         matrix = real_m if panel == "real" else synth_m
         name = "real" if panel == "real" else "synthetic"

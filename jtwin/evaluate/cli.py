@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -16,11 +16,14 @@ _DESCRIPTION = """\
 How good is a synthetic twin? Compares SYNTHETIC.csv with REAL.csv:
 total variation distance of 1-, 2- and 3-way marginals (numeric columns with
 more than 20 distinct values cut into --bins equal-width bins between the
-real minimum and maximum; missing is its own category), missing-rate errors,
-Cramér's V and Pearson differences, the propensity-score MSE (pMSE) of
-logistic regressions telling real from synthetic, Wasserstein-1 ratios of
-numeric columns and, with --target, train-on-synthetic/test-on-real accuracy
-and AUROC of six simple classifiers and their synthetic ranking agreement.
+real minimum and maximum, or on a model file's bins; other columns keep
+their --max_levels most frequent values plus "(other)"; missing is its own
+category), missing-rate errors, Cramér's V and Pearson differences, the
+propensity-score MSE (pMSE) of logistic regressions telling real from
+synthetic, Wasserstein-1 ratios of numeric columns and, with --target,
+train-on-synthetic/test-on-real accuracy and AUROC of six classifiers
+(scikit-learn's when installed: pip install 'jtwin[evaluate]') and their
+synthetic ranking agreement.
 
 This reads the real data: the summary and report are for the data holder,
 not for release."""
@@ -44,16 +47,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                  help="categorical column to predict for the utility "
                  "metrics (default: none; utility is skipped)")
   p.add_argument("--model", metavar="MODEL", default=None,
-                 help="model file: evaluate only its columns, treat its "
-                 "Categorical and Bernoulli columns as categorical and bin "
-                 "columns with public bounds on those bounds (default: all "
-                 "columns common to both CSV files)")
+                 help="model file: evaluate only its columns, bin its "
+                 "binned columns on their declared bins and Normal/Poisson "
+                 "columns with public bounds on those bounds, treat its other "
+                 "Categorical and Bernoulli columns as categorical (default: "
+                 "all columns common to both CSV files)")
+  p.add_argument("--result", metavar="RESULT.jtwin.npz", default=None,
+                 help="the fit's result file, for the report header's "
+                 "epsilon and delta (default: SYNTHETIC.jtwin.npz beside "
+                 "SYNTHETIC.csv, if it exists)")
   p.add_argument("-o", "--output", metavar="REPORT_PREFIX", default=None,
                  help="write REPORT_PREFIX.json and REPORT_PREFIX.html "
                  "(default: only print the summary)")
   p.add_argument("--bins", type=int, default=20, metavar="N",
                  help="equal-width bins for numeric columns with more than "
                  "20 distinct values (default: 20)")
+  p.add_argument("--max_levels", type=int, default=100, metavar="K",
+                 help="categorical columns with more distinct values keep "
+                 "the K most frequent real ones, the rest pooled as "
+                 "'(other)' (default: 100)")
+  p.add_argument("--max_model_rows", type=int, default=100_000, metavar="N",
+                 help="rows of each table used to fit the pMSE and utility "
+                 "models, a seeded sample of larger tables; 0 = all "
+                 "(default: 100000)")
+  p.add_argument("--classifiers", choices=("auto", "sklearn", "numpy"),
+                 default="auto",
+                 help="utility models: scikit-learn's if installed (auto), "
+                 "always scikit-learn's, or jtwin's own NumPy ones "
+                 "(default: auto)")
   p.add_argument("--seed", type=int, default=0,
                  help="seed of the sampled 3-way marginals and column pairs, "
                  "the real halves of the W1 baseline and the 30%% hold-out "
@@ -76,7 +97,7 @@ def _read_csv(path: str, what: str) -> pd.DataFrame:
         from None
 
 
-def _parse_model_minimal(path: str) -> list[tuple[str, str, None]]:
+def _parse_model_minimal(path: str) -> list[tuple[str, str, None, None]]:
   """Reads `name : dist` lines ('#' starts a comment) without jtwin.spec."""
   try:
     with open(path, encoding="utf-8-sig") as f:
@@ -93,42 +114,97 @@ def _parse_model_minimal(path: str) -> list[tuple[str, str, None]]:
       raise ModelFileError(f"{path}:{number}: expected 'column : "
                            f"distribution', got {line!r}")
     name, dist = line.split(":", 1)
-    out.append((name.strip(), dist.split(";", 1)[0].strip().lower(), None))
+    out.append((name.strip(), dist.split(";", 1)[0].strip().lower(), None,
+                None))
   return out
 
 
-def _model_features(path: str) -> list[tuple[str, str, Optional[tuple]]]:
-  """(name, family, public bounds or None) of each model-file feature."""
+def _model_features(path: str
+                    ) -> list[tuple[str, str, Optional[tuple], Optional[tuple]]]:
+  """(name, family, public bounds, declared bins) of each model feature."""
   try:
     import jtwin.spec as spec
   except ImportError:
     return _parse_model_minimal(path)
-  return [(f.name, f.family.lower(), getattr(f, "bounds", None))
+  return [(f.name, f.family.lower(), getattr(f, "bounds", None),
+           getattr(f, "bins", None))
           for f in spec.parse_model_file(path).features]
 
 
-def _columns(args, real, synth):
-  """The evaluated columns, the categorical ones and explicit bins."""
+class _Columns(NamedTuple):
+  """What the model file (or the CSV headers) say about the columns."""
+  columns: list
+  categorical: list
+  numeric: list  # declared numeric: Normal, Poisson, binned Categorical
+  bins: dict  # explicit edges: declared bins, or bins on public bounds
+
+
+def _columns(args, real, synth) -> _Columns:
+  """The evaluated columns, the categorical and numeric ones, explicit bins.
+
+  With a model file: a Categorical column with `bins` is numeric and binned
+  on exactly those (public) edges; Normal and Poisson columns are numeric,
+  binned on `--bins` equal-width bins between their public bounds when they
+  have bounds; other Categorical and Bernoulli columns are categorical.
+  """
   if args.model is None:
     columns = [c for c in real.columns if c in synth.columns]
     if not columns:
       raise DataError(f"{args.synthetic}: no column in common with "
                       f"{args.real}")
-    return columns, [], {}
+    return _Columns(columns, [], [], {})
   features = _model_features(args.model)
   for table, path in ((real, args.real), (synth, args.synthetic)):
-    absent = [name for name, _, _ in features if name not in table.columns]
+    absent = [f[0] for f in features if f[0] not in table.columns]
     if absent:
       raise DataError(f"{path}: lacks column(s) {absent} named in model "
                       f"file {args.model}")
-  columns = [name for name, _, _ in features]
-  categorical = [name for name, family, _ in features
-                 if family in ("categorical", "bernoulli")]
-  bins = {name: np.linspace(bounds[0], bounds[1], args.bins + 1)
-          for name, family, bounds in features
-          if bounds is not None and family in ("normal", "poisson")
-          and bounds[1] > bounds[0]}
-  return columns, categorical, bins
+  columns = [f[0] for f in features]
+  bins, categorical, numeric = {}, [], []
+  for name, family, bounds, edges in features:
+    if edges is not None:
+      bins[name] = np.asarray(edges, dtype=float)
+      numeric.append(name)
+    elif family in ("categorical", "bernoulli"):
+      categorical.append(name)
+    else:
+      numeric.append(name)
+      if bounds is not None and bounds[1] > bounds[0]:
+        bins[name] = np.linspace(bounds[0], bounds[1], args.bins + 1)
+  return _Columns(columns, categorical, numeric, bins)
+
+
+def _privacy(args) -> Optional[dict]:
+  """epsilon, delta and mode from the result file, or None if there is none.
+
+  The file is read with numpy alone (no pickle, no JAX): only its
+  `meta.json` entry is used.
+
+  Raises:
+    DataError: `--result` was given and is missing or not a result file.
+  """
+  path = args.result
+  if path is None:
+    stem = args.synthetic[:-4] if args.synthetic.endswith(".csv") else None
+    path = f"{stem}.jtwin.npz" if stem else None
+    if path is None or not os.path.isfile(path):
+      return None
+  import json
+
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      meta = json.loads(z["meta.json"].tobytes().decode("utf-8"))
+    privacy = meta.get("privacy") or {}
+  except FileNotFoundError:
+    raise DataError(f"{path}: result file not found; check --result") \
+        from None
+  except Exception as e:  # not an npz, no meta.json, bad JSON
+    if args.result is None:
+      return None
+    raise DataError(f"{path}: not a readable jtwin result file "
+                    f"({type(e).__name__})") from None
+  return {"path": path, "epsilon": privacy.get("epsilon"),
+          "delta": privacy.get("delta"), "mode": privacy.get("mode")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,6 +224,11 @@ def run(args: argparse.Namespace) -> int:
 
   if args.bins < 1:
     raise DataError(f"--bins must be at least 1, got {args.bins}")
+  if args.max_levels < 1:
+    raise DataError(f"--max_levels must be at least 1, got {args.max_levels}")
+  if args.max_model_rows < 0:
+    raise DataError(f"--max_model_rows must be 0 (all) or more, got "
+                    f"{args.max_model_rows}")
   if args.output is not None:
     directory = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(directory):
@@ -156,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
   real = _read_csv(args.real, "real data")
   synth = _read_csv(args.synthetic, "synthetic data")
   test = _read_csv(args.test, "test data") if args.test else None
-  columns, categorical, bins = _columns(args, real, synth)
+  columns, categorical, declared_numeric, bins = _columns(args, real, synth)
+  privacy = _privacy(args)
   if args.target is not None and args.target not in columns:
     raise DataError(f"--target {args.target!r}: not a column of both "
                     f"{args.real} and {args.synthetic}"
@@ -172,7 +254,10 @@ def run(args: argparse.Namespace) -> int:
   try:
     results = evaluate(real[columns], synth[columns], test=test,
                        target=args.target, bins=bins_arg,
-                       categorical=categorical, seed=args.seed)
+                       categorical=categorical, numeric=declared_numeric,
+                       seed=args.seed, max_levels=args.max_levels,
+                       max_model_rows=args.max_model_rows or None,
+                       backend=args.classifiers)
   except DataError:
     raise
   except ValueError as e:  # bad target and the like: the user's input
@@ -182,7 +267,12 @@ def run(args: argparse.Namespace) -> int:
           "REAL.csv")
   print(format_summary(results))
   if args.output is not None:
+    from jtwin import __version__
+
+    header = {"real": args.real, "synthetic": args.synthetic,
+              "test": args.test, "model": args.model,
+              "jtwin_version": __version__, "privacy": privacy}
     for path in write_report(results, real[columns], synth[columns],
-                             args.output):
+                             args.output, header=header):
       print(f"wrote {path}")
   return 0
