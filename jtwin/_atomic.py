@@ -53,6 +53,8 @@ def atomic_write(path, mode: str = "w", *, encoding: Optional[str] = "utf-8",
     with contextlib.suppress(OSError):
       os.unlink(tmp)
     raise
+  from jtwin import _interrupt
+  _interrupt.wrote(path)      # complete: an interrupt from here on reports it
   _fsync_directory(directory)
 
 

@@ -18,6 +18,8 @@ class _Timer:
     self.phases, self._t = {}, time.perf_counter()
 
   def lap(self, name):
+    from jtwin import _interrupt
+    _interrupt.check()      # a Ctrl-C swallowed during the phase stops the run here
     now = time.perf_counter()
     self.phases[name] = self.phases.get(name, 0.0) + now - self._t
     self._t = now
@@ -212,6 +214,7 @@ def fit(args) -> int:
     from jtwin.plots import make_plots
     real = prep.decode(prep.values, prep.observed) if prep.domain is None else prep.frame
     made = make_plots(real, synth, args.output_path, args.visualize)
+    warn_no_popup(args, made)
     written += list(made.files)
     timer.lap("plots")
     if made.files:
@@ -219,6 +222,15 @@ def fit(args) -> int:
            "holder, not for release")
   _say(args, *_summary(n, d, privacy, timer.phases, written, num))
   return 0
+
+
+def warn_no_popup(args, made) -> None:
+  """`--visualize popup|both` where no window could be shown: say so."""
+  if args.visualize in ("popup", "both") and not made.shown:
+    stored = "the SVG files were written; " if made.files else ""
+    warnings.warn(f"--visualize {args.visualize}: no window was shown (no display, or no "
+                  f"interactive matplotlib backend); {stored}use --visualize store to write "
+                  "the plots as SVG files")
 
 
 def _unsafe_delta(delta, n):

@@ -6,6 +6,7 @@ import warnings
 
 from jtwin._commands import _say, _Timer, _unsafe_delta, _warn_inferred
 from jtwin._commands import format_up as _up
+from jtwin._commands import warn_no_popup
 from jtwin.errors import JtwinInputError
 
 
@@ -115,6 +116,7 @@ def napsumq(args) -> int:
   if args.visualize != "none":
     from jtwin.plots import make_plots
     made = make_plots(frame.reset_index(drop=True), synth, args.output_path, args.visualize)
+    warn_no_popup(args, made)
     written += list(made.files)
     timer.lap("plots")
     if made.files:

@@ -16,6 +16,7 @@ traceback, and leave no output files behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -266,17 +267,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if run is None:
     from jtwin.evaluate import cli as evaluate_cli
     run = evaluate_cli.run
+  if isinstance(getattr(args, "output_path", None), str) and args.output_path.endswith(".csv"):
+    args.output_path = args.output_path[:-len(".csv")]   # `out.csv` means prefix `out`
+  from jtwin import _interrupt
+  _interrupt.reset()
+  prefix = getattr(args, "output_path", None) or getattr(args, "output", None)
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("default")
-      warnings.showwarning = _show_warning
-      return int(run(args) or 0)
+    with _interrupt.guard(), (_interrupt.watch(prefix) if isinstance(prefix, str)
+                              else contextlib.nullcontext()):
+      with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        code = int(run(args) or 0)
+      # an interrupt that was swallowed (e.g. raised inside a garbage-collection
+      # callback, "Exception ignored in ...") still ends the run as interrupted
+      _interrupt.check()
+    return code
   except (JtwinInputError, NonFiniteError) as e:
     print(f"jtwin: error: {e}", file=sys.stderr)
     return _exit_code(e)
   except KeyboardInterrupt:
-    print("jtwin: interrupted; no output was written", file=sys.stderr)
+    print(_interrupt.message(), file=sys.stderr)
     return 130
+  finally:
+    _interrupt.disarm()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
