@@ -62,12 +62,14 @@ class AuditRow(NamedTuple):
   extra: dict
 
   def sd_z(self) -> float:
-    """(sd - expected) in standard errors."""
+    """(sd - expected) in standard errors (0 when there is no expectation)."""
+    if not math.isfinite(self.sd_expected):
+      return 0.0
     return (self.sd - self.sd_expected) / self.sd_se
 
   def shift_z(self) -> float:
     """(shift - expected) in standard errors (0 when not measured)."""
-    if not math.isfinite(self.shift):
+    if not (math.isfinite(self.shift) and math.isfinite(self.shift_expected)):
       return 0.0
     return (self.shift - self.shift_expected) / self.shift_se
 
@@ -450,3 +452,192 @@ def warm_start_audit(name: str, *, noise_multiplier: float, delta: float = 1e-5,
                    "beyond_expected": draws * 2.0 * stats.norm.sf(tail), "draws": draws,
                    "max_abs_z": top, "first_key": keys[0], "first_z": first,
                    "num_categories": num_slots + 1 + 2})
+
+
+# ------------------------------------------------------------------ (b) one-run audit
+def one_run_audit(name: str, *, epsilon: float, num_canaries: int = 1000,
+                  num_background: int = 2000, num_components: int = 3,
+                  sampling_ratio: float = 0.05, num_epochs: float = 10.0,
+                  group_clip: bool = True, delta: float = 1e-5, seed: int = 0,
+                  guesses: Sequence[int] = (10, 25, 50, 100, 200),
+                  score: str = "logit", warm_start: float = 0.0,
+                  alpha: float = 0.05) -> AuditRow:
+  """One-run audit (Steinke, Nasr and Jagielski 2023) of the mixture model's DP fit.
+
+  The table has a categorical canary-id column with m + 1 categories, a
+  3-category column and a normal column. `num_background` rows have id m
+  (the reference category) and random other cells; canary i (id i, the
+  other cells fixed at 0 and 0.0) is in the data with probability 1/2,
+  independently, drawn from `seed`. One `jtwin.infer.fit` of
+  `make_mixture_model(..., group_clip)` runs with its defaults (DP warm
+  start included); each canary is scored by the log-likelihood of its row
+  under the posterior mean. For each k in `guesses` the auditor guesses the
+  k highest scores "in" and the k lowest "out"; `one_run_epsilon_lower_bound`
+  turns the number of correct guesses into a bound at level alpha / len(guesses)
+  (Bonferroni over the k tried), and the row reports the largest.
+
+  The sd and shift columns are on the score: sd of the scores of excluded
+  canaries, and the mean score difference (in - out), which has no
+  closed-form expectation (reported with expectation nan).
+
+  Returns:
+    An `AuditRow` (trials = m).
+  """
+  from jtwin import infer
+  from jtwin.models import Feature, make_mixture_model
+  m = num_canaries
+  rng = np.random.default_rng(seed)
+  included = rng.random(m) < 0.5
+  bg = np.stack([np.full(num_background, m), rng.integers(0, 3, num_background),
+                 rng.normal(0.0, 1.0, num_background)], 1)
+  ids = np.nonzero(included)[0]
+  canary_rows = np.stack([np.arange(m), np.zeros(m), np.zeros(m)], 1)
+  values = np.concatenate([bg, canary_rows[ids]]).astype(np.float32)
+  values = values[rng.permutation(len(values))]
+  observed = np.ones_like(values, bool)
+  features = [Feature("canary_id", "categorical", m + 1), Feature("x", "categorical", 3),
+              Feature("y", "normal")]
+  model = make_mixture_model(features, num_components, group_clip=group_clip)
+  res = infer.fit(jax.random.key(seed), model, (values, observed), epsilon=epsilon, delta=delta,
+                  sampling_ratio=sampling_ratio, num_epochs=num_epochs, init_method="zeros",
+                  warm_start=warm_start)
+  theta = jax.tree.map(jnp.asarray, res.posterior.loc)
+  if score == "logit":
+    scores = np.asarray(theta["cat_logits"][:, :m], np.float64).mean(0)
+  else:
+    batch = model.log_likelihood_batch
+    scores = np.asarray(batch(theta, jnp.asarray(canary_rows, jnp.float32),
+                              jnp.ones(canary_rows.shape, bool)), np.float64)
+  order = np.argsort(-scores, kind="stable")
+  best, best_k, best_v = 0.0, 0, 0
+  for k in guesses:
+    k = min(k, m // 2)
+    v = int(np.sum(included[order[:k]]) + np.sum(~included[order[m - k:]]))
+    lb = one_run_epsilon_lower_bound(m, 2 * k, v, res.privacy.delta, alpha / len(guesses))
+    if lb >= best:
+      best, best_k, best_v = lb, k, v
+  out, inn = scores[~included], scores[included]
+  sd, sd_se = sd_with_se(out)
+  shift = float(inn.mean() - out.mean())
+  shift_se = math.sqrt(out.var(ddof=1) / len(out) + inn.var(ddof=1) / len(inn))
+  return AuditRow(name, res.privacy.epsilon, res.privacy.delta, sd, math.nan, sd_se, shift,
+                  math.nan, shift_se, best, m,
+                  {"k": best_k, "correct": best_v, "guesses": 2 * best_k,
+                   "included": int(included.sum()), "steps": res.privacy.steps,
+                   "sigma": res.privacy.noise_multiplier, "group_clip": group_clip,
+                   "clip_fraction": float(np.mean(res.diagnostics["clip_fraction"]))})
+
+
+# ------------------------------------------------------------------ (d) marginal method
+@contextlib.contextmanager
+def capture_measurements(calls: list):
+  """While active, every Gaussian measurement `jtwin.fit_marginals` makes is recorded.
+
+  `napsumq.clique_counts` and `napsumq.gaussian_measure` are wrapped (the
+  real functions still run): each `gaussian_measure(counts, sigma, rng)` call
+  appends {"sigma", "counts", "noisy", "codes", "sizes", "clique"} to
+  `calls`, the last three from the `clique_counts` call that produced
+  `counts` (None if the counts came from elsewhere).
+  """
+  from jtwin import napsumq
+  original_counts, original_measure = napsumq.clique_counts, napsumq.gaussian_measure
+  made = {}
+
+  def counts_fn(codes, sizes, clique):
+    out = original_counts(codes, sizes, clique)
+    made[id(out)] = (out, codes, list(sizes), tuple(clique))
+    return out
+
+  def measure_fn(counts, sigma, rng):
+    noisy = original_measure(counts, sigma, rng)
+    _, codes, sizes, clique = made.get(id(counts), (None, None, None, None))
+    calls.append({"sigma": float(sigma), "counts": np.array(counts, np.float64),
+                  "noisy": np.array(noisy, np.float64), "codes": codes, "sizes": sizes,
+                  "clique": clique})
+    return noisy
+
+  napsumq.clique_counts, napsumq.gaussian_measure = counts_fn, measure_fn
+  try:
+    yield
+  finally:
+    napsumq.clique_counts, napsumq.gaussian_measure = original_counts, original_measure
+
+
+def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots: int = 400,
+                    num_runs: int = 1, seed: int = 0, alpha: float = 0.05) -> AuditRow:
+  """Two-world test of the Gaussian measurements released by `jtwin.fit_marginals`.
+
+  Two declared categorical columns A and B with `num_slots` categories each;
+  slot i holds `base` rows (A = i, B = i), base well above the compression
+  threshold (so no cell is merged), plus one canary row (i, i) when i is
+  even. With selection "all" the method measures the 1-way tables of A and
+  B and the 2-way table (A, B), each adding N(0, sigma_t^2) per cell; the
+  measurement of slot i's cell in table t is y_ti. The optimal (Neyman-
+  Pearson) statistic for one slot is S_i = sum_t (y_ti - base) / sigma_t^2,
+  N(0, mu^2) without the canary and N(mu^2, mu^2) with it,
+  mu^2 = sum_t 1 / sigma_t^2 (= 2 rho of the measurements; each run is
+  `num_slots` / 2 trials per world). The noise sd is checked per table
+  against the sigma that the result records (`MarginalResult.measurements`);
+  the row's sd columns are on S_i (expected mu). The fit after the
+  measurements is cut to one step (post-processing; its settings do not
+  change what is released by the measurements).
+
+  Returns:
+    An `AuditRow`; extra["tables"] lists per table (clique, recorded sigma,
+    measured sd, its standard error).
+  """
+  import pandas as pd
+  from jtwin import napsumq
+  from jtwin.spec import parse_model_text
+  num_slots -= num_slots % 2
+  cats = ", ".join(f"s{i}" for i in range(num_slots))
+  spec = parse_model_text(f"A : categorical ; categories = {cats}\n"
+                          f"B : categorical ; categories = {cats}\n")
+  from jtwin.accounting import zcdp
+  sigma1 = math.sqrt(2.0 / (2.0 * 0.4 * zcdp.cdp_rho(epsilon, delta)))
+  base = int(math.ceil(3.0 * sigma1 + 8.0 * sigma1))
+  slot_of_row = np.concatenate([np.arange(num_slots), np.repeat(np.arange(num_slots), base - 1),
+                                np.arange(0, num_slots, 2)])
+  labels = np.array([f"s{i}" for i in range(num_slots)], object)[slot_of_row]
+  frame = pd.DataFrame({"A": labels, "B": labels})
+  null, alt, tables, claimed = [], [], {}, None
+  for run in range(num_runs):
+    calls = []
+    with capture_measurements(calls):
+      res = napsumq.fit_marginals(jax.random.key(seed * 7919 + run), frame, spec,
+                                  epsilon=epsilon, delta=delta, selection="all",
+                                  num_components=2, round_steps=1, final_steps=1,
+                                  posterior_steps=1)
+    claimed = res.privacy
+    recorded = [sd for _, _, sd in res.measurements]
+    if len(recorded) != len(calls):
+      raise AssertionError(f"{len(calls)} Gaussian measurements, {len(recorded)} recorded")
+    stat = np.zeros(num_slots)
+    for call, sd_rec in zip(calls, recorded):
+      if call["sigma"] != sd_rec:
+        raise AssertionError(f"measured with sigma {call['sigma']}, recorded {sd_rec}")
+      tables.setdefault(call["clique"], (sd_rec, []))[1].append(call["noisy"] - call["counts"])
+      if call["clique"] is None:
+        continue
+      dims = tuple(int(call["sizes"][v]) for v in call["clique"])
+      cell = np.ravel_multi_index(tuple(call["codes"][:num_slots, v] for v in call["clique"]),
+                                  dims)
+      if len(np.unique(cell)) != num_slots:
+        raise AssertionError("slots share a cell: the test's data do not separate them")
+      stat += (call["noisy"][cell] - base) / call["sigma"]**2
+    alt.append(stat[0::2])
+    null.append(stat[1::2])
+  null, alt = np.concatenate(null), np.concatenate(alt)
+  mu2 = sum(1.0 / sd**2 for sd, _ in tables.values())
+  sd, sd_se = sd_with_se(null)
+  shift = float(alt.mean() - null.mean())
+  shift_se = math.sqrt(mu2) * math.sqrt(1.0 / len(null) + 1.0 / len(alt))
+  lower, _ = threshold_epsilon_lower_bound(null, alt, delta, alpha)
+  per_table = []
+  for clique, (sd_rec, noise) in tables.items():
+    t_sd, t_se = sd_with_se(np.concatenate(noise))
+    per_table.append((clique, sd_rec, t_sd, t_se))
+  return AuditRow(name, claimed.epsilon, claimed.delta, sd, math.sqrt(mu2), sd_se, shift, mu2,
+                  shift_se, lower, len(null),
+                  {"tables": per_table, "rho_measured": mu2 / 2.0, "rho_claimed": claimed.rho,
+                   "base": base, "privacy": claimed})
