@@ -152,6 +152,9 @@ def fit(args) -> int:
     raise JtwinInputError(f"--average_decay must be in [0, 1), got {args.average_decay}")
   if not 0.0 <= args.warm_start < 1.0:
     raise JtwinInputError(f"--warm_start must be in [0, 1), got {args.warm_start}")
+  from jtwin._guidance import check_epsilon
+  if not args.non_private and args.noise_multiplier is None:
+    check_epsilon(args.epsilon, allow_large=args.allow_large_epsilon)
   paths = _output_paths(args)
   df = jdata.read_csv(args.data_path)
   prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path)
@@ -174,6 +177,9 @@ def fit(args) -> int:
         max_epsilon=args.max_epsilon, non_private=args.non_private,
         warm_start=args.warm_start if prep.model.warm_start is not None else 0.0)
   timer.lap("noise calibration")
+  if privacy.mode == "noise_multiplier":
+    check_epsilon(privacy.epsilon, allow_large=args.allow_large_epsilon,
+                  what=f"the epsilon spent with --noise_multiplier {args.noise_multiplier:g}")
   if privacy.mode == "non-private":
     warnings.warn("--no-privacy: NO differential privacy; do not release this output")
   _say(args, f"jtwin: {n} rows x {d} features; {_privacy_line(privacy)}")
@@ -279,7 +285,6 @@ def _summary(n, d, privacy, phases, written, num):
   total = sum(phases.values())
   times = " | ".join(f"{k} {v:.2f}s" for k, v in phases.items())
   return [f"jtwin: done in {total:.1f} s ({times})",
-          f"jtwin: privacy: {_privacy_line(privacy)}",
           f"jtwin: wrote {num} synthetic rows: " + ", ".join(written)]
 
 

@@ -56,8 +56,8 @@ def check_epsilon(epsilon: float, *, allow_large: bool = False, what: str = "--e
     return
   if epsilon > MAX_EPSILON and not allow_large:
     raise UnsafeEpsilonError(
-        f"{what} {epsilon:g} is above {MAX_EPSILON:g}, where differential privacy protects "
+        f"{what} = {epsilon:g} is above {MAX_EPSILON:g}, where differential privacy protects "
         f"nothing ({meaning(epsilon)}); use epsilon <= {WARN_EPSILON:g}, --no-privacy for a "
         f"non-private baseline, or pass {flag}")
-  warnings.warn(f"{what} {epsilon:g} is above {WARN_EPSILON:g}: a weak guarantee: "
+  warnings.warn(f"{what} = {epsilon:g}, above {WARN_EPSILON:g}: a weak guarantee: "
                 f"{meaning(epsilon)}; values of 1 or less are strong, single digits common")

@@ -106,6 +106,9 @@ def _add_fit_parser(sub):
                  "mechanism, composed with DP-SGD); 0 disables it (twinify has none)")
   g.add_argument("--allow_large_delta", action="store_true",
                  help="accept delta > 1/N (such a delta allows publishing a whole row)")
+  g.add_argument("--allow_large_epsilon", action="store_true",
+                 help="accept epsilon > 100 (above 10 a warning says what such an epsilon "
+                 "means; above 100 differential privacy protects nothing)")
   g.add_argument("--no-privacy", "--non_private", dest="non_private", action="store_true",
                  help="no clipping or noise: NOT private, for baselines only")
   g = p.add_argument_group("model and training")

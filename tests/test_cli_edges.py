@@ -1,0 +1,76 @@
+"""Edges of the command line found by trying jtwin as a new user (issue 13):
+epsilon guidance, twinify compatibility, polish."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from jtwin.cli import main
+
+MODEL = """\
+age : Normal ; bounds = 0, 100 ; integer ; missing = no
+job : Categorical ; categories = a, b, c ; missing = no
+"""
+FAST = ["-e", "2", "-q", "0.1", "--k", "2", "--seed", "0", "--visualize", "none"]
+
+
+@pytest.fixture
+def files(tmp_path):
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame({"age": rng.integers(18, 90, 200), "job": rng.choice(["a", "b", "c"], 200)})
+  df.to_csv(tmp_path / "data.csv", index=False)
+  (tmp_path / "model.txt").write_text(MODEL)
+  return tmp_path, str(tmp_path / "data.csv"), str(tmp_path / "model.txt")
+
+
+def _run(argv, capsys):
+  code = main(argv)
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def _outputs(tmp):
+  return sorted(p.name for p in tmp.iterdir() if p.name.startswith("out"))
+
+
+def _interrupt(*args, **kwargs):
+  raise KeyboardInterrupt
+
+
+# ------------------------------------------------------------------ epsilon
+
+
+def test_large_epsilon_warns_what_it_means(files, capsys):
+  tmp, data, model = files
+  code, out, err = _run(["fit", data, model, str(tmp / "out"), "--epsilon", "50"] + FAST, capsys)
+  assert code == 0, err
+  assert "--epsilon = 50, above 10" in err and "e^epsilon" in err
+  assert out.count("certified upper bound") == 1
+
+
+@pytest.mark.parametrize("command", ["fit", "napsumq"])
+def test_extreme_epsilon_is_refused_without_the_flag(files, capsys, command):
+  tmp, data, model = files
+  code, _, err = _run([command, data, model, str(tmp / "out"), "--epsilon", "1e6"], capsys)
+  assert code == 4
+  assert err.count("\n") == 1 and "--allow_large_epsilon" in err and "protects nothing" in err
+  assert _outputs(tmp) == []
+
+
+@pytest.mark.parametrize("command,module,name", [("fit", "jtwin.infer", "fit"),
+                                                 ("napsumq", "jtwin.napsumq", "fit_marginals")])
+def test_extreme_epsilon_runs_with_the_flag(files, capsys, monkeypatch, command, module, name):
+  import importlib
+  monkeypatch.setattr(importlib.import_module(module), name, _interrupt)   # stop at training
+  tmp, data, model = files
+  code, _, err = _run([command, data, model, str(tmp / "out"), "--epsilon", "1e6",
+                       "--allow_large_epsilon", "--seed", "0"], capsys)
+  assert code == 130, err           # it got as far as training
+  assert "above 10" in err
+
+
+def test_noise_multiplier_spending_an_extreme_epsilon_is_refused(files, capsys):
+  tmp, data, model = files
+  code, _, err = _run(["fit", data, model, str(tmp / "out"), "--noise_multiplier", "0.05"] + FAST,
+                      capsys)
+  assert code == 4 and "the epsilon spent with --noise_multiplier 0.05" in err
+  assert _outputs(tmp) == []
