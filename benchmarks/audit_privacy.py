@@ -59,7 +59,7 @@ def rows(quick: bool):
   """Yields the audit rows, one configuration at a time."""
   from jtwin import infer
   s = 0.2 if quick else 1.0
-  slots, fits = (2000, 1) if quick else (10_000, 8)
+  slots, fits = (2000, 1) if quick else (10_000, 6)
   yield ac.canary_audit("(a) fit: ε=2, q=0.1, T=100", epsilon=2.0, sampling_ratio=0.1,
                         steps=100, num_slots=slots, num_fits=fits, seed=1)
   yield ac.canary_audit("(a) fit: ε=1, q=0.01, T=1000", epsilon=1.0, sampling_ratio=0.01,
@@ -82,14 +82,14 @@ def rows(quick: bool):
       f"(c) warm start of an ε=1 fit: σ={plan.warm_start_noise:.4g}, D_cat=2",
       noise_multiplier=plan.warm_start_noise, delta=plan.warm_start_delta,
       num_slots=10_000, num_calls=max(2, int(50 * s)), seed=6)
-  calls = 4 if quick else 50
+  calls = 4 if quick else 40
   yield ac.warm_start_audit(f"(c) warm start tails: σ=0.5, D_cat=2, {calls}·10⁶ draws",
                             noise_multiplier=0.5, num_slots=1_000_000, num_calls=calls, seed=7)
   for eps in (1.0, 8.0):
-    yield ac.marginals_audit(f"(d) fit_marginals: ε={eps:g}, 2 columns × {200 if quick else 1000} "
-                             "categories, selection all", epsilon=eps,
-                             num_slots=200 if quick else 1000, num_runs=1 if quick else 6,
-                             seed=8)
+    cats = 200 if quick else 600
+    yield ac.marginals_audit(f"(d) fit_marginals: ε={eps:g}, 2 columns × {cats} categories, "
+                             "selection all", epsilon=eps, num_slots=cats,
+                             num_runs=1 if quick else 4, seed=8)
 
 
 def main(argv=None) -> int:
