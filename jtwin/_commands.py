@@ -160,6 +160,8 @@ def fit(args) -> int:
   prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path)
   n, d = prep.values.shape
   timer.lap("load and encode")
+  if getattr(args, "group_clip", "on") == "off":
+    prep = _without_group_clip(prep, args.k)
   _warn_inferred(prep.inferred)
   q = args.sampling_ratio
   if q * n < 1:
@@ -228,6 +230,17 @@ def fit(args) -> int:
            "holder, not for release")
   _say(args, *_summary(n, d, privacy, timer.phases, written, num))
   return 0
+
+
+def _without_group_clip(prep, k):
+  """`--group_clip off`: the automatic mixture with one global clip (twinify's)."""
+  if prep.model_info.get("kind") != "mixture":
+    warnings.warn("--group_clip off is ignored: it applies to the automatic mixture model, "
+                  "not to a custom model (which is clipped as a whole)")
+    return prep
+  from jtwin.models import make_mixture_model
+  model = make_mixture_model(prep.model.features, k, group_clip=False)
+  return prep._replace(model=model, model_info={**prep.model_info, "group_clip": False})
 
 
 def warn_no_popup(args, made) -> None:

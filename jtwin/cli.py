@@ -123,6 +123,10 @@ def _add_fit_parser(sub):
   g.add_argument("--lr_schedule", choices=("constant", "cosine"), default="cosine",
                  help="learning-rate schedule: cosine decays to 5%% over the run, damping "
                  "the DP noise of the last steps (twinify: constant)")
+  g.add_argument("--group_clip", choices=("on", "off"), default="on",
+                 help="automatic mixture: clip each parameter group (mixture weights, each "
+                 "numeric column, categorical columns, missingness) to its share of C; 'off' "
+                 "clips the whole per-example gradient to C at once, as twinify does")
   g.add_argument("--average_decay", type=float, default=0.999,
                  help="the posterior is an exponential moving average of the iterates "
                  "with this decay (free post-processing; 0 = last iterate, as twinify)")

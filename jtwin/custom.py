@@ -16,11 +16,26 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from typing import Callable, NamedTuple, Optional
 
 from jtwin.errors import JtwinInputError
 from jtwin.models.interface import Model
+
+
+def _numpyro_message(path: str) -> Optional[str]:
+  """The error for a twinify NumPyro model file, or None if `path` is not one."""
+  try:
+    with open(path, encoding="utf-8", errors="replace") as f:
+      source = f.read()
+  except OSError:
+    return None
+  if not re.search(r"^\s*(import|from)\s+(numpyro|d3p|twinify)\b", source, re.MULTILINE):
+    return None
+  return (f"{path}: is a twinify NumPyro model file; jtwin does not run NumPyro models: "
+          "write the model as a jtwin.models.Model in plain jax.numpy (docs/custom_models.md "
+          "shows how, with a runnable example), or describe the columns in a model.txt")
 
 
 class CustomModel(NamedTuple):
@@ -39,12 +54,15 @@ def load_custom_model(path: str) -> CustomModel:
   """
   if not os.path.isfile(path):
     raise JtwinInputError(f"{path}: no such model file")
+  numpyro = _numpyro_message(path)
   name = "jtwin_custom_model_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
   except Exception as e:  # the user's code failed: say where, briefly
+    if numpyro and isinstance(e, ImportError):
+      raise JtwinInputError(numpyro) from None
     raise JtwinInputError(f"{path}: importing the model file failed: "
                           f"{e.__class__.__name__}: {e}") from None
   finally:
@@ -60,6 +78,12 @@ def load_custom_model(path: str) -> CustomModel:
         raise JtwinInputError(f"{path}: make_model() must return a jtwin.models.Model, "
                               f"got {type(built).__name__}")
       return built
+  elif numpyro and callable(model):
+    raise JtwinInputError(numpyro)
+  elif callable(model):
+    raise JtwinInputError(f"{path}: 'model' is a function, not a jtwin.models.Model; define "
+                          "'make_model(columns)' returning a Model, or set 'model' to one; "
+                          "see docs/custom_models.md")
   else:
     raise JtwinInputError(f"{path}: defines neither 'model' (a jtwin.models.Model) nor "
                           "'make_model(columns)'; see docs/custom_models.md")

@@ -74,3 +74,45 @@ def test_noise_multiplier_spending_an_extreme_epsilon_is_refused(files, capsys):
                       capsys)
   assert code == 4 and "the epsilon spent with --noise_multiplier 0.05" in err
   assert _outputs(tmp) == []
+
+
+# ------------------------------------------------------------------ twinify compatibility
+
+TWINIFY_NUMPYRO_MODEL = """\
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dists
+
+
+def model(x=None, num_obs_total=None):
+  mu = numpyro.sample("mu", dists.Normal(0., 10.))
+  with numpyro.plate("batch", num_obs_total, x.shape[0] if x is not None else 1):
+    numpyro.sample("x", dists.Normal(mu, 1.), obs=x)
+"""
+
+
+def test_numpyro_model_file_gets_a_clear_message(files, capsys):
+  tmp, data, _ = files
+  path = tmp / "numpyro_model.py"
+  path.write_text(TWINIFY_NUMPYRO_MODEL)
+  code, _, err = _run(["fit", data, str(path), str(tmp / "out")] + FAST, capsys)
+  assert code == 1
+  assert "NumPyro model" in err and "docs/custom_models.md" in err and err.count("\n") == 1
+  assert "defines neither" not in err
+
+
+def test_group_clip_off_is_twinify_global_clipping(files, capsys, monkeypatch):
+  import jtwin.models
+  seen = []
+  real = jtwin.models.make_mixture_model
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs.get("group_clip", True))
+    return real(*args, **kwargs)
+  monkeypatch.setattr(jtwin.models, "make_mixture_model", spy)
+  tmp, data, model = files
+  code, _, err = _run(["fit", data, model, str(tmp / "out"), "--group_clip", "off"] + FAST, capsys)
+  assert code == 0, err
+  assert seen[-1] is False
+  from jtwin.result_io import load_result
+  assert load_result(str(tmp / "out.jtwin.npz")).meta["model"]["group_clip"] is False
