@@ -116,3 +116,46 @@ def test_group_clip_off_is_twinify_global_clipping(files, capsys, monkeypatch):
   assert seen[-1] is False
   from jtwin.result_io import load_result
   assert load_result(str(tmp / "out.jtwin.npz")).meta["model"]["group_clip"] is False
+
+
+# ------------------------------------------------------------------ polish
+
+
+def test_prefix_popup_sample_epsilon_and_model_flag(files, capsys, monkeypatch):
+  import re
+  import jtwin.plots
+  monkeypatch.setattr(jtwin.plots, "_can_pop_up", lambda: False)     # no display
+  tmp, data, model = files
+  argv = ["fit", data, model, str(tmp / "out.csv")] + FAST[:-2] + ["--visualize", "popup"]
+  code, out, err = _run(argv, capsys)
+  assert code == 0, err
+  # `out.csv` is the prefix `out`, not `out.csv.csv`
+  assert _outputs(tmp) == ["out.csv", "out.jtwin.npz"]
+  # a popup that cannot be shown is not a silent no-op
+  assert "--visualize popup: no window was shown" in err
+  assert out.count("certified upper bound") == 1
+  # `jtwin sample`: epsilon as in fit (4 significant digits, rounded up), and
+  # --model on a mixture result is not silently ignored
+  code, out, err = _run(["sample", str(tmp / "out.jtwin.npz"), "-n", "5", "-o",
+                         str(tmp / "more.csv"), "--model", model], capsys)
+  assert code == 0, err
+  assert "--model" in err and "ignored" in err
+  from jtwin.result_io import load_result
+  stored = load_result(str(tmp / "out.jtwin.npz")).meta["privacy"]["epsilon"]
+  printed = re.search(r"epsilon = ([0-9.e+-]+),", out).group(1)
+  assert len(printed.replace(".", "").lstrip("0")) <= 4 and float(printed) >= stored
+
+
+def test_eta_is_measured_after_the_first_chunk(monkeypatch):
+  import io
+  import types
+  from jtwin import _progress
+  clock = iter([0.0, 100.0, 101.0])        # start; first chunk (with compilation); second
+  monkeypatch.setattr(_progress, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  stream = io.StringIO()
+  bar = _progress.ProgressBar("training", 100, stream=stream)
+  bar.update(10)
+  bar.update(20)
+  first, second = stream.getvalue().splitlines()
+  assert "eta     ?" in first
+  assert "eta   8.0s" in second                # 1 s per 10 steps, 80 steps left
