@@ -1,0 +1,169 @@
+"""Empirical privacy audit, small versions (benchmarks/audit_privacy.py has the full table).
+
+Each audit runs the real mechanism in two worlds (with and without a canary)
+and asserts: the measured noise sd and the canary's mean shift are within 4
+standard errors of what the mechanism's definition says, and the 95%
+epsilon lower bound is at most the certified epsilon. The lower-bound
+helpers are checked first on mechanisms whose epsilon is known exactly.
+"""
+import importlib.util
+import math
+import pathlib
+import sys
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats
+
+from jtwin import dp
+from jtwin.accounting import gaussian
+
+_BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load_audit():
+  if "_audit_common" in sys.modules:
+    return sys.modules["_audit_common"]
+  spec = importlib.util.spec_from_file_location("_audit_common", _BENCH / "_audit_common.py")
+  module = importlib.util.module_from_spec(spec)
+  sys.modules["_audit_common"] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+ac = _load_audit()
+
+
+def _assert_passed(row):
+  assert abs(row.sd_z()) <= 4.0, (row.name, row.sd, row.sd_expected, row.sd_se)
+  assert abs(row.shift_z()) <= 4.0, (row.name, row.shift, row.shift_expected, row.shift_se)
+  assert row.eps_lower <= row.epsilon, (row.name, row.eps_lower, row.epsilon)
+
+
+# ------------------------------------------------------------------ the bounds themselves
+def test_threshold_bound_is_valid_and_has_power_on_a_known_gaussian_mechanism():
+  # N(0, 1) vs N(3, 1): the Gaussian mechanism with noise multiplier 1/3.
+  rng = np.random.default_rng(0)
+  null, alt = rng.normal(0.0, 1.0, 40_000), rng.normal(3.0, 1.0, 40_000)
+  exact = gaussian.gaussian_epsilon(1.0 / 3.0, 1e-5)
+  lower, _ = ac.threshold_epsilon_lower_bound(null, alt, 1e-5)
+  assert 1.5 < lower <= exact, (lower, exact)
+  # identical worlds: no evidence of any leak
+  lower0, _ = ac.threshold_epsilon_lower_bound(null, rng.normal(0.0, 1.0, 40_000), 1e-5)
+  assert lower0 < 0.2
+
+
+def test_clopper_pearson_upper_bound_covers():
+  assert ac.clopper_pearson_upper(0, 100, 0.05) == pytest.approx(1 - 0.05**(1 / 100))
+  assert ac.clopper_pearson_upper(100, 100, 0.05) == 1.0
+  assert 0.5 < ac.clopper_pearson_upper(50, 100, 0.05) < 0.6
+
+
+def test_one_run_bound_on_randomised_response():
+  # eps-DP randomised response on m canaries: the auditor guesses every bit
+  # and is right with probability e^eps / (1 + e^eps); Steinke et al.'s bound
+  # must not exceed eps, and with 10^4 guesses it comes close.
+  eps, m = 2.0, 10_000
+  rng = np.random.default_rng(1)
+  correct = int(np.sum(rng.random(m) < math.exp(eps) / (1 + math.exp(eps))))
+  lower = ac.one_run_epsilon_lower_bound(m, m, correct, 0.0)
+  assert 1.8 < lower <= eps
+  assert ac.one_run_epsilon_lower_bound(m, m, correct, 1e-5) <= lower
+  # delta = 0: the p-value is the binomial tail exactly
+  p = 1 / (1 + math.exp(-1.0))
+  assert ac.one_run_p_value(100, 50, 40, 1.0, 0.0) == pytest.approx(stats.binom.sf(39, 50, p))
+  assert ac.one_run_p_value(100, 50, 40, 1.0, 1e-3) > ac.one_run_p_value(100, 50, 40, 1.0, 0.0)
+  # chance-level guessing proves nothing
+  assert ac.one_run_epsilon_lower_bound(1000, 200, 100, 1e-5) == 0.0
+
+
+# ------------------------------------------------------------------ (a) fit
+def test_canary_audit_of_fit_eps2_q01_T100():
+  row = ac.canary_audit("fit eps=2 q=0.1 T=100", epsilon=2.0, sampling_ratio=0.1, steps=100,
+                        num_slots=2000, seed=11)
+  _assert_passed(row)
+  assert row.trials == 1000
+  assert abs(row.extra["mean_batch"] - row.extra["expected_batch"]) < 4 * math.sqrt(100 * 0.9 / 100)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("epsilon,q,steps,overflow", [(1.0, 0.01, 1000, None),
+                                                      (2.0, 1.0, 10, None),
+                                                      (2.0, 0.1, 100, 8)])
+def test_canary_audit_of_fit_other_configurations(epsilon, q, steps, overflow):
+  row = ac.canary_audit(f"fit eps={epsilon} q={q}", epsilon=epsilon, sampling_ratio=q,
+                        steps=steps, num_slots=4000, num_fits=2, overflow_batch=overflow,
+                        seed=12)
+  _assert_passed(row)
+
+
+# ------------------------------------------------------------------ (b) mixture, one run
+def test_one_run_audit_of_the_mixture_fit():
+  row = ac.one_run_audit("mixture eps=8", epsilon=8.0, num_canaries=1000, num_background=500,
+                         num_epochs=5, seed=13)
+  assert row.eps_lower <= row.epsilon
+  assert row.trials == 1000
+  # the canaries leave a visible trace: the audit has power at all
+  assert row.shift > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group_clip", [True, False])
+def test_one_run_audit_of_the_mixture_fit_group_clip(group_clip):
+  row = ac.one_run_audit("mixture eps=16", epsilon=16.0, num_canaries=2000,
+                         group_clip=group_clip, seed=14)
+  assert row.eps_lower <= row.epsilon
+  assert row.shift > 3 * row.shift_se
+
+
+# ------------------------------------------------------------------ (c) warm start
+def test_warm_start_two_world_and_full_tailed_generator():
+  from jtwin import infer
+  plan = infer.privacy_plan(30_000, epsilon=1.0, delta=1e-5, sampling_ratio=0.01,
+                            num_epochs=200, clipping_threshold=1.0, warm_start=0.1)
+  row = ac.warm_start_audit("warm start", noise_multiplier=plan.warm_start_noise,
+                            delta=plan.warm_start_delta, num_slots=2000, num_calls=4, seed=15)
+  _assert_passed(row)
+  assert row.epsilon <= plan.warm_start_epsilon * (1 + 1e-9)
+  # The released noise is exactly the full-tailed generator's draw for the
+  # key it was given (a truncated generator such as float32
+  # jax.random.normal would give other values).
+  z = np.asarray(dp.wide_normal(row.extra["first_key"], (row.extra["num_categories"],)))
+  np.testing.assert_allclose(row.extra["first_z"], z[:2000], atol=5e-3)
+
+
+@pytest.mark.slow
+def test_noise_generator_reaches_beyond_5_4_sd():
+  # 2 Q(5.4) = 6.7e-8: 2e8 draws give 13 such values on average; float32
+  # jax.random.normal gives none (its support ends near 5.4).
+  tail = ac.normal_tail_check(200_000_000, 5.4, seed=16)
+  assert tail["count"] >= 1 and tail["max_abs"] > 5.4
+  assert abs(tail["count"] - tail["expected"]) <= 4 * math.sqrt(tail["expected"])
+
+
+@pytest.mark.slow
+def test_warm_start_tails_through_the_mechanism():
+  row = ac.warm_start_audit("warm start tails", noise_multiplier=0.5, num_slots=1_000_000,
+                            num_calls=30, seed=17, max_trials=200_000)
+  _assert_passed(row)
+  extra = row.extra
+  assert abs(extra["beyond_tail"] - extra["beyond_expected"]) <= 4 * math.sqrt(
+      extra["beyond_expected"]) + 1
+  assert extra["max_abs_z"] > 4.5
+
+
+# ------------------------------------------------------------------ (d) marginals
+def test_marginals_two_world():
+  row = ac.marginals_audit("marginals eps=1", epsilon=1.0, num_slots=200, seed=18)
+  _assert_passed(row)
+  assert row.extra["rho_measured"] == pytest.approx(row.extra["rho_claimed"], rel=1e-12)
+  for clique, recorded, sd, se in row.extra["tables"]:
+    assert abs(sd - recorded) <= 4 * se, (clique, sd, recorded, se)
+
+
+@pytest.mark.slow
+def test_marginals_two_world_eps8():
+  row = ac.marginals_audit("marginals eps=8", epsilon=8.0, num_slots=400, num_runs=2, seed=19)
+  _assert_passed(row)
+  assert row.eps_lower > 0
