@@ -216,15 +216,18 @@ def sgd_on_locations():
   `jtwin.infer.fit` builds its optimizer with `optax.adam(lr)` over the flat
   vector [loc (P), raw_scale (P)] of the variational parameters. For the
   audit, the locations take plain SGD steps (ascent on the ELBO) and the
-  scales stay put, so with learning rate 1, a flat prior and init_method
+  scales stay put (yields the list of learning rates it was built with, so
+  a caller can check that fit really used it), so with learning rate 1, a flat prior and init_method
   "zeros" the final location is exactly the sum over steps of the released
   noisy gradients (clipped sum + N(0, (sigma C)^2)) / q. Nothing else in fit
   changes: batching, clipping, noise and accounting are the real code.
   """
   original = optax.adam
+  used = []
 
   def sgd(learning_rate, *args, **kwargs):
     del args, kwargs
+    used.append(learning_rate)
 
     def init(params):
       del params
@@ -241,7 +244,7 @@ def sgd_on_locations():
 
   optax.adam = sgd
   try:
-    yield
+    yield used
   finally:
     optax.adam = original
 
@@ -339,11 +342,14 @@ def canary_audit(name: str, *, epsilon: float, sampling_ratio: float, steps: int
     raise ValueError(f"{steps} steps requested, the plan runs {plan.steps}")
   null, alt, mean_batch = [], [], []
   overflow = forced_overflow(overflow_batch) if overflow_batch else contextlib.nullcontext()
-  with sgd_on_locations(), overflow:
+  with sgd_on_locations() as used, overflow:
     for i in range(num_fits):
       res = infer.fit(jax.random.key(seed * 100003 + i), model, (values, observed),
                       privacy=plan, learning_rate=1.0, schedule="constant",
                       average_decay=None, init_method="zeros")
+      if used != [1.0] * (i + 1):
+        raise RuntimeError("fit no longer builds its optimizer with optax.adam(learning_rate): "
+                           "update sgd_on_locations() so the audit runs plain SGD")
       w = np.asarray(res.posterior.loc["w"], np.float64)
       alt.append(w[0::2])
       null.append(w[1::2])
