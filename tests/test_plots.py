@@ -128,3 +128,64 @@ def test_import_does_not_load_matplotlib():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True,
                        text=True, check=True).stdout.strip()
   assert out == "False"
+
+
+# ------------------------------------------------ scales (issue 13, item 7) --
+
+def _assoc(v_diff, r_diff):
+  """A 3-column association dict whose (0, 1) entries differ as given."""
+  v_real, r_real = np.eye(3), np.eye(3)
+  v_real[0, 1] = v_real[1, 0] = 0.3
+  r_real[0, 1] = r_real[1, 0] = 0.4
+  v_synth, r_synth = v_real.copy(), r_real.copy()
+  v_synth[0, 1] = v_synth[1, 0] = 0.3 + v_diff
+  r_synth[0, 1] = r_synth[1, 0] = 0.4 + r_diff
+  return {"columns": ["a", "b", "c"], "cramers_v_real": v_real.tolist(),
+          "cramers_v_synth": v_synth.tolist(),
+          "pearson_columns": ["a", "b", "c"], "pearson_real": r_real.tolist(),
+          "pearson_synth": r_synth.tolist()}
+
+
+def _diff_limits(fig):
+  """(vmin, vmax) of every difference heatmap, row by row."""
+  return [im.get_clim() for ax in fig.axes for im in ax.get_images()
+          if "synthetic \u2212 real" in ax.get_title()]
+
+
+def test_difference_maps_share_a_floored_symmetric_scale():
+  """Small differences (0.03, 0.08) sit on the +-0.2 floor, not +-0.08."""
+  fig = plots.figure_correlations(_assoc(0.03, -0.08), panels=("diff",))
+  assert _diff_limits(fig) == [(-0.2, 0.2), (-0.2, 0.2)]
+  text = plots.svg_string(fig)
+  assert "scale \u00b10.20" in text and "max |diff| 0.08" in text
+  big = plots.figure_correlations(_assoc(0.6, 0.05))
+  limits = _diff_limits(big)
+  assert len(limits) == 2
+  for lo, hi in limits:
+    assert (lo, hi) == pytest.approx((-0.6, 0.6))
+
+
+def test_skewed_categorical_gets_a_log_axis():
+  import matplotlib.figure
+
+  rng = np.random.default_rng(0)
+  countries = ["United-States"] * 900 + [f"c{i}" for i in range(40)] * 2
+  real = pd.Series(rng.permutation(countries))
+  fig = matplotlib.figure.Figure()
+  ax = fig.add_subplot()
+  plots.draw_marginal(ax, real, real, "native_country")
+  assert ax.get_yscale() == "log"
+  even = pd.Series(list("abc") * 100)
+  ax2 = fig.add_subplot(2, 1, 2)
+  plots.draw_marginal(ax2, even, even, "even")
+  assert ax2.get_yscale() == "linear"
+
+
+def test_figures_without_the_note(tables):
+  real, synth = tables
+  fig = plots.figure_marginals(real, synth, columns=["age"], note=False,
+                               numeric=[])
+  text = plots.svg_string(fig)
+  assert plots.NOTE.split(":")[0] not in text
+  # numeric=[] forces bars: the panel has category ticks, not a density axis.
+  assert "fraction of non-missing" in text and "density" not in text
