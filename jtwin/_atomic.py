@@ -13,7 +13,7 @@ __all__ = ["atomic_write", "check_output_path"]
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", *, encoding: Optional[str] = "utf-8",
-                 newline: Optional[str] = None) -> Iterator:
+                 newline: Optional[str] = None, file_mode: int = 0o666) -> Iterator:
   """Opens a temporary file next to `path`; renames it to `path` on success.
 
   The temporary file lives in the same directory (so `os.replace` is atomic),
@@ -26,6 +26,8 @@ def atomic_write(path, mode: str = "w", *, encoding: Optional[str] = "utf-8",
     mode: "w" (text) or "wb" (binary).
     encoding: text encoding (ignored in binary mode).
     newline: passed to `open` in text mode (use "" for the csv module).
+    file_mode: permissions of the new file before the umask (0o600 for
+      files holding secrets, e.g. checkpoints).
 
   Yields:
     The open file object.
@@ -34,7 +36,7 @@ def atomic_write(path, mode: str = "w", *, encoding: Optional[str] = "utf-8",
     raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
   path = os.fspath(path)
   directory, base = os.path.split(os.path.abspath(path))
-  tmp, fd = _create_temp(directory, base)
+  tmp, fd = _create_temp(directory, base, file_mode)
   try:
     try:
       if "b" in mode:
@@ -95,12 +97,12 @@ def _same_file(a: str, b: str) -> bool:
   return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _create_temp(directory: str, base: str) -> tuple[str, int]:
+def _create_temp(directory: str, base: str, file_mode: int = 0o666) -> tuple[str, int]:
   """Creates a new hidden temporary file (O_EXCL) in `directory`."""
   for _ in range(100):
     tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
     try:
-      return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+      return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode)
     except FileExistsError:
       continue
   raise FileExistsError(f"cannot create a temporary file in {directory}")

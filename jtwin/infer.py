@@ -372,8 +372,9 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
         init_method: str = "uniform", init_scale: float = 0.1,
         init_loc: Optional[dict] = None, warm_start: float = 0.1,
         progress: Optional[Callable[[int, int, dict], None]] = None,
-        privacy: Optional[PrivacyRecord] = None, devices: Optional[int] = None
-        ) -> FitResult:
+        privacy: Optional[PrivacyRecord] = None, devices: Optional[int] = None,
+        checkpoint=None, resume: bool = False, checkpoint_every: int = 10,
+        checkpoint_note: Optional[dict] = None) -> FitResult:
   """Fits the mean-field posterior of `model` to `data` under (epsilon, delta)-DP.
 
   Args:
@@ -415,6 +416,18 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
       rounding. On a CPU, D devices need
       `XLA_FLAGS=--xla_force_host_platform_device_count=D` set before JAX
       starts; after `jax.distributed.initialize`, pass `jax.device_count()`.
+    checkpoint: a directory to save the run's state in every
+      `checkpoint_every` epochs and at the end (`jtwin.checkpoint`: npz +
+      JSON, atomic, mode 0600). It holds the run's SECRET key: keep it as
+      private as the data. Refused if it already holds a checkpoint, unless
+      `resume`.
+    resume: continue the checkpoint in `checkpoint` (if there is one; else
+      start afresh): same T, same keys and batches, so the result equals an
+      uninterrupted run's; `key` may be None (the checkpoint's key is used)
+      or must be the same key. A checkpoint of other data or settings is
+      refused.
+    checkpoint_every: epochs (chunks) between checkpoints.
+    checkpoint_note: a JSON-able dict stored with the checkpoint.
 
   Returns:
     A `FitResult`.
@@ -432,9 +445,40 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
                   learning_rate=learning_rate, schedule=schedule, average_decay=average_decay,
                   devices=devices)
   t_cal = time.perf_counter() - t0
+  saver, loaded = None, None
+  if checkpoint is not None:
+    from jtwin import checkpoint as ckpt
+    settings = {"learning_rate": learning_rate, "schedule": schedule, "init_method": init_method,
+                "init_scale": init_scale, "warm_start": warm_start,
+                "init_loc": None if init_loc is None else ckpt._sha256(
+                    *[np.asarray(init_loc[k_], np.float32) for k_ in sorted(init_loc)]),
+                "init_loc_names": None if init_loc is None else sorted(init_loc)}
+    saver = ckpt.Checkpointer(checkpoint, ckpt.fingerprint(values, observed, model, plan,
+                                                           settings),
+                              every=checkpoint_every, note=checkpoint_note)
+    if resume:
+      loaded = saver.load()
+    elif saver.exists():
+      raise JtwinInputError(f"{checkpoint}: already holds a checkpoint; resume it "
+                            "(resume=True, --resume) or remove it")
+    if loaded is not None:
+      saved_key = jax.random.wrap_key_data(jnp.asarray(loaded.key_data), impl=loaded.key_impl)
+      if key is not None and not np.array_equal(jax.random.key_data(key), loaded.key_data):
+        raise JtwinInputError(f"{checkpoint}: the checkpoint was written with another key "
+                              "(seed); resume with the same one, or without one")
+      key = saved_key
+    key = root_key() if key is None else key
+    saver.set_key(key)
   run = setup_fit(key, model, values, observed, plan, init_method=init_method,
-                  init_scale=init_scale, init_loc=init_loc, warm_start=warm_start)
-  state, diag, t_compile, t_train = run_loop(plan, run, values, observed, progress=progress)
+                  init_scale=init_scale, init_loc=init_loc, warm_start=warm_start,
+                  run_warm_start=loaded is None)
+  if loaded is not None:
+    run = run._replace(state=saver.restore(run.state, loaded))
+  state, diag, t_compile, t_train = run_loop(
+      plan, run, values, observed, progress=progress,
+      start=None if loaded is None else loaded.position,
+      on_chunk=None if saver is None else (
+          lambda s, pos: saver.maybe_save(s, pos, plan.num_chunks)))
   timings = {"calibration": t_cal, "compile": t_compile, "training": t_train}
   return _result(plan, run, state, diag, model, timings)
 
@@ -522,17 +566,19 @@ class FitSetup(NamedTuple):
 
 def setup_fit(key: Optional[Array], model: Model, values: np.ndarray, observed: np.ndarray,
               plan: FitPlan, *, init_method: str = "uniform", init_scale: float = 0.1,
-              init_loc: Optional[dict] = None, warm_start: float = 0.1) -> FitSetup:
+              init_loc: Optional[dict] = None, warm_start: float = 0.1,
+              run_warm_start: bool = True) -> FitSetup:
   """Splits the run's key per purpose, runs the DP warm start, builds the initial state.
 
   The warm start (if `plan.privacy` has one) is the only data access outside
   the loop: the Gaussian mechanism accounted in `plan.privacy`.
+  `run_warm_start=False` skips it (a resumed run restores its state instead).
   """
   privacy, q, num_chunks = plan.privacy, plan.privacy.sampling_ratio, plan.num_chunks
   key = root_key() if key is None else key
   key, k_warm = jax.random.split(key)
-  if privacy.warm_start_noise > 0 or (privacy.mode == "non-private" and model.warm_start
-                                      and warm_start > 0):
+  if run_warm_start and (privacy.warm_start_noise > 0 or (
+      privacy.mode == "non-private" and model.warm_start and warm_start > 0)):
     # The only other data access: the Gaussian mechanism accounted in `privacy`.
     warm = model.warm_start(k_warm, values, observed, privacy.warm_start_noise)
     init_loc = {**(init_loc or {}),
@@ -592,13 +638,24 @@ def make_chunk_runner(step: Callable, flat_size: int) -> Callable:
 
 
 def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndarray, *,
-             progress: Optional[Callable[[int, int, dict], None]] = None
+             progress: Optional[Callable[[int, int, dict], None]] = None,
+             start=None, on_chunk: Optional[Callable] = None
              ) -> tuple[TrainState, dict, float, float]:
   """Runs the plan's T steps, one compiled chunk (an epoch) at a time.
 
   Batches are drawn on the host (`jtwin.batching`) one chunk ahead, so the
   host's sampling overlaps the device's chunk; progress and the non-finite
   check happen between chunks.
+
+  Args:
+    plan, run: from `plan_fit` and `setup_fit` (`run.state` is the state to
+      continue from).
+    values, observed: the encoded data.
+    progress: optional callback `(steps_done, total_steps, epoch_info)`.
+    start: a `jtwin.checkpoint.LoopPosition` to continue from (resume);
+      None starts at step 0.
+    on_chunk: optional `(state, LoopPosition)` callback after every chunk
+      whose parameters are finite (checkpointing).
 
   Returns:
     (final state, per-epoch diagnostics, compile seconds, training seconds).
@@ -611,6 +668,10 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
   state, eps_keys, noise_keys = run.state, run.eps_keys, run.noise_keys
   rng = numpy_generator_from_bits(run.batch_seed)
   width = batching.default_max_batch(n, q)
+  shard_width = 0
+  if start is not None:                  # resume: the sampler exactly where it stopped
+    rng.bit_generator.state = start.rng_state
+    width = start.width
   if plan.devices == 1:
     run_chunk = make_chunk_runner(run.step, run.flat.size)
     values_d, observed_d = jnp.asarray(values), jnp.asarray(observed)
@@ -623,6 +684,8 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
     values_d, observed_d = table.values, table.observed
     state, eps_keys, noise_keys = parallel.replicate((state, eps_keys, noise_keys), mesh)
     shard_width = parallel.default_shard_width(n, q, plan.devices)
+    if start is not None and start.devices == plan.devices:
+      shard_width = start.shard_width
 
     def place(idx, msk, active):
       nonlocal shard_width
@@ -637,10 +700,15 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
 
   diag = {"clip_fraction": [], "nonfinite": [], "mean_log_lik": [], "mean_batch_size": [],
           "steps": []}
+  first = 0
+  if start is not None:
+    first = start.chunk
+    diag = {k_: list(start.diagnostics[k_]) for k_ in diag}
   t_compile = 0.0
   t1 = time.perf_counter()
-  pending = next_xs(0)
-  for c in range(num_chunks):
+  rng_state = rng.bit_generator.state
+  pending = next_xs(first) if first < num_chunks else None
+  for c in range(first, num_chunks):
     b, active = pending
     if b.indices.shape[1] > width:       # a batch larger than the padding: re-pad, never drop
       width = b.indices.shape[1] + 8
@@ -649,9 +717,10 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
     tc = time.perf_counter()
     state, info, finite = run_chunk(state, place(idx, msk, active), eps_keys[c],
                                     noise_keys[c], values_d, observed_d)
-    if c == 0:
+    if c == first:
       jax.block_until_ready(info)
       t_compile = time.perf_counter() - tc
+    rng_state = rng.bit_generator.state  # before drawing chunk c + 1 (for a checkpoint)
     if c + 1 < num_chunks:
       pending = next_xs(c + 1)           # host work overlaps the device chunk
     info, finite = jax.device_get((info, finite))
@@ -663,6 +732,9 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
           f"training diverged at step {epoch['steps']} (non-finite parameters): the model "
           "has major difficulties fitting the data; simplify the model, standardise "
           "numeric columns, or lower the learning rate")
+    if on_chunk is not None:
+      from jtwin.checkpoint import LoopPosition
+      on_chunk(state, LoopPosition(c + 1, rng_state, width, shard_width, plan.devices, diag))
     if progress is not None:
       progress(epoch["steps"], steps, epoch)
   t_train = time.perf_counter() - t1 - t_compile
