@@ -127,7 +127,8 @@ def _warn_inferred(inferred):
 def _output_paths(args):
   from jtwin._atomic import check_output_path
   prefix = args.output_path
-  paths = {"csv": prefix + ".csv", "result": prefix + ".jtwin.npz"}
+  paths = {"csv": prefix + ".csv", "result": prefix + ".jtwin.npz",
+           "domain": prefix + ".domain.txt"}
   inputs = [args.data_path, args.model_path]
   for p in paths.values():
     check_output_path(p, inputs=inputs)
@@ -157,49 +158,63 @@ def fit(args) -> int:
     check_epsilon(args.epsilon, allow_large=args.allow_large_epsilon)
   paths = _output_paths(args)
   df = jdata.read_csv(args.data_path)
-  prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path)
-  n, d = prep.values.shape
+  key = _run_key(args)
+  calibrated = args.noise_multiplier is None
+  release = public_release(args, key, args.epsilon if calibrated else None,
+                           source=args.data_path)
+  prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path,
+                 release=release)
+  n, d = prep.values.shape       # the exact n stays internal; prep.public.rows is released
+  public = prep.public
+  rows = public.rows
   timer.lap("load and encode")
   if getattr(args, "group_clip", "on") == "off":
     prep = _without_group_clip(prep, args.k)
   _warn_inferred(prep.inferred)
+  _note_release(args, public)
   q = args.sampling_ratio
   if q * n < 1:
-    raise DataError(f"{args.data_path}: {n} rows are too few for --sampling_ratio {q:g} "
-                    f"(expected batch q*N = {q * n:.2g} < 1); raise --sampling_ratio to at "
-                    f"least {1.0 / n:.2g}")
-  delta = args.delta if args.delta is not None else 0.1 / n
-  if delta > 1.0 / n and not args.allow_large_delta and not args.non_private:
-    raise _unsafe_delta(delta, n)
+    raise DataError(f"{args.data_path}: too few rows for --sampling_ratio {q:g} "
+                    f"(expected batch q*N < 1); raise --sampling_ratio to at least "
+                    f"{1.0 / max(rows, 1):.2g}")
+  delta = public.delta
+  if delta > 1.0 / rows and not args.allow_large_delta and not args.non_private:
+    raise _unsafe_delta(delta, rows)
   with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="delta = .* is larger than 1/N")
     privacy = infer.privacy_plan(
-        n, epsilon=args.epsilon, delta=delta, sampling_ratio=q, num_epochs=args.num_epochs,
+        n, epsilon=public.epsilon_rest if calibrated else args.epsilon,
+        delta=public.delta_rest, sampling_ratio=q, num_epochs=args.num_epochs,
         clipping_threshold=args.clipping_threshold, noise_multiplier=args.noise_multiplier,
-        max_epsilon=args.max_epsilon, non_private=args.non_private,
+        max_epsilon=(None if args.max_epsilon is None or args.non_private
+                     else _rest_ceiling(args.max_epsilon, public)),
+        non_private=args.non_private,
         warm_start=args.warm_start if prep.model.warm_start is not None else 0.0)
+    privacy = compose_public(privacy, public, args.epsilon if calibrated else None)
   timer.lap("noise calibration")
   if privacy.mode == "noise_multiplier":
     check_epsilon(privacy.epsilon, allow_large=args.allow_large_epsilon,
                   what=f"the epsilon spent with --noise_multiplier {args.noise_multiplier:g}")
   if privacy.mode == "non-private":
     warnings.warn("--no-privacy: NO differential privacy; do not release this output")
-  _say(args, f"jtwin: {n} rows x {d} features; {_privacy_line(privacy)}")
+  _say(args, f"jtwin: {_rows_text(public, n)} x {d} features; {_privacy_line(privacy)}")
 
-  key = root_key(args.seed)
   k_fit, k_sample, k_decode = jax.random.split(key, 3)
   bar = ProgressBar("training", privacy.steps, quiet=args.quiet)
   result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
                      learning_rate=args.learning_rate, schedule=args.lr_schedule,
                      warm_start=args.warm_start,
                      average_decay=args.average_decay or None, devices=args.devices,
+                     checkpoint=args.checkpoint, resume=args.resume,
+                     checkpoint_every=args.checkpoint_every, checkpoint_note=_key_note(key),
                      progress=lambda done, total, ep: bar.update(
-                         done, f"loglik/row {ep['mean_log_lik']:.3g}"))
+                         done, f"loglik/row {ep['mean_log_lik']:.3g} (NOT private)"
+                         if args.verbose else ""))
   timer.phases["compile"] = result.timings["compile"]
   timer.lap("training")
   timer.phases["training"] -= result.timings["compile"]
 
-  num = n if args.num_synthetic is None else args.num_synthetic
+  num = rows if args.num_synthetic is None else args.num_synthetic
   m = args.num_synthetic_records_per_parameter_sample
   values, observed = sample_synthetic(k_sample, prep.model, result.posterior, num,
                                       records_per_draw=m)
@@ -215,7 +230,10 @@ def fit(args) -> int:
     jdata.write_csv_atomic(synth, paths["csv"])
     written.append(paths["csv"])
   save_result(paths["result"], result.posterior, model_info=prep.model_info,
-              privacy=privacy, domain=prep.domain, inferred_from_data=prep.inferred)
+              privacy=privacy, domain=prep.domain, inferred_from_data=prep.inferred,
+              extra={"release": public.record()})
+  if public.release.epsilon > 0:
+    written.append(_write_domain_file(args.output_path, public, args.model_path))
   written.append(paths["result"])
   timer.lap("writing")
   if args.visualize != "none":
@@ -230,6 +248,86 @@ def fit(args) -> int:
            "holder, not for release")
   _say(args, *_summary(n, d, privacy, timer.phases, written, num))
   return 0
+
+
+
+# ------------------------------------------------------------ DP row count and domains
+_RELEASE_TAG = 0x646F6D   # fold_in tag of the release's key (a purpose of its own)
+
+
+def public_release(args, key, epsilon, *, source, need_edges=False, edge_levels=None,
+                   max_value_cells=128):
+  """A callable (frame, spec) -> `jtwin.dp_domain.PublicPlan` for `prepare`."""
+  import jax
+  from jtwin import dp_domain
+  from jtwin._rng import numpy_generator
+  rng = numpy_generator(jax.random.fold_in(key, _RELEASE_TAG))
+
+  def release(frame, spec):
+    return dp_domain.plan_release(
+        rng, frame, spec, epsilon=epsilon, delta=args.delta, domain=args.domain,
+        domain_epsilon=args.domain_epsilon, non_private=args.non_private,
+        need_edges=need_edges, edge_levels=edge_levels, max_value_cells=max_value_cells,
+        source=source)
+  return release
+
+
+def _rest_ceiling(max_epsilon, public):
+  rest = max_epsilon - public.epsilon
+  if not rest > 0:
+    raise JtwinInputError(f"--max_epsilon {max_epsilon:g} leaves nothing after the row count "
+                          f"and domain step (epsilon {public.epsilon:g})")
+  return rest
+
+
+def compose_public(privacy, public, epsilon_target):
+  """The DP-SGD record with the row count and domain step added (basic composition)."""
+  if privacy.mode == "non-private":
+    return privacy
+  if public.epsilon == 0:
+    return privacy._replace(delta=public.delta)
+  parts = "row count" + (" + DP domain" if public.release.epsilon > 0 else "")
+  return privacy._replace(
+      epsilon=privacy.epsilon + public.epsilon,
+      epsilon_estimate=privacy.epsilon_estimate + public.epsilon,
+      epsilon_target=epsilon_target, delta=public.delta,
+      accountant=f"{privacy.accountant} + {parts} (basic composition)")
+
+
+def _rows_text(public, n):
+  if public.rows_epsilon == 0:
+    return f"{n} rows"
+  return f"about {public.rows} rows (DP estimate)"
+
+
+def _note_release(args, public):
+  r = public.release
+  if r.epsilon > 0:
+    _say(args, f"jtwin: DP domain: {len(r.released)} undeclared item(s) released with "
+         f"epsilon {format_up(r.epsilon)}, delta {r.delta:.3g} (noise sd {r.noise_std:.3g} "
+         "per count), written to OUTPUT_PREFIX.domain.txt")
+  if r.merged:
+    warnings.warn(f"DP domain: categories with fewer than about {r.threshold:.0f} rows are "
+                  f"merged into '(other)' in: {', '.join(r.merged)} (declare the categories "
+                  "in the model file to keep them)")
+  if r.drop_missing:
+    warnings.warn("DP domain: missing values are not modelled (the noisy count of missing "
+                  f"values was below {2 * r.noise_std:.0f}) in: {', '.join(r.drop_missing)}; "
+                  "rows missing there, if any, are left out (declare 'missing' or "
+                  "'missing = no' in the model file)")
+
+
+def _write_domain_file(prefix, public, model_path):
+  from jtwin._atomic import atomic_write
+  path = prefix + ".domain.txt"
+  r = public.release
+  head = (f"# Domain released under DP by jtwin (epsilon {format_up(r.epsilon)}, delta "
+          f"{r.delta:.3g}) for the model file {os.path.basename(str(model_path))}.\n"
+          "# Review it, edit it (e.g. replace '(other)' by the real categories) and pass it\n"
+          "# as MODEL next time: declared items cost no privacy budget.\n")
+  with atomic_write(path, "w") as f:
+    f.write(head + public.spec.to_text())
+  return path
 
 
 def _without_group_clip(prep, k):
@@ -250,6 +348,40 @@ def warn_no_popup(args, made) -> None:
     warnings.warn(f"--visualize {args.visualize}: no window was shown (no display, or no "
                   f"interactive matplotlib backend); {stored}use --visualize store to write "
                   "the plots as SVG files")
+
+
+def _run_key(args):
+  """The run's root key: from --seed, from the checkpoint being resumed, or from the OS.
+
+  A resumed run continues with the key the checkpoint was written with (it
+  is stored there: checkpoints are secret), so that it ends as the
+  uninterrupted run would have.
+  """
+  import jax
+  from jtwin import checkpoint
+  from jtwin._rng import root_key
+  if args.resume and not args.checkpoint:
+    raise JtwinInputError("--resume needs --checkpoint DIR (the checkpoint to continue)")
+  meta = checkpoint.read_meta(args.checkpoint) if args.checkpoint else {}
+  if meta and not args.resume:
+    raise JtwinInputError(f"--checkpoint {args.checkpoint}: already holds a checkpoint; "
+                          "continue it with --resume, or remove it")
+  note = meta.get("note", {})
+  if "root_key" not in note:
+    return root_key(args.seed)
+  words = np.asarray(note["root_key"], np.uint32)
+  if args.seed is not None and not np.array_equal(
+      np.asarray(jax.random.key_data(root_key(args.seed))), words):
+    raise JtwinInputError(f"--checkpoint {args.checkpoint}: was written with another --seed; "
+                          "resume with the same --seed, or without one")
+  return jax.random.wrap_key_data(words, impl=note.get("root_key_impl", "threefry2x32"))
+
+
+def _key_note(key) -> dict:
+  """The root key as stored in a checkpoint (secret, like the checkpoint)."""
+  import jax
+  return {"root_key": np.asarray(jax.random.key_data(key)).tolist(),
+          "root_key_impl": str(jax.random.key_impl(key))}
 
 
 def _unsafe_delta(delta, n):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import warnings
 
-from jtwin._commands import _say, _Timer, _unsafe_delta, _warn_inferred
+from jtwin._commands import _note_release, _say, _Timer, _unsafe_delta, _warn_inferred
+from jtwin._commands import _write_domain_file
 from jtwin._commands import format_up as _up
 from jtwin._commands import warn_no_popup
 from jtwin.errors import JtwinInputError
@@ -64,17 +65,14 @@ def napsumq(args) -> int:
     from jtwin._guidance import check_epsilon
     check_epsilon(args.epsilon, allow_large=args.allow_large_epsilon)
   inputs = [args.data_path, args.model_path] + ([args.queries] if args.queries else [])
-  paths = {"csv": args.output_path + ".csv", "result": args.output_path + ".jtwin.npz"}
+  paths = {"csv": args.output_path + ".csv", "result": args.output_path + ".jtwin.npz",
+           "domain": args.output_path + ".domain.txt"}
   for p in paths.values():
     check_output_path(p, inputs=inputs)
   frame, spec, forced, notes = _load(args)
-  n = len(frame)
   if args.target is not None and args.target not in spec.names:
     raise JtwinInputError(f"--target '{args.target}' is not a modelled column (model columns: "
                           f"{', '.join(list(spec.names)[:8])}{', ...' if len(spec.names) > 8 else ''})")
-  delta = args.delta if args.delta is not None else 0.1 / n
-  if delta > 1.0 / n and not args.allow_large_delta and not args.non_private:
-    raise _unsafe_delta(delta, n)
   timer.lap("load")
   if args.non_private:
     warnings.warn("--no-privacy: NO differential privacy; do not release this output")
@@ -82,13 +80,16 @@ def napsumq(args) -> int:
   key = root_key(args.seed)
   k_fit, k_sample = jax.random.split(key)
   result = nq.fit_marginals(
-      k_fit, frame, spec, epsilon=args.epsilon, delta=delta, num_components=args.k,
+      k_fit, frame, spec, epsilon=args.epsilon, delta=args.delta, num_components=args.k,
+      domain=args.domain, domain_epsilon=args.domain_epsilon,
+      check_delta=None if args.allow_large_delta or args.non_private else _unsafe_delta,
       selection=args.select, target=args.target, queries=forced, non_private=args.non_private,
       one_way_fraction=args.one_way_fraction, rounds=args.rounds, max_cells=args.max_cells,
       final_steps=args.steps, source=args.data_path,
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
   _warn_inferred(inferred)
+  _note_release(args, result.public)
   for name, secs in result.timings.items():
     timer.phases[name] = secs
   timer.lap("fit")
@@ -113,8 +114,11 @@ def napsumq(args) -> int:
   save_result(paths["result"], result.posterior, model_info=model_info(result),
               privacy=result.privacy, inferred_from_data=inferred,
               extra={"measurements": result.measurements,
-                     "num_rows_estimate": result.num_rows_estimate})
+                     "num_rows_estimate": result.num_rows_estimate,
+                     "release": result.public.record()})
   written.append(paths["result"])
+  if result.public.release.epsilon > 0:
+    written.append(_write_domain_file(args.output_path, result.public, args.model_path))
   timer.lap("writing")
   if args.visualize != "none":
     from jtwin.plots import make_plots
@@ -131,9 +135,7 @@ def napsumq(args) -> int:
        f"jtwin: wrote {num} synthetic rows: " + ", ".join(written))
   if not args.quiet and args.num_synthetic is None:
     _say(args, f"jtwin: the number of rows, {num}, is the DP estimate of N from the noisy "
-         "1-way tables" + ("; but the default delta = 0.1/N, printed and stored in the "
-                           "result, reveals the exact N (pass --delta to avoid that)"
-                           if args.delta is None else ""))
+         "1-way tables")
   return 0
 
 
@@ -146,7 +148,7 @@ def model_info(result) -> dict:
 
 def add_parser(sub, types):
   """The `napsumq` subcommand (twinify 2.0's name for its marginal-query method)."""
-  from jtwin.cli import HelpFormatter, add_drop_na_and_seed, add_output_group
+  from jtwin.cli import HelpFormatter, add_domain_flags, add_drop_na_and_seed, add_output_group
   positive_float, positive_int, probability = types
   p = sub.add_parser(
       "napsumq", help="fit a noise-aware mixture to DP marginal queries and write a twin",
@@ -191,6 +193,7 @@ def add_parser(sub, types):
   g.add_argument("--steps", type=positive_int("--steps"), default=2000,
                  help="Adam steps of the final fit")
   add_drop_na_and_seed(g)
+  add_domain_flags(p)
   add_output_group(p, rows_default="the DP estimate of N")
   return p
 

@@ -138,12 +138,21 @@ def _add_fit_parser(sub):
 
 
 def _add_scale_group(p) -> None:
-  """--devices (data-parallel training)."""
-  g = p.add_argument_group("devices")
+  """--devices (data-parallel training), --checkpoint, --resume, --checkpoint_every."""
+  g = p.add_argument_group("devices and checkpoints")
   g.add_argument("--devices", type=_positive_int("--devices"), default=1,
                  help="train data-parallel on this many devices (rows sharded, noise added "
                  "once; same result up to rounding); on a CPU-only machine it uses that "
                  "many host devices (XLA_FLAGS=--xla_force_host_platform_device_count)")
+  g.add_argument("--checkpoint", metavar="DIR", default=None,
+                 help="save the training state in DIR every --checkpoint_every epochs and at "
+                 "the end; DIR holds the run's SECRET key (mode 0700/0600): keep it as "
+                 "private as the data and delete it after the run")
+  g.add_argument("--resume", action="store_true",
+                 help="continue the run saved in --checkpoint DIR (same data and settings; "
+                 "starts afresh if DIR holds none): the result equals an uninterrupted run's")
+  g.add_argument("--checkpoint_every", type=_positive_int("--checkpoint_every"), default=10,
+                 help="epochs between checkpoints")
 
 
 def add_domain_flags(p) -> None:

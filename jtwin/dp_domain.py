@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,7 @@ import pandas as pd
 from jtwin.errors import DataError, JtwinInputError
 from jtwin.spec import FeatureSpec, ModelSpec
 
-__all__ = ["OTHER", "DomainRelease", "needs_release", "noisy_row_count", "release_domain",
+__all__ = ["OTHER", "DomainRelease", "PublicPlan", "needs_release", "noisy_row_count", "plan_release", "release_domain",
            "DEFAULT_DOMAIN_FRACTION", "ROWS_FRACTION"]
 
 OTHER = "(other)"
@@ -61,6 +61,7 @@ _LOG_LO, _LOG_HI = -4, 10
 _MAGNITUDES = 10.0 ** (np.arange(_LOG_LO * _PER_DECADE, _LOG_HI * _PER_DECADE + 1) / _PER_DECADE)
 GRID = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])   # public edges, increasing
 _CATEGORICAL = ("categorical", "bernoulli")
+_FALSE_CELL = 0.01   # chance that some empty cell of a column passes its threshold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +100,10 @@ class DomainRelease:
       keep = col.notna().to_numpy()
       labels = jdata._labels(col[keep])
       known = set(by_name[name].categories)
+      if OTHER not in known and not labels.isin(known).all():
+        raise DataError(f"column '{name}' has values other than the two frequent ones "
+                        f"released under DP ({', '.join(sorted(known))}) but is modelled as "
+                        "Bernoulli; use Categorical, or declare its categories")
       mapped = labels.where(labels.isin(known), OTHER)
       new = pd.Series(np.full(len(col), np.nan, dtype=object), index=col.index)
       new[keep] = mapped.to_numpy(dtype=object)
@@ -261,12 +266,45 @@ def _cell_edges() -> tuple:
   return full[:-1], full[1:]
 
 
+def _cell_threshold(noise_std: float, num_cells: int) -> float:
+  """Noisy totals (sd sqrt(2) s) above this are kept: an empty cell passes with
+  probability `_FALSE_CELL` / num_cells, so a column's quantiles rarely see a
+  noise cell."""
+  z = statistics.NormalDist().inv_cdf(1.0 - _FALSE_CELL / num_cells)
+  return z * math.sqrt(2.0) * noise_std
+
+
+def _denoised(total: np.ndarray, noise_std: float) -> np.ndarray:
+  """Cell weights from noisy totals at two resolutions.
+
+  A cell is kept when its own total passes `_cell_threshold`; the rest of a
+  block of `_PER_DECADE` cells (one decade) is kept, spread evenly over the
+  block's other cells, when the block's total passes the threshold for its
+  larger noise. So a tail spread thinly over a decade (capital gains) is
+  still seen, and empty cells are zero.
+  """
+  total = np.asarray(total, np.float64)
+  cell_sd = math.sqrt(2.0) * noise_std
+  kept = total > _cell_threshold(noise_std, len(total))
+  weight = np.where(kept, total, 0.0)
+  size = _PER_DECADE
+  blocks = math.ceil(len(total) / size)
+  pad = blocks * size - len(total)
+  t = np.concatenate([total, np.zeros(pad)]).reshape(blocks, size)
+  k = np.concatenate([kept, np.ones(pad, bool)]).reshape(blocks, size)
+  rest = np.where(k, 0.0, t).sum(1)
+  free = (~k).sum(1)
+  z = statistics.NormalDist().inv_cdf(1.0 - _FALSE_CELL / blocks)
+  ok = (free > 0) & (rest > z * cell_sd * np.sqrt(np.maximum(free, 1)))
+  spread = np.where(ok, rest / np.maximum(free, 1), 0.0)[:, None] * ~k
+  return weight + spread.ravel()[:len(total)]
+
+
 def _quantiles(hist: np.ndarray, levels, noise_std: float) -> Optional[np.ndarray]:
   """Quantiles of the denoised histogram (linear within a cell); None if empty."""
-  total = hist.sum(1)
-  weight = np.where(total > 2.0 * math.sqrt(2.0) * noise_std, total, 0.0)
+  weight = _denoised(hist.sum(1), noise_std)
   if not weight.sum() > 0:
-    weight = np.maximum(total, 0.0)
+    weight = np.maximum(hist.sum(1), 0.0)
     if not weight.sum() > 0:
       return None
   cum = np.concatenate([[0.0], np.cumsum(weight)]) / weight.sum()
@@ -287,10 +325,13 @@ def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_valu
   fields = {}
   integer = f.integer if f.family != "poisson" else True
   if "integer" in items:
-    total = np.maximum(hist.sum(1), 0.0)
-    kept = total > 2.0 * math.sqrt(2.0) * noise_std
-    nonint = np.maximum(hist[:, 0], 0.0)[kept].sum()
-    integer = bool(nonint <= 0.01 * max(total[kept].sum(), 1.0))
+    total = hist.sum(1)
+    kept = total > _cell_threshold(noise_std, len(total))
+    # integer unless the non-integer counts of the occupied cells exceed 1% of
+    # their rows by more than 3 noise sds of their sum
+    nonint = hist[kept, 0].sum()
+    slack = 3.0 * noise_std * math.sqrt(max(int(kept.sum()), 1))
+    integer = bool(nonint <= 0.01 * max(total[kept].sum(), 0.0) + slack)
     fields["integer"] = integer
   if "standardisation" in items:
     q = _quantiles(hist, [0.1587, 0.5, 0.8413, 0.01, 0.99], noise_std)
@@ -298,11 +339,13 @@ def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_valu
       loc, scale = 0.0, 1.0
     else:
       loc = float(q[1])
-      scale = float(q[2] - q[0]) / 2.0
-      if not scale > 0:
-        scale = float(q[4] - q[3]) / 4.0
+      # the robust sd, unless a spike (e.g. most values 0) makes it tiny
+      # next to the 1-99% range (for Normal data the second term is 0.47 sd)
+      scale = max(float(q[2] - q[0]) / 2.0, float(q[4] - q[3]) / 10.0)
       if not scale > 0:
         scale = max(abs(loc) * 0.1, 1.0)
+    if abs(loc) < 1e-3 * scale:
+      loc = 0.0
     fields["loc"] = f.loc if f.loc is not None else _round(loc)
     fields["scale"] = f.scale if f.scale is not None else _round(scale)
   if "edges" in items:
@@ -327,3 +370,105 @@ def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_valu
 def _round(x: float) -> float:
   """Four significant digits (a cleaner model file; post-processing)."""
   return float(f"{x:.4g}")
+
+
+# ------------------------------------------------------------ one call for a run
+class PublicPlan(NamedTuple):
+  """The public quantities of a run, released before the main mechanism.
+
+  Attributes:
+    frame: the rows and columns the main mechanism sees (`DomainRelease.apply`).
+    spec: the model spec with the released domain declared.
+    rows: the DP row-count estimate (the exact N only when non-private).
+    delta: the run's total delta (given, or 0.1 / rows).
+    rows_epsilon: epsilon spent on the row count.
+    release: the `DomainRelease` (spent nothing if all was declared).
+    epsilon_rest: epsilon left for the main mechanism (None: not calibrated).
+    delta_rest: delta left for the main mechanism.
+    domain_mode: "dp" or "data" (undeclared items read off the data, warned).
+  """
+  frame: pd.DataFrame
+  spec: ModelSpec
+  rows: int
+  delta: float
+  rows_epsilon: float
+  release: DomainRelease
+  epsilon_rest: Optional[float]
+  delta_rest: float
+  domain_mode: str
+
+  @property
+  def epsilon(self) -> float:
+    """Epsilon spent before the main mechanism (row count + domains)."""
+    return self.rows_epsilon + self.release.epsilon
+
+  def record(self) -> dict:
+    """JSON-able summary for the result file."""
+    return {"rows_estimate": int(self.rows), "rows_epsilon": self.rows_epsilon,
+            "domain_mode": self.domain_mode, "domain": self.release.to_dict()}
+
+
+def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[ModelSpec], *,
+                 epsilon: Optional[float], delta: Optional[float], domain: str = "dp",
+                 domain_epsilon: Optional[float] = None, non_private: bool = False,
+                 need_edges: bool = False, edge_levels=None, max_value_cells: int = 128,
+                 source: str = "data") -> PublicPlan:
+  """Releases the row count and every undeclared domain item, and splits the budget.
+
+  Budget (basic composition with the main mechanism): the row count gets
+  `ROWS_FRACTION` epsilon; the domains get `domain_epsilon` (default
+  `DEFAULT_DOMAIN_FRACTION` epsilon minus the row count's share) and
+  `DEFAULT_DOMAIN_FRACTION` delta, only when something is undeclared; the
+  main mechanism gets the rest. Fractions refer to `epsilon` (1.0 if None,
+  i.e. when the main mechanism's noise is given instead).
+
+  Args:
+    rng: numpy Generator (purpose-specific; its draws are the noise).
+    frame: the modelled rows and columns (private).
+    spec: the model spec, or None for a custom model (row count only).
+    epsilon, delta: the run's total budget; delta None means 0.1 / rows.
+    domain: "dp", or "data" to read undeclared items off the data (NOT
+      covered by epsilon; the caller warns).
+    domain_epsilon: epsilon for the domains (overrides the default share).
+    non_private: no noise anywhere: the exact N, domains from the data.
+    need_edges, edge_levels, max_value_cells, source: see `release_domain`.
+
+  Raises:
+    JtwinInputError: an unknown mode, or shares that leave nothing for the
+      main mechanism.
+  """
+  if domain not in ("dp", "data"):
+    raise JtwinInputError(f"domain must be 'dp' or 'data', got {domain!r}")
+  n = len(frame)
+  if non_private:
+    return PublicPlan(frame, spec, n, delta if delta is not None else 0.1 / n, 0.0,
+                      DomainRelease(spec), epsilon, delta if delta is not None else 0.1 / n,
+                      "data")
+  ref = float(epsilon) if epsilon is not None else 1.0
+  rows_eps = ROWS_FRACTION * ref
+  rows = noisy_row_count(rng, n, rows_eps)
+  delta = float(delta) if delta is not None else 0.1 / rows
+  todo = needs_release(spec, need_edges=need_edges) if spec is not None else []
+  if domain == "dp" and todo:
+    dom_eps = (DEFAULT_DOMAIN_FRACTION * ref - rows_eps if domain_epsilon is None
+               else float(domain_epsilon))
+    dom_delta = DEFAULT_DOMAIN_FRACTION * delta
+    release = release_domain(rng, frame, spec, epsilon=dom_eps, delta=dom_delta,
+                             need_edges=need_edges, edge_levels=edge_levels,
+                             max_value_cells=max_value_cells, source=source)
+    frame = release.apply(frame)
+    spec = release.spec
+    if len(frame) == 0:
+      raise DataError(f"{source}: no rows are left after leaving out rows missing in columns "
+                      "whose DP missing flag is 'no'; declare 'missing' for them")
+  else:
+    release = DomainRelease(spec)
+  rest = None
+  if epsilon is not None:
+    rest = float(epsilon) - rows_eps - release.epsilon
+    if not rest > 0:
+      raise JtwinInputError(f"the row count ({rows_eps:g}) and domain ({release.epsilon:g}) "
+                            f"shares leave nothing of epsilon = {epsilon:g}; lower "
+                            "--domain_epsilon or declare the domains in the model file")
+  return PublicPlan(frame, spec, rows, delta, rows_eps, release, rest, delta - release.delta,
+                    domain)

@@ -55,7 +55,8 @@ __all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_m
 
 SELECTIONS = ("aim", "mst", "all", "none")
 MAX_TOTAL_CELLS = 20_000
-_SAMPLE_TAG = 0x73616d70   # "samp"   # the fit's Gram matrix is [cells, cells]
+_SAMPLE_TAG = 0x73616d70   # "samp"
+_RELEASE_TAG = 0x646F6D     # "dom": the row count and domain step's key
 
 
 class MarginalPrivacyRecord(NamedTuple):
@@ -106,6 +107,7 @@ class MarginalResult(NamedTuple):
     num_components: K.
     inferred_from_data: items taken from the private data without noise.
     timings: seconds per phase.
+    public: the `jtwin.dp_domain.PublicPlan` (DP row count and domain).
   """
   posterior: Any
   cells: tuple
@@ -116,6 +118,7 @@ class MarginalResult(NamedTuple):
   num_components: int
   inferred_from_data: list
   timings: dict
+  public: Any = None
 
 
 def _weighted_total(measurements) -> float:
@@ -153,7 +156,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   learning_rate: float = 0.1, init_spread: float = 0.2, init_peak: float = 3.0,
                   max_value_cells: int = cl.MAX_VALUE_CELLS, num_bins: int = cl.NUM_BINS,
                   split_bins: int = cl.SPLIT_BINS, coarse_views: bool = True,
-                  source: str = "data", progress=None) -> MarginalResult:
+                  domain: str = "dp", domain_epsilon: Optional[float] = None,
+                  check_delta=None, source: str = "data",
+                  progress=None) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:
@@ -162,7 +167,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       recompute the noise: keep it secret.
     frame: pandas DataFrame with (at least) the modelled columns.
     spec: `jtwin.spec.ModelSpec`, or the path of a model file.
-    epsilon, delta: the target; delta defaults to 0.1 / N.
+    epsilon, delta: the run's total budget, row count and domain step included;
+      delta defaults to 0.1 / N-hat, N-hat the DP row count.
     num_components: K (post-processing: costs no privacy).
     selection: "aim", "mst", "all" or "none" (see the module docstring).
     target: a column name: 3-way cliques containing it join the workload.
@@ -188,6 +194,14 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     max_value_cells, num_bins, split_bins: see `jtwin.marginals.cells.build_cells`.
     coarse_views: multi-way tables use the numeric columns' coarse views
       (`jtwin.marginals.cells.coarsen`) while 1-way tables use every cell.
+    domain: "dp" (default): undeclared domain items (categories, flags, the
+      bin edges of numeric columns without bounds) are released under DP
+      (`jtwin.dp_domain`) from `domain_epsilon` (default 0.09 epsilon, and
+      10% of delta), only when something is undeclared; "data": read off
+      the data (NOT covered by epsilon; listed in `inferred_from_data`).
+    domain_epsilon: see `domain`.
+    check_delta: optional callable(delta, rows) -> exception, raised when
+      delta > 1 / rows (rows: the DP row count) before anything else is spent.
     source: the data's name in error messages.
     progress: optional callable(fraction of the budget spent, text).
 
@@ -210,14 +224,22 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   if not 0.0 < one_way_fraction < 1.0:
     raise JtwinInputError(f"one_way_fraction must be in (0, 1), got {one_way_fraction}")
   names = list(spec.names)
+  from jtwin import dp_domain
+  jdata.select_columns(frame, spec, source=source)   # every model column is there
+  public = dp_domain.plan_release(
+      numpy_generator(jax.random.fold_in(key, _RELEASE_TAG)), frame, spec, epsilon=epsilon,
+      delta=delta, domain=domain, domain_epsilon=domain_epsilon, non_private=non_private,
+      need_edges=True, edge_levels=cl._quantile_levels(num_bins),
+      max_value_cells=max_value_cells, source=source)
+  frame, spec, delta = public.frame, public.spec, public.delta
+  if check_delta is not None and delta > 1.0 / public.rows:
+    raise check_delta(delta, public.rows)
   n = len(frame)
-  if delta is None:
-    delta = 0.1 / n
   timings = {}
-  domain = jdata.resolve_domain(frame, spec, source=source)
-  cells = cl.build_cells(frame, spec, domain, max_value_cells=max_value_cells, num_bins=num_bins,
-                         split_bins=split_bins)
-  base_codes = cl.encode_cells(frame, cells, domain, source=source)
+  resolved = jdata.resolve_domain(frame, spec, source=source)
+  cells = cl.build_cells(frame, spec, resolved, max_value_cells=max_value_cells,
+                         num_bins=num_bins, split_bins=split_bins, edges=public.release.edges)
+  base_codes = cl.encode_cells(frame, cells, resolved, source=source)
   d = len(cells)
   col = {name: j for j, name in enumerate(names)}
   forced = [_clique(q, col, source) for q in queries]
@@ -228,7 +250,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     target_col = col[target]
   timings["cells"] = time.perf_counter() - t0
 
-  rho = math.inf if non_private else zcdp.cdp_rho(epsilon, delta)
+  rho = math.inf if non_private else zcdp.cdp_rho(public.epsilon_rest, public.delta_rest)
   k_noise, k_select, k_init, k_post = jax.random.split(key, 4)
   noise_rng, select_rng = numpy_generator(k_noise), numpy_generator(k_select)
   budget = _Budget()
@@ -330,15 +352,19 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     record = MarginalPrivacyRecord("non-private", math.inf, None, delta, math.inf, math.inf,
                                    math.inf, math.inf, math.inf, budget.tables or len(log), 0)
   else:
+    parts = " + row count" + (" + DP domain" if public.release.epsilon > 0 else "")
     record = MarginalPrivacyRecord(
-        "calibrated", float(zcdp.cdp_epsilon(spent, delta)), float(epsilon), float(delta),
+        "calibrated", float(zcdp.cdp_epsilon(spent, public.delta_rest) + public.epsilon),
+        float(epsilon), float(delta),
         float(spent), budget.parts["one_way"], budget.parts["queries"],
         budget.parts["selection"], budget.parts["measurement"], budget.tables,
-        budget.selections)
+        budget.selections,
+        accountant=MarginalPrivacyRecord._field_defaults["accountant"] + parts
+        + " (basic composition)")
   model = make_mixture_model(mm.cell_features(cells), num_components)
   inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in cells if c.from_data]
   return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
-                        timings)
+                        timings, public)
 
 
 def _clique(names, col, source) -> tuple:

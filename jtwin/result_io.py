@@ -175,8 +175,7 @@ def rebuild(loaded: LoadedResult, *, custom_model_path: Optional[str] = None,
     from jtwin.models.interface import Feature
     model = make_mixture_model([Feature(*f) for f in info["features"]], info["num_components"])
     if info.get("method") == "napsumq":
-      from jtwin._napsumq_command import sample_decoder
-      decode = sample_decoder(info)
+      decode = cells_decoder(info)
     else:
       from jtwin import data as jdata
       decode = lambda v, o, rng=None: jdata.decode(v, o, loaded.domain, rng=rng)
@@ -199,6 +198,15 @@ def rebuild(loaded: LoadedResult, *, custom_model_path: Optional[str] = None,
       out = pd.DataFrame(np.where(o, v, np.nan), columns=info["columns"])
       return custom.postprocess(out) if custom.postprocess else out
   return Rebuilt(model, rebuild_posterior(model, loaded.posterior), decode)
+
+
+def cells_decoder(info: dict):
+  """`decode(values, observed, rng=None)` for a napsumq result's model description
+  (its cells: `jtwin.marginals.cells.CellColumn`)."""
+  from jtwin.marginals.cells import CellColumn, decode_cells
+  cells = tuple(CellColumn.from_dict(c) for c in info["cells"])
+  return lambda v, o, rng=None: decode_cells(np.rint(v).astype(np.int64), o, cells,
+                                             rng if rng is not None else np.random.default_rng(0))
 
 
 def rebuild_posterior(model, saved_posterior):

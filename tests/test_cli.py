@@ -56,19 +56,28 @@ def test_fit_writes_decoded_twin_and_result(files, capsys):
   assert code == 0, err
   synth = pd.read_csv(tmp / "out.csv", keep_default_na=False, na_values=[""])
   assert list(synth.columns) == ["age", "job", "smoker", "visits"]   # model order, unused dropped
-  assert len(synth) == 300
+  from jtwin.result_io import load_result
+  release = load_result(str(tmp / "out.jtwin.npz")).meta["release"]
+  # default rows: the DP row count (two-sided geometric, scale 1/0.01), never the exact N
+  assert len(synth) == release["rows_estimate"] and abs(len(synth) - 300) < 2000
+  assert release["rows_epsilon"] == pytest.approx(0.01)
+  assert f"about {len(synth)} rows (DP estimate)" in out and "300 rows" not in out
   assert set(synth["job"].dropna()) <= {"a", "b", "c"}
   assert set(synth["smoker"]) <= {"no", "yes"}
   assert synth["age"].between(0, 100).all()
   assert pd.api.types.is_integer_dtype(synth["age"]) and pd.api.types.is_integer_dtype(synth["visits"])
   assert "epsilon = " in out and "certified upper bound" in out
-  assert "taken from the private data" in err and "visits" in err   # the undeclared parts
+  # the undeclared parts are released under DP, not read off the data
+  assert "taken from the private data" not in err and "DP domain" in out
   from jtwin.result_io import load_result
   loaded = load_result(str(tmp / "out.jtwin.npz"))
   assert loaded.meta["privacy"]["epsilon"] <= 1.0
   assert loaded.meta["privacy"]["steps"] == 20
   assert "seed" not in json.dumps(loaded.meta)
-  assert any("visits" in item for item in loaded.meta["inferred_from_data"])
+  assert loaded.meta["inferred_from_data"] == []
+  assert any(item.startswith("visits") for item in loaded.meta["release"]["domain"]["released"])
+  assert loaded.meta["privacy"]["delta"] == pytest.approx(0.1 / release["rows_estimate"])
+  assert (tmp / "out.domain.txt").exists()
 
 
 def test_sample_from_result_without_data(files, capsys):
@@ -136,7 +145,7 @@ BAD_CASES = {
     "column not in data": lambda t, d, m: ([d, _bad(t, "m3.txt", "Age : Normal\n")], "did you mean 'age'"),
     "poisson negative": lambda t, d, m: ([_bad(t, "p.csv", "x\n1\n-2\n3\n" * 50), _bad(t, "m4.txt", "x : Poisson\n")], "x"),
     "poisson non-integer": lambda t, d, m: ([_bad(t, "p2.csv", "x\n1\n2.5\n3\n" * 50), _bad(t, "m5.txt", "x : Poisson\n")], "x"),
-    "bernoulli three values": lambda t, d, m: ([_bad(t, "b.csv", "x\na\nb\nc\n" * 50), _bad(t, "m6.txt", "x : Bernoulli\n")], "x"),
+    "bernoulli three values": lambda t, d, m: ([_bad(t, "b.csv", "x\na\nb\nc\n" * 50), _bad(t, "m6.txt", "x : Bernoulli\n"), "--domain", "data"], "x"),
     "all missing column": lambda t, d, m: ([_bad(t, "n.csv", "x,y\n,1\n,2\n" * 50), _bad(t, "m7.txt", "x : Normal\ny : Normal\n")], "x"),
     "too small for q": lambda t, d, m: ([_bad(t, "s.csv", "x\n1\n2\n3\n"), _bad(t, "m8.txt", "x : Normal\n")], "sampling_ratio"),
 }

@@ -163,7 +163,8 @@ def _split_bins(bins, split: int, integer: bool) -> tuple:
 
 
 def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX_VALUE_CELLS,
-                num_bins: int = NUM_BINS, split_bins: int = SPLIT_BINS) -> tuple:
+                num_bins: int = NUM_BINS, split_bins: int = SPLIT_BINS,
+                edges: Optional[dict] = None) -> tuple:
   """The cells of every modelled column (before compression).
 
   Args:
@@ -176,11 +177,15 @@ def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX
     split_bins: other binned columns get each declared bin cut into this many
       equal parts (public refinements; sparse ones are merged again by
       `compress`).
+    edges: {column: (edges, point flags)} released under DP
+      (`jtwin.dp_domain`) for numeric columns without declared bounds; such
+      columns' cells are read off the data only when absent here.
 
   Returns:
     a tuple of `CellColumn`, in model order.
   """
   out = []
+  dp_edges = dict(edges or {})
   for f, c in zip(spec.features, domain.columns):
     from_data = tuple(x for x in c.from_data if not x.startswith("standardisation"))
     common = dict(name=c.name, missing=c.missing)
@@ -205,6 +210,8 @@ def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX
       else:
         e = np.linspace(lo, hi, num_bins + 1)
         edges, point = tuple(float(v) for v in e), (False,) * num_bins
+    elif c.name in dp_edges:
+      edges, point = (tuple(v) for v in dp_edges[c.name])
     else:
       x = jdata._numeric(frame[c.name], c.name, c.family, "data")
       x = x[~np.isnan(x)]

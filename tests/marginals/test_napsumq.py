@@ -46,9 +46,16 @@ def test_privacy_record_recomputed(frame, selection):
   assert rho_tables == pytest.approx(p.rho_one_way + p.rho_queries + p.rho_measurement, rel=1e-9)
   assert p.num_measurements == len(res.measurements)
   assert p.rho == pytest.approx(rho_tables + p.rho_selection, rel=1e-12)
-  assert p.rho <= zcdp.cdp_rho(1.0, 1e-6) * (1 + 1e-9)
-  assert p.epsilon == pytest.approx(zcdp.cdp_epsilon(p.rho, 1e-6), rel=1e-9)
-  assert p.epsilon <= 1.0
+  # the row count and the DP domain step come first, by basic composition
+  pub = res.public
+  assert pub.rows_epsilon == pytest.approx(0.01) and pub.delta == 1e-6
+  assert pub.epsilon_rest == pytest.approx(1.0 - pub.epsilon, rel=1e-12)
+  assert pub.delta_rest == pytest.approx(1e-6 - pub.release.delta, rel=1e-12)
+  rest_rho = zcdp.cdp_rho(pub.epsilon_rest, pub.delta_rest)
+  assert p.rho <= rest_rho * (1 + 1e-9)
+  assert p.epsilon == pytest.approx(zcdp.cdp_epsilon(p.rho, pub.delta_rest) + pub.epsilon,
+                                    rel=1e-9)
+  assert p.epsilon <= 1.0 and p.delta == 1e-6
   if selection == "all":
     assert p.num_selections == 0 and p.rho_selection == 0
     assert len(res.measurements) == 3 + 3          # 1-way tables + every pair
@@ -57,7 +64,7 @@ def test_privacy_record_recomputed(frame, selection):
     assert p.rho_selection == pytest.approx(p.rho_measurement, rel=1e-9)
   if selection == "aim":
     assert p.num_selections >= 1
-    assert p.rho == pytest.approx(zcdp.cdp_rho(1.0, 1e-6), rel=1e-6)   # spent exactly once
+    assert p.rho == pytest.approx(rest_rho, rel=1e-6)   # spent exactly once
 
 
 @pytest.mark.slow
@@ -166,9 +173,15 @@ def test_cli_constant_column_is_a_clean_error(tmp_path, capsys):
   model = tmp_path / "model.txt"
   model.write_text("a : Categorical\nb : Categorical\n")
   for command in ("napsumq", "fit"):
-    assert main([command, str(data), str(model), str(tmp_path / "out"), "--visualize", "none"]) == 1
+    # read off the data: the constant column is named
+    assert main([command, str(data), str(model), str(tmp_path / "out"), "--visualize", "none",
+                 "--domain", "data"]) == 1
     err = capsys.readouterr().err
     assert "single category 'x'" in err and "Traceback" not in err
+    # DP domain (the default): 3 rows release no category at all: one clean line too
+    assert main([command, str(data), str(model), str(tmp_path / "out"), "--visualize", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "no category is frequent enough" in err and "Traceback" not in err
   assert _outputs(tmp_path) == []
 
 
