@@ -213,7 +213,8 @@ class Synthesizer:
     from jtwin import _commands
     from jtwin import data as jdata
     from jtwin import napsumq as nq
-    from jtwin._napsumq_command import model_info, sample_decoder
+    from jtwin._napsumq_command import model_info
+    from jtwin.result_io import cells_decoder
     from jtwin.models.posterior import MeanFieldParams
     spec = self.model_source
     frame = jdata.select_columns(data, spec, self.drop_na, source="data")
@@ -226,7 +227,7 @@ class Synthesizer:
     self.model = result.model
     self.posterior = MeanFieldParams(*[{k: jnp.asarray(v) for k, v in part.items()}
                                        for part in result.posterior])
-    self._decode = sample_decoder(info)
+    self._decode = cells_decoder(info)
     self.privacy, self.domain = result.privacy, None
     self.inferred_from_data = list(result.inferred_from_data)
     self.num_rows_estimate = float(result.num_rows_estimate)

@@ -21,7 +21,7 @@ import numpy as np
 
 from jtwin.models import families as fam
 from jtwin.models.interface import ClipInfo
-from jtwin.models.mixture import MixtureLayout, cat_log_probs, cat_onehot, param_shapes
+from jtwin.models.mixture_layout import MixtureLayout, cat_log_probs, cat_onehot, param_shapes
 
 
 def _finite_or_zero(x):
