@@ -26,7 +26,7 @@ Mechanisms (add/remove-one relation):
     Labels below tau are merged into `OTHER`, which every categorical column
     with discovered categories has (a public rule, so its presence says
     nothing).
-  - numeric columns: cells of a fixed public signed-log grid (8 per decade,
+  - numeric columns: cells of a fixed public signed-log grid (16 per decade,
     |x| from 1e-4 to 1e10) times {integer, non-integer}, plus a missing cell.
     Quantiles (median, 15.9/84.1%, the marginal method's bin edges) come from
     the noisy histogram after zeroing cells below 2 sqrt(2) s.
@@ -56,7 +56,7 @@ __all__ = ["OTHER", "DomainRelease", "PublicPlan", "needs_release", "noisy_row_c
 OTHER = "(other)"
 DEFAULT_DOMAIN_FRACTION = 0.1   # of epsilon and delta, when something is undeclared
 ROWS_FRACTION = 0.01            # of epsilon, for the row count
-_PER_DECADE = 8
+_PER_DECADE = 16
 _LOG_LO, _LOG_HI = -4, 10
 _MAGNITUDES = 10.0 ** (np.arange(_LOG_LO * _PER_DECADE, _LOG_HI * _PER_DECADE + 1) / _PER_DECADE)
 GRID = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])   # public edges, increasing

@@ -1,0 +1,182 @@
+"""DP row count and DP domains (`jtwin.dp_domain`): accounting, neighbours, accuracy."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from jtwin import data as jdata
+from jtwin import dp_domain as dd
+from jtwin.accounting import gaussian
+from jtwin.errors import DataError
+from jtwin.spec import parse_model_text
+
+BARE = """age : Normal
+job : Categorical
+smoker : Bernoulli
+visits : Poisson
+hours : Categorical ; bins = 0, 20, 40, 60, 100
+"""
+DECLARED = """age : Normal ; bounds = 0, 100 ; integer ; missing = no
+job : Categorical ; categories = a, b, c ; missing
+smoker : Bernoulli ; categories = no, yes ; missing = no
+visits : Poisson ; missing = no
+hours : Categorical ; bins = 0, 20, 40, 60, 100 ; integer ; missing = no
+"""
+
+
+def _frame(n, seed=0):
+  rng = np.random.default_rng(seed)
+  return pd.DataFrame({
+      "age": rng.integers(18, 90, n),
+      "job": rng.choice(["a", "b", "c", None], n, p=[0.4, 0.3, 0.2, 0.1]),
+      "smoker": rng.choice(["no", "yes"], n),
+      "visits": rng.poisson(2.0, n),
+      "hours": rng.integers(1, 99, n),
+  })
+
+
+def test_declared_model_releases_nothing():
+  spec = parse_model_text(DECLARED)
+  assert dd.needs_release(spec) == []
+  rel = dd.release_domain(np.random.default_rng(0), _frame(500), spec, epsilon=0.1, delta=1e-6)
+  assert rel.epsilon == 0 and rel.spec == spec and rel.released == ()
+
+
+def test_bare_model_is_fully_declared_after_release():
+  spec = parse_model_text(BARE)
+  frame = _frame(40_000)
+  rel = dd.release_domain(np.random.default_rng(1), frame, spec, epsilon=1.0, delta=1e-6)
+  assert dd.needs_release(rel.spec) == []           # nothing left for the data to decide
+  used = rel.apply(frame)
+  domain = jdata.resolve_domain(used, rel.spec)
+  assert list(domain.inferred_from_data) == []
+  by = {f.name: f for f in rel.spec.features}
+  assert by["job"].categories == ("a", "b", "c", dd.OTHER) and by["job"].missing
+  assert by["smoker"].categories == ("no", "yes") and by["smoker"].missing is False
+  assert by["age"].integer and by["hours"].integer
+  # the model file written beside the outputs parses back to the same spec
+  assert parse_model_text(rel.spec.to_text()) == rel.spec
+
+
+def test_noise_and_threshold_are_calibrated():
+  spec = parse_model_text(BARE)
+  eps, delta = 0.3, 1e-6
+  rel = dd.release_domain(np.random.default_rng(0), _frame(1000), spec, epsilon=eps, delta=delta)
+  m, m_cat = 5, 2                          # histograms per row; columns with discovered labels
+  sigma1 = rel.noise_std / math.sqrt(m)    # noise per unit of L2 sensitivity
+  assert gaussian.gaussian_delta(eps, sigma1) <= delta / 2 * (1 + 1e-9)
+  assert gaussian.gaussian_delta(eps, 0.99 * sigma1) > delta / 2      # tight
+  # a label seen in one neighbour only (count 1) is released with probability p:
+  p = stats.norm.sf((rel.threshold - 1.0) / rel.noise_std)
+  assert m_cat * p * math.exp(eps) == pytest.approx(delta / 2, rel=1e-6)
+
+
+def test_rare_category_is_released_with_the_accounted_probability_only():
+  """Neighbouring data sets: adding one row with a new label changes the
+  released category set only with probability <= delta_thr (here ~1e-7): in
+  400 runs it never does, while a label with many rows always is released."""
+  spec = parse_model_text("job : Categorical ; missing = no\n")
+  base = pd.DataFrame({"job": ["a"] * 3000 + ["b"] * 3000})
+  plus = pd.concat([base, pd.DataFrame({"job": ["secret"]})], ignore_index=True)
+  for seed in range(400):
+    rel = dd.release_domain(np.random.default_rng(seed), plus, spec, epsilon=0.5, delta=1e-6)
+    assert rel.spec.features[0].categories == ("a", "b", dd.OTHER)
+  assert rel.apply(plus)["job"].iloc[-1] == dd.OTHER       # the rare row is merged
+
+
+def test_outlier_changes_numeric_release_only_with_small_probability():
+  """Same noise on D and D + {outlier}: the outlier's grid cell holds one row,
+  far below the cell threshold, so every released item is identical."""
+  spec = parse_model_text("x : Normal ; missing = no\n")
+  rng = np.random.default_rng(5)
+  base = pd.DataFrame({"x": rng.normal(1000.0, 100.0, 20_000)})
+  plus = pd.concat([base, pd.DataFrame({"x": [3.0e9]})], ignore_index=True)
+  for seed in range(100):
+    a = dd.release_domain(np.random.default_rng(seed), base, spec, epsilon=0.5, delta=1e-6,
+                          need_edges=True)
+    b = dd.release_domain(np.random.default_rng(seed), plus, spec, epsilon=0.5, delta=1e-6,
+                          need_edges=True)
+    assert a.spec == b.spec and a.edges == b.edges
+
+
+@pytest.mark.parametrize("loc,scale", [(50.0, 10.0), (2.0e5, 1.0e5), (-300.0, 40.0)])
+def test_standardisation_is_close_to_the_data(loc, scale):
+  spec = parse_model_text("x : Normal\n")
+  x = np.random.default_rng(0).normal(loc, scale, 100_000)
+  rel = dd.release_domain(np.random.default_rng(1), pd.DataFrame({"x": x}), spec, epsilon=1.0,
+                          delta=1e-6)
+  f = rel.spec.features[0]
+  assert abs(f.loc - loc) < 0.05 * scale and f.scale == pytest.approx(scale, rel=0.2)
+  assert f.integer is False and f.missing is False
+
+
+def test_integer_flag_and_spiky_column_scale():
+  spec = parse_model_text("x : Normal\ny : Normal\n")
+  rng = np.random.default_rng(0)
+  n = 50_000
+  spiky = np.where(rng.random(n) < 0.9, 0.0, np.round(rng.lognormal(8, 1, n)))
+  frame = pd.DataFrame({"x": spiky, "y": rng.normal(0, 1, n)})
+  rel = dd.release_domain(np.random.default_rng(2), frame, spec, epsilon=1.0, delta=1e-6)
+  fx, fy = rel.spec.features
+  assert fx.integer is True and fy.integer is False
+  # 90% zeros: a robust sd of ~0 would blow the other 10% up; the scale follows the 1-99% range
+  assert fx.scale > 100
+
+
+def test_edges_for_the_marginal_method():
+  spec = parse_model_text("age : Normal\nw : Normal\n")
+  rng = np.random.default_rng(0)
+  frame = pd.DataFrame({"age": rng.integers(17, 91, 30_000),
+                        "w": rng.lognormal(11, 0.5, 30_000)})
+  rel = dd.release_domain(np.random.default_rng(3), frame, spec, epsilon=1.0, delta=1e-6,
+                          need_edges=True)
+  edges, point = rel.edges["age"]
+  assert all(point) and edges[0] <= 20 and edges[-1] >= 85       # one cell per year
+  w_edges, w_point = rel.edges["w"]
+  assert not any(w_point) and len(w_edges) > 10
+  inside = np.mean((frame["w"] >= w_edges[0]) & (frame["w"] <= w_edges[-1]))
+  assert inside > 0.97
+
+
+def test_row_count_is_two_sided_geometric():
+  eps = 0.5
+  rng = np.random.default_rng(0)
+  draws = np.array([dd.noisy_row_count(rng, 10_000, eps) for _ in range(20_000)]) - 10_000
+  a = math.exp(-eps)
+  var = 2 * a / (1 - a) ** 2
+  assert abs(draws.mean()) < 4 * math.sqrt(var / len(draws))
+  assert draws.var() == pytest.approx(var, rel=0.05)
+  # pure DP: P(noise = k) / P(noise = k + 1) = e^eps for k >= 0
+  p0, p1 = np.mean(draws == 0), np.mean(draws == 1)
+  assert p0 / p1 == pytest.approx(math.exp(eps), rel=0.1)
+  assert dd.noisy_row_count(rng, 0, eps) >= 1
+
+
+def test_plan_release_splits_the_budget():
+  frame = _frame(5000)
+  bare = dd.plan_release(np.random.default_rng(0), frame, parse_model_text(BARE), epsilon=1.0,
+                         delta=None)
+  assert bare.rows_epsilon == pytest.approx(0.01)
+  assert bare.release.epsilon == pytest.approx(0.09)
+  assert bare.epsilon_rest == pytest.approx(0.9)
+  assert bare.delta == pytest.approx(0.1 / bare.rows)                 # from the DP count
+  assert bare.delta_rest == pytest.approx(0.9 * bare.delta)
+  declared = dd.plan_release(np.random.default_rng(0), frame, parse_model_text(DECLARED),
+                             epsilon=1.0, delta=1e-6)
+  assert declared.release.epsilon == 0 and declared.epsilon_rest == pytest.approx(0.99)
+  assert declared.delta_rest == 1e-6
+  data_mode = dd.plan_release(np.random.default_rng(0), frame, parse_model_text(BARE),
+                              epsilon=1.0, delta=1e-6, domain="data")
+  assert data_mode.release.epsilon == 0 and data_mode.spec == parse_model_text(BARE)
+  with pytest.raises(ValueError, match="leave nothing"):
+    dd.plan_release(np.random.default_rng(0), frame, parse_model_text(BARE), epsilon=1.0,
+                    delta=1e-6, domain_epsilon=0.995)
+
+
+def test_too_small_data_is_a_clear_error():
+  spec = parse_model_text("job : Categorical\n")
+  with pytest.raises(DataError, match="no category is frequent enough"):
+    dd.release_domain(np.random.default_rng(0), pd.DataFrame({"job": ["a", "b"] * 20}), spec,
+                      epsilon=1.0, delta=1e-6)
