@@ -10,7 +10,8 @@ not leak into the next:
   (the twin's IDs are other values) and 5 ordinary columns, target `y`;
 * `adult-model`: the bundled Adult data (32,561 rows) against a copy with
   every column permuted independently, through the command line with
-  `--model jtwin/examples/adult_model.txt --target income`.
+  `--model jtwin/examples/adult_model.txt --target income -o REPORT` (CSV
+  reading, the HTML report and its figures included).
 
 For each case the child prints the resident memory after building the data
 (`data RSS`) and the peak resident memory of the whole process
@@ -122,9 +123,11 @@ def _child(case: str, quick: bool, rows: int | None) -> dict:
     del real, synth
     parser = argparse.ArgumentParser()
     ecli.add_parser(parser.add_subparsers(dest="command"))
+    prefix = os.path.join(tmp, "report")
     args = parser.parse_args(
         ["evaluate", *paths, "--target", "income", "--model",
-         os.path.join(_REPO, "jtwin", "examples", "adult_model.txt")])
+         os.path.join(_REPO, "jtwin", "examples", "adult_model.txt"),
+         "-o", prefix])
     info["data_mib"] = _rss_mib()
     start = time.perf_counter()
     import contextlib
@@ -137,8 +140,12 @@ def _child(case: str, quick: bool, rows: int | None) -> dict:
     info["classifiers"] = next((line.split(":", 1)[1].strip()
                                 for line in text.splitlines()
                                 if line.startswith("utility models:")), "?")
-    for name in paths:
-      os.unlink(name)
+    if os.path.exists(prefix + ".json"):
+      with open(prefix + ".json", encoding="utf-8") as f:
+        info["encoded_width"] = json.load(f).get("settings", {}).get(
+            "encoded_width")
+    for name in os.listdir(tmp):
+      os.unlink(os.path.join(tmp, name))
     os.rmdir(tmp)
     return info
   from jtwin.evaluate import evaluate
@@ -221,9 +228,10 @@ def main(argv=None) -> int:
       print(f"| {case} | - | - | failed: {r['error']} | - | - | - |")
       continue
     width = r.get("encoded_width")
+    models = str(r.get("classifiers", "-")).split(" (")[0]
     print(f"| {case} | {r['shape']} | {r['data_mib']:,.0f} | "
           f"{r['peak_mib']:,.0f} | {'-' if width is None else f'{width:,}'} | "
-          f"{r.get('classifiers', '-')} | {r['seconds']:.1f} |")
+          f"{models} | {r['seconds']:.1f} |")
   return 0
 
 
