@@ -158,3 +158,10 @@ def test_ablate_napsumq_quick(capsys):
   out = capsys.readouterr().out
   _header_ok(out)
   assert "'init_peak': 0.0" in out and "certified epsilon" in out
+
+
+def test_bench_evaluate_memory_quick(capsys):
+  assert _load("bench_evaluate_memory").main(["--quick", "--cases", "id", "--rows", "300"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert "peak RSS, MiB" in out and re.search(r"^\| id \| 300 \+ 300 rows", out, re.M), out
