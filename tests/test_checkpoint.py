@@ -142,3 +142,56 @@ def test_a_damaged_state_file_is_refused(short_checkpoint, model):
     f.write(b"\x00\x01\x02")
   with pytest.raises(JtwinInputError, match="damaged"):
     infer.fit(jax.random.key(3), model, _data(), checkpoint=ckpt, resume=True, **kw)
+
+
+# ------------------------------------------------------------ command line
+@pytest.fixture()
+def cli_files(tmp_path):
+  import pandas as pd
+  rng = np.random.default_rng(0)
+  n = 300
+  pd.DataFrame({"age": rng.integers(18, 90, n), "smoker": rng.choice(["no", "yes"], n)}
+               ).to_csv(tmp_path / "data.csv", index=False)
+  (tmp_path / "model.txt").write_text("age : Normal ; bounds = 0, 100\n"
+                                      "smoker : Bernoulli ; categories = no, yes\n")
+  return tmp_path, str(tmp_path / "data.csv"), str(tmp_path / "model.txt")
+
+
+CLI_FAST = ["-e", "2", "-q", "0.1", "--k", "2", "--visualize", "none", "--quiet"]
+
+
+def test_cli_resume_without_seed_reuses_the_checkpoints_key(cli_files, capsys):
+  from jtwin.cli import main
+  tmp, data, model = cli_files
+  ckpt = str(tmp / "ckpt")
+  assert main(["fit", data, model, str(tmp / "a"), "--checkpoint", ckpt] + CLI_FAST) == 0
+  # Resuming the finished run (no --seed: the key is the checkpoint's) writes the same twin.
+  assert main(["fit", data, model, str(tmp / "b"), "--checkpoint", ckpt, "--resume"]
+              + CLI_FAST) == 0
+  assert (tmp / "a.csv").read_text() == (tmp / "b.csv").read_text()
+  capsys.readouterr()
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--resume"], "--resume needs --checkpoint"),
+    (["--checkpoint", "{ckpt}"], "already holds a checkpoint; continue it with --resume"),
+    (["--checkpoint", "{ckpt}", "--resume", "--seed", "9"], "another --seed"),
+    (["--checkpoint", "{ckpt}", "--resume", "-e", "3"], "different run"),
+])
+def test_cli_checkpoint_errors_are_one_line(cli_files, capsys, flags, needle):
+  from jtwin.cli import main
+  tmp, data, model = cli_files
+  ckpt = tmp / "ckpt"
+  if flags != ["--resume"]:
+    base = tmp.parent / "cli_ckpt_base"
+    if not base.exists():
+      assert main(["fit", data, model, str(tmp / "a"), "--checkpoint", str(base), "--seed",
+                   "1"] + CLI_FAST) == 0
+      capsys.readouterr()
+    shutil.copytree(base, ckpt)
+  flags = [f.replace("{ckpt}", str(ckpt)) for f in flags]
+  code = main(["fit", data, model, str(tmp / "c")] + CLI_FAST + flags)
+  err = capsys.readouterr().err
+  assert code == 1 and needle in err, err
+  errors = [line for line in err.splitlines() if line.startswith("jtwin: error")]
+  assert "Traceback" not in err and len(errors) == 1 and needle in errors[0], err
