@@ -61,7 +61,7 @@ def prepare(df, model_path, *, k: int, drop_na: bool, source: str, release=None)
   if release is not None:   # DP row count and domain: what follows sees only these
     public = release(frame, spec)
     frame, spec = public.frame, public.spec
-  domain = jdata.resolve_domain(frame, spec, source=source)
+  domain = jdata.resolve_domain(frame, spec, source=source, warn=False)   # fit() warns
   for name, count in jdata.out_of_bounds(frame, domain).items():
     # the exact count is a statistic of the private data: not printed
     warnings.warn(f"column '{name}': values outside the declared bounds were clipped to "
@@ -120,8 +120,8 @@ def _prepare_custom(df, path, *, drop_na, source, release=None):
 
 def _warn_inferred(inferred):
   if inferred:
-    warnings.warn("taken from the private data, NOT covered by the epsilon guarantee "
-                  "(declare them in the model file to avoid this): " + "; ".join(inferred))
+    from jtwin.data import inferred_warning
+    warnings.warn(inferred_warning(inferred))
 
 
 def _output_paths(args):
@@ -239,16 +239,23 @@ def fit(args) -> int:
   if args.visualize != "none":
     from jtwin.plots import make_plots
     real = prep.decode(prep.values, prep.observed) if prep.domain is None else prep.frame
-    made = make_plots(real, synth, args.output_path, args.visualize)
+    made = make_plots(real, synth, private_plot_prefix(args.output_path), args.visualize)
     warn_no_popup(args, made)
-    written += list(made.files)
     timer.lap("plots")
-    if made.files:
-      _say(args, "jtwin: the plots compare against the REAL data: they are for the data "
-           "holder, not for release")
+    if made.files:   # a warning, so --quiet never hides it
+      warnings.warn(f"the plots in {os.path.dirname(made.files[0])}/ show the REAL data: "
+                    "they are for the data holder, NOT for release")
   _say(args, *_summary(n, d, privacy, timer.phases, written, num))
   return 0
 
+
+
+def private_plot_prefix(output_path: str) -> str:
+  """Prefix of the real-data plots: inside `OUTPUT_PREFIX.real_data_plots/` (mode
+  0700), apart from the releasable files, so they are not published with them."""
+  folder = output_path + ".real_data_plots"
+  os.makedirs(folder, mode=0o700, exist_ok=True)
+  return os.path.join(folder, os.path.basename(output_path))
 
 
 # ------------------------------------------------------------ DP row count and domains

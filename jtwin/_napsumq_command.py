@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 from jtwin._commands import _note_release, _say, _Timer, _unsafe_delta, _warn_inferred
-from jtwin._commands import _write_domain_file
+from jtwin._commands import _write_domain_file, private_plot_prefix
 from jtwin._commands import format_up as _up
 from jtwin._commands import warn_no_popup
 from jtwin.errors import JtwinInputError
@@ -88,7 +89,7 @@ def napsumq(args) -> int:
       final_steps=args.steps, source=args.data_path,
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
-  _warn_inferred(inferred)
+  _warn_inferred(notes)   # fit_marginals warned about the rest itself
   _note_release(args, result.public)
   for name, secs in result.timings.items():
     timer.phases[name] = secs
@@ -122,13 +123,12 @@ def napsumq(args) -> int:
   timer.lap("writing")
   if args.visualize != "none":
     from jtwin.plots import make_plots
-    made = make_plots(frame.reset_index(drop=True), synth, args.output_path, args.visualize)
+    made = make_plots(frame.reset_index(drop=True), synth, private_plot_prefix(args.output_path), args.visualize)
     warn_no_popup(args, made)
-    written += list(made.files)
     timer.lap("plots")
-    if made.files:
-      _say(args, "jtwin: the plots compare against the REAL data: they are for the data "
-           "holder, not for release")
+    if made.files:   # a warning, so --quiet never hides it
+      warnings.warn(f"the plots in {os.path.dirname(made.files[0])}/ show the REAL data: "
+                    "they are for the data holder, NOT for release")
   total = sum(timer.phases.values())
   _say(args, f"jtwin: done in {total:.1f} s (" +
        " | ".join(f"{k} {v:.2f}s" for k, v in timer.phases.items()) + ")",

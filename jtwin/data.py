@@ -209,7 +209,7 @@ def select_columns(df: pd.DataFrame, spec: ModelSpec, drop_na: bool = False,
 
 
 def resolve_domain(df: pd.DataFrame, spec: ModelSpec, *,
-                   source: str = "data.csv") -> Domain:
+                   source: str = "data.csv", warn: bool = True) -> Domain:
   """Checks the data against the model file and resolves each column's domain.
 
   Declared options are used as given; undeclared items are inferred from
@@ -219,7 +219,8 @@ def resolve_domain(df: pd.DataFrame, spec: ModelSpec, *,
 
   Privacy:
     Items inferred from `df` depend on the private data and are not covered
-    by the DP guarantee. With a fully declared model file (as
+    by the DP guarantee; with `warn` (default) a warning lists them, as the
+    command line does. With a fully declared model file (as
     `jtwin/examples/adult_model.txt`) nothing is inferred, and the data are
     only checked against the declaration.
 
@@ -228,8 +229,19 @@ def resolve_domain(df: pd.DataFrame, spec: ModelSpec, *,
       what to do.
   """
   _check_columns(df, spec, source)
-  return Domain(tuple(_resolve_column(df[f.name], f, spec, source)
-                      for f in spec.features))
+  domain = Domain(tuple(_resolve_column(df[f.name], f, spec, source)
+                        for f in spec.features))
+  if warn and domain.inferred_from_data:
+    import warnings
+    warnings.warn(inferred_warning(domain.inferred_from_data), stacklevel=2)
+  return domain
+
+
+def inferred_warning(items) -> str:
+  """The warning for domain items read off the private data (CLI and library alike)."""
+  return ("taken from the private data, NOT covered by the epsilon guarantee (declare "
+          "them in the model file, or let jtwin release them under DP: --domain dp):\n"
+          + "\n".join(f"    {item}" for item in items))
 
 
 def out_of_bounds(df: pd.DataFrame, domain: Domain) -> dict[str, int]:
@@ -317,7 +329,9 @@ def _draw_in_bins(codes: np.ndarray, edges, integer: bool, rng) -> np.ndarray:
     stop = np.where(last, np.floor(hi) + 1, np.ceil(hi))     # exclusive
     stop = np.maximum(stop, first + 1)
     return np.floor(first + rng.random(len(codes)) * (stop - first))
-  return lo + rng.random(len(codes)) * (hi - lo)
+  # a point cell [p, nextafter(p)) (model-file `points` of a non-integer
+  # column) is exactly p
+  return np.where(hi <= np.nextafter(lo, np.inf), lo, lo + rng.random(len(codes)) * (hi - lo))
 
 
 def decode(values, observed, domain: Domain, rng=None) -> pd.DataFrame:
@@ -348,6 +362,11 @@ def decode(values, observed, domain: Domain, rng=None) -> pd.DataFrame:
       if c.bins is not None:
         rng = np.random.default_rng(0) if rng is None else rng
         x = _draw_in_bins(codes, c.bins, c.integer, rng)
+        if c.bounds is not None:   # declared top-codes: never beyond them
+          lo, hi = c.bounds
+          if c.integer and math.ceil(lo) <= hi:
+            lo, hi = math.ceil(lo), math.floor(hi)
+          x = np.clip(x, lo, hi)
         out[c.name] = (_int_series(x, obs) if c.integer
                        else pd.Series(np.where(obs, _significant(x, 7), np.nan)))
         continue
@@ -409,6 +428,8 @@ def _resolve_column(col: pd.Series, f: FeatureSpec, spec: ModelSpec,
     fields["bins"] = f.bins
     fields["categories"] = _bin_labels(f.bins)
     fields["bounds"] = (f.bins[0], f.bins[-1])
+    if f.bounds is not None:      # a declared top- or bottom-code within the bins
+      fields["bounds"] = (max(f.bins[0], f.bounds[0]), min(f.bins[-1], f.bounds[1]))
     if f.integer is None:
       fields["integer"] = bool(np.all(np.mod(x[~isna], 1) == 0))
       from_data.append("integer flag")

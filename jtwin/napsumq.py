@@ -236,7 +236,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     raise check_delta(delta, public.rows)
   n = len(frame)
   timings = {}
-  resolved = jdata.resolve_domain(frame, spec, source=source)
+  resolved = jdata.resolve_domain(frame, spec, source=source, warn=False)   # warned below
   cells = cl.build_cells(frame, spec, resolved, max_value_cells=max_value_cells,
                          num_bins=num_bins, split_bins=split_bins, edges=public.release.edges)
   base_codes = cl.encode_cells(frame, cells, resolved, source=source)
@@ -363,6 +363,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
         + " (basic composition)")
   model = make_mixture_model(mm.cell_features(cells), num_components)
   inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in cells if c.from_data]
+  if inferred:
+    import warnings
+    warnings.warn(jdata.inferred_warning(inferred), stacklevel=2)
   return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
                         timings, public)
 

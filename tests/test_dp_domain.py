@@ -180,3 +180,35 @@ def test_too_small_data_is_a_clear_error():
   with pytest.raises(DataError, match="no category is frequent enough"):
     dd.release_domain(np.random.default_rng(0), pd.DataFrame({"job": ["a", "b"] * 20}), spec,
                       epsilon=1.0, delta=1e-6)
+
+
+def test_library_warns_about_domains_read_off_the_data():
+  frame = _frame(300)
+  with pytest.warns(UserWarning, match="NOT covered by the epsilon guarantee"):
+    jdata.resolve_domain(frame, parse_model_text(BARE))
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    jdata.resolve_domain(frame, parse_model_text(DECLARED))      # nothing inferred: silent
+
+
+def test_cli_keeps_private_statistics_off_the_console_and_plots_apart(tmp_path, capsys):
+  from jtwin.cli import main
+  frame = _frame(400)
+  frame.loc[0, "age"] = 150                         # outside the declared bounds
+  data = tmp_path / "data.csv"
+  frame.to_csv(data, index=False)
+  model = tmp_path / "model.txt"
+  model.write_text(DECLARED)
+  code = main(["fit", str(data), str(model), str(tmp_path / "out"), "-e", "2", "-q", "0.1",
+               "--k", "3", "--seed", "0", "--visualize", "store", "--quiet"])
+  out, err = capsys.readouterr()
+  assert code == 0, err
+  assert "loglik" not in err and "loglik" not in out          # no exact training statistics
+  assert "outside the declared bounds" in err and " 1 value" not in err   # no exact count
+  assert "400" not in out + err                                 # the exact N is never printed
+  plots = sorted(p.name for p in (tmp_path / "out.real_data_plots").iterdir())
+  assert plots and all(name.endswith(".svg") for name in plots)
+  assert not any(p.name.endswith(".svg") for p in tmp_path.iterdir())     # none beside the twin
+  assert "NOT for release" in err                               # shown even with --quiet
+  assert oct((tmp_path / "out.real_data_plots").stat().st_mode & 0o777) == "0o700"
