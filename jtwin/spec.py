@@ -23,7 +23,12 @@ that nothing about it has to be read off the private data:
                                        column modelled as the category of its
                                        bin (public edges); output is drawn
                                        uniformly within the bin
-  bounds        Normal, Poisson        `bounds = lo, hi`; values are clipped
+  points        Categorical with bins  `points = 0, 40`: each value gets a cell
+                                       of its own (spikes are kept)
+  bounds        Normal, Poisson,       `bounds = lo, hi`; values are clipped
+                Categorical            (binned: a declared top-code; with
+                                       `integer` and no bins: one cell per
+                                       integer value)
   loc, scale    Normal                 public standardisation (x - loc)/scale
   integer       Normal, Poisson, bins  round to integers on output
   missing       all                    the column may be missing (yes/no)
@@ -61,10 +66,13 @@ _DISPLAY = {
 _OPTIONS = {
     "normal": ("bounds", "loc", "scale", "integer", "missing"),
     "poisson": ("bounds", "integer", "missing"),
-    "categorical": ("categories", "bins", "integer", "missing"),
+    "categorical": ("categories", "bins", "points", "bounds", "integer", "missing"),
     "bernoulli": ("categories", "missing"),
 }
-_ALL_OPTIONS = ("categories", "bins", "bounds", "loc", "scale", "integer", "missing")
+_ALL_OPTIONS = ("categories", "bins", "points", "bounds", "loc", "scale", "integer", "missing")
+# an integer Categorical column declared by its range gets one cell per value,
+# up to this many values (more: give bins)
+MAX_VALUE_CELLS = 1000
 _FLAGS = ("integer", "missing")
 _YES = ("yes", "true")
 _NO = ("no", "false")
@@ -273,13 +281,7 @@ def _parse_options(segments, name, family, where) -> dict:
                            f"value, e.g. '{_EXAMPLES[key]}'")
     out[key] = _PARSERS[key](value, name, family, where)
   if family == "categorical":
-    if "bins" in out and "categories" in out:
-      raise ModelFileError(f"{where}: give either 'categories' or 'bins' for "
-                           f"'{name}', not both")
-    if "integer" in out and "bins" not in out:
-      raise ModelFileError(f"{where}: option 'integer' applies to a binned "
-                           f"Categorical column; add 'bins = ...' for '{name}' "
-                           "or remove 'integer'")
+    _numeric_cells(out, name, where)
   if family == "poisson" and out.get("integer") is False:
     raise ModelFileError(f"{where}: Poisson column '{name}' is always integer; "
                          "remove 'integer = no'")
@@ -289,10 +291,80 @@ def _parse_options(segments, name, family, where) -> dict:
 _EXAMPLES = {
     "categories": "categories = a, b, c",
     "bins": "bins = 0, 10, 20, 100",
+    "points": "points = 0, 40",
     "bounds": "bounds = 0, 100",
     "loc": "loc = 0",
     "scale": "scale = 1",
 }
+
+
+def _numeric_cells(out: dict, name: str, where: str) -> None:
+  """Checks and expands the numeric-cell options of a Categorical column.
+
+  * `bounds = lo, hi ; integer` without bins: one cell per integer value in
+    [lo, hi] (bins lo, lo+1, ..., hi+1; output clipped to hi);
+  * `bins = ... ; bounds = lo, hi`: the bounds are a declared top- (or
+    bottom-) code: synthetic values are clipped to them;
+  * `points = p1, p2, ...` (with bins and a declared integer flag): each p gets
+    a cell of its own, [p, p+1) for integer columns, exactly p otherwise; so a
+    spike (40 hours, a capital gain of 0) is reproduced rather than spread
+    uniformly over its bin.
+
+  The result is plain `bins` (and `bounds`), so the rest of jtwin sees
+  ordinary binned columns and `to_text` writes the expanded edges.
+  """
+  if "categories" in out and ({"bins", "points", "bounds"} & set(out)):
+    extra = sorted({"bins", "points", "bounds"} & set(out))[0]
+    raise ModelFileError(f"{where}: give either 'categories' or '{extra}' for "
+                         f"'{name}', not both")
+  if "bounds" in out and "bins" not in out:
+    if out.get("integer") is not True:
+      raise ModelFileError(f"{where}: 'bounds' on Categorical column '{name}' needs "
+                           "'bins = ...' or 'integer' (one cell per integer value)")
+    lo, hi = math.ceil(out["bounds"][0]), math.floor(out["bounds"][1])
+    if hi < lo + 1:
+      raise ModelFileError(f"{where}: bounds for '{name}' contain fewer than 2 integers")
+    if hi - lo + 1 > MAX_VALUE_CELLS:
+      raise ModelFileError(f"{where}: '{name}' has {hi - lo + 1} integer values in its "
+                           f"bounds, more than {MAX_VALUE_CELLS} cells; give 'bins = ...'")
+    out["bins"] = tuple(float(v) for v in range(lo, hi + 2))
+    out["bounds"] = (float(lo), float(hi))
+  if "integer" in out and "bins" not in out:
+    raise ModelFileError(f"{where}: option 'integer' applies to a binned "
+                         f"Categorical column; add 'bins = ...' (or 'bounds = lo, hi' "
+                         f"for one cell per value) for '{name}' or remove 'integer'")
+  if "bins" in out and "bounds" in out:
+    lo, hi = out["bounds"]
+    if not (lo < out["bins"][-1] and hi > out["bins"][0]):
+      raise ModelFileError(f"{where}: bounds for '{name}' lie outside its bins")
+  if "points" in out:
+    if "bins" not in out:
+      raise ModelFileError(f"{where}: 'points' for '{name}' need 'bins = ...'")
+    if "integer" not in out:
+      raise ModelFileError(f"{where}: 'points' for '{name}' need 'integer' or "
+                           "'integer = no' declared (a point cell is [p, p+1) for integer "
+                           "columns, exactly p otherwise)")
+    edges, top = set(out["bins"]), out["bins"][-1]
+    for p in out.pop("points"):
+      if not out["bins"][0] <= p <= top:
+        raise ModelFileError(f"{where}: point {_fmt(p)} for '{name}' is outside its bins "
+                             f"[{_fmt(out['bins'][0])}, {_fmt(top)}]")
+      if out["integer"] and p != int(p):
+        raise ModelFileError(f"{where}: point {_fmt(p)} for integer column '{name}' is "
+                             "not an integer")
+      edges |= {p, p + 1.0 if out["integer"] else math.nextafter(p, math.inf)}
+    if max(edges) > top:     # a point at the top edge: keep the top as a bound
+      lo, hi = out.get("bounds", (out["bins"][0], top))
+      out["bounds"] = (lo, min(hi, top))
+    out["bins"] = tuple(sorted(edges))
+
+
+def _parse_points(value, name, family, where) -> tuple[float, ...]:
+  del family
+  points = tuple(_parse_number(p.strip(), "points", name, where) for p in value.split(","))
+  if len(set(points)) != len(points):
+    raise ModelFileError(f"{where}: points for '{name}' repeat a value, got '{value}'")
+  return points
 
 
 def _parse_flag(key, value, name, where) -> bool:
@@ -382,6 +454,7 @@ def _parse_scale(value, name, family, where) -> float:
 _PARSERS = {
     "categories": _parse_categories,
     "bins": _parse_bins,
+    "points": _parse_points,
     "bounds": _parse_bounds,
     "loc": _parse_loc,
     "scale": _parse_scale,

@@ -196,12 +196,15 @@ def build_cells(frame: pd.DataFrame, spec, domain, *, max_value_cells: int = MAX
       continue
     integer = bool(c.integer)
     if c.bins is not None:
-      lo, hi = c.bins[0], c.bins[-1]
+      # the bins' range, narrowed by a declared top-code (`bounds` in the model file)
+      lo, hi = c.bounds if c.bounds is not None else (c.bins[0], c.bins[-1])
       if integer and np.floor(hi) - np.ceil(lo) + 1 <= max_value_cells:
         edges, point = _integer_points(lo, hi)
       else:
         edges = _split_bins(c.bins, split_bins, integer)
         point = (False,) * (len(edges) - 1)
+        if integer and edges[-2] == hi < edges[-1]:   # the top cell is the top-code alone
+          point = point[:-1] + (True,)
       common["bins"] = tuple(float(e) for e in c.bins)
     elif f.bounds is not None:
       lo, hi = f.bounds
