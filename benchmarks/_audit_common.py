@@ -169,8 +169,8 @@ def one_run_p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> flo
   """P[at least v of r guesses correct] for an (epsilon, delta)-DP algorithm.
 
   Steinke, Nasr and Jagielski, "Privacy Auditing with One (1) Training Run",
-  NeurIPS 2023 (arXiv:2305.08846), Theorem 5.2 and its algorithm in the
-  appendix: m canaries, each included independently with probability 1/2; an
+  NeurIPS 2023 (arXiv:2305.08846), Theorem 5.2, computed as in their
+  Appendix D: m canaries, each included independently with probability 1/2; an
   auditor that guesses r of them (abstaining on the rest) is right on
   v guesses with probability at most
   P[Binomial(r, p) >= v] + 2 m delta max_{1 <= i <= v} P[v > Binomial(r, p) >= v - i] / i,
