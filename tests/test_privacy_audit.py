@@ -167,3 +167,14 @@ def test_marginals_two_world_eps8():
   row = ac.marginals_audit("marginals eps=8", epsilon=8.0, num_slots=400, num_runs=2, seed=19)
   _assert_passed(row)
   assert row.eps_lower > 0
+
+
+def test_benchmark_table_row_format():
+  spec = importlib.util.spec_from_file_location("audit_privacy", _BENCH / "audit_privacy.py")
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  row = ac.AuditRow("x", 2.0, 1e-5, 1.0, 1.0, 0.1, math.nan, math.nan, 0.1, 0.5, 10, {})
+  line = bench.format_row(row)
+  assert line.count("|") == bench.TABLE_HEAD.splitlines()[0].count("|")
+  assert line.endswith("| yes |")
+  assert not ac.AuditRow("y", 1.0, 1e-5, 1.0, 1.0, 0.1, 0.0, 0.0, 0.1, 1.5, 10, {}).passed()
