@@ -294,3 +294,20 @@ def test_report_without_a_result_file_says_so(tmp_path):
   page = open(html_path, encoding="utf-8").read()
   assert page.count(NOTE) == 1
   assert "unknown: no result file given" in page
+
+
+def test_streamed_pearson_matches_pandas():
+  rng = np.random.default_rng(5)
+  n = 1000
+  frame = pd.DataFrame({"a": rng.normal(size=n) * 1e3 + 1e6,
+                        "b": rng.normal(size=n), "c": np.zeros(n),
+                        "d": rng.integers(0, 5, n)})
+  frame["b"] += frame["a"] * 1e-3
+  frame.loc[rng.random(n) < 0.1, "a"] = np.nan
+  frame.loc[rng.random(n) < 0.2, "b"] = np.nan
+  frame["e"] = pd.array(rng.integers(0, 3, n), dtype="Int64")
+  frame.loc[:5, "e"] = pd.NA
+  want = frame.astype(float).corr().to_numpy()
+  got = metrics.pearson_matrix(frame, chunk_rows=77)
+  np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+  np.testing.assert_allclose(got, want, atol=1e-12)

@@ -163,10 +163,40 @@ def _sparse_cramers_v(a: np.ndarray, b: np.ndarray, size_b: int) -> float:
   return float(np.sqrt(max(chi2, 0.0) / (n * (min(rows.size, cols.size) - 1))))
 
 
-def pearson_matrix(frame: pd.DataFrame) -> np.ndarray:
-  """Pearson correlations of the columns of `frame` (pairwise complete)."""
-  values = frame.apply(pd.to_numeric, errors="coerce").astype(float)
-  return values.corr(method="pearson").to_numpy()
+def pearson_matrix(frame: pd.DataFrame, chunk_rows: int = 65536
+                   ) -> np.ndarray:
+  """Pearson correlations of the columns of `frame` (pairwise complete).
+
+  Streams over blocks of `chunk_rows` rows: for every column pair it sums,
+  over the rows where both are finite, the counts, sums, squares and
+  products of the values centred on the column means, so memory is one
+  block, never a float copy of the whole table. NaN where a pair has fewer
+  than 2 common rows or a constant column (as pandas' `DataFrame.corr`).
+  """
+  k, n = frame.shape[1], len(frame)
+  columns = [pd.to_numeric(frame.iloc[:, j], errors="coerce") for j in range(k)]
+  means = np.array([float(c.mean()) if c.notna().any() else 0.0
+                    for c in columns])
+  count = np.zeros((k, k))
+  sum_x = np.zeros((k, k))  # sum_x[i, j]: sum of x_i where i and j finite
+  sum_xx = np.zeros((k, k))
+  sum_xy = np.zeros((k, k))
+  for start in range(0, n, chunk_rows):
+    block = np.stack([c.iloc[start:start + chunk_rows].to_numpy(
+        dtype=float, na_value=np.nan) for c in columns], axis=1) - means
+    finite = np.isfinite(block)
+    mask = finite.astype(float)
+    block[~finite] = 0.0
+    count += mask.T @ mask
+    sum_x += block.T @ mask
+    sum_xx += (block * block).T @ mask
+    sum_xy += block.T @ block
+  with np.errstate(invalid="ignore", divide="ignore"):
+    cov = sum_xy - sum_x * sum_x.T / count
+    var_i = sum_xx - sum_x ** 2 / count
+    out = cov / np.sqrt(var_i * var_i.T)
+  out[(count < 2) | ~np.isfinite(out)] = np.nan
+  return np.clip(out, -1.0, 1.0)
 
 
 def wasserstein1(a: np.ndarray, b: np.ndarray) -> float:

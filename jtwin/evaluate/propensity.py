@@ -200,14 +200,17 @@ def propensity_mse_pairs(codes_real: np.ndarray, codes_synth: np.ndarray,
   del g
   used = index >= 0
   indptr = np.concatenate([[0], np.cumsum(used.sum(1))])
+  if indptr[-1] < 2**31:
+    indptr = indptr.astype(np.int32)
   indices = index[used]  # row-major: each row's entries stay together
   del index, used
+  # Drop empty design columns by renumbering (no copy of the matrix).
+  present = np.bincount(indices, minlength=offset) > 0
+  indices = (np.cumsum(present) - 1).astype(np.int32)[indices]
   x = scipy.sparse.csr_matrix(
-      (np.ones(indices.size), indices, indptr), shape=(n, offset))
+      (np.ones(indices.size), indices, indptr),
+      shape=(n, int(present.sum())))
   del indices
-  x.sort_indices()
-  present = np.asarray(x.sum(0)).ravel() > 0
-  x = x[:, present].tocsr()
   p = sigmoid(_fit_sparse_logistic(x, y, l2))
   out = _summary(p, len(codes_synth) / n, 1 + x.shape[1], "pmse_pairs")
   out["pmse_pairs_num_column_pairs"] = len(pairs)
