@@ -212,3 +212,30 @@ def test_cli_keeps_private_statistics_off_the_console_and_plots_apart(tmp_path, 
   assert not any(p.name.endswith(".svg") for p in tmp_path.iterdir())     # none beside the twin
   assert "NOT for release" in err                               # shown even with --quiet
   assert oct((tmp_path / "out.real_data_plots").stat().st_mode & 0o777) == "0o700"
+
+
+def test_custom_model_result_stores_no_absolute_path_and_still_samples(tmp_path, capsys,
+                                                                        monkeypatch):
+  import json
+  import shutil
+  from jtwin.cli import main
+  from jtwin.examples import custom_model
+  from jtwin.result_io import load_result
+  work = tmp_path / "project"
+  work.mkdir()
+  model = work / "my_model.py"
+  shutil.copy(custom_model.__file__, model)
+  rng = np.random.default_rng(0)
+  data = work / "d.csv"
+  pd.DataFrame({"age": rng.integers(17, 90, 500), "hours_per_week": rng.integers(1, 99, 500)}
+               ).to_csv(data, index=False)
+  assert main(["fit", str(data), str(model), str(work / "out"), "-e", "2", "-q", "0.1",
+               "--seed", "0", "--visualize", "none", "--quiet"]) == 0
+  meta = load_result(str(work / "out.jtwin.npz")).meta
+  assert meta["model"]["path"] == "my_model.py"
+  assert str(tmp_path) not in json.dumps(meta)           # nothing about where the holder works
+  monkeypatch.chdir(tmp_path)                            # elsewhere: found beside the result
+  assert main(["sample", str(work / "out.jtwin.npz"), "-n", "10", "-o",
+               str(tmp_path / "more.csv"), "--quiet"]) == 0
+  assert len(pd.read_csv(tmp_path / "more.csv")) == 10
+  capsys.readouterr()
