@@ -499,7 +499,9 @@ def check(args) -> int:
     prep.decode(np.asarray(values), np.asarray(observed))
   print(f"jtwin check: {args.model_path} against {args.data_path}: {n} rows x {d} features")
   if prep.inferred:
-    print("  taken from the private data (declare to avoid): " + "; ".join(prep.inferred))
+    print("  undeclared (fit and napsumq release these under DP from a share of epsilon, "
+          "or read them off the data with --domain data; declare them to save that share): "
+          + "; ".join(prep.inferred))
   else:
     print("  every domain is declared: nothing is taken from the private data")
   if problems:
