@@ -210,3 +210,12 @@ def test_python_dash_m_and_console_script(files):
   assert r.returncode == 3 and "missing_model.txt" in r.stderr and "Traceback" not in r.stderr
   r = subprocess.run([sys.executable, "-m", "jtwin", "--version"], capture_output=True, text=True)
   assert r.returncode == 0 and "jtwin" in r.stdout
+
+
+def test_printed_epsilon_is_rounded_up_never_down():
+  from jtwin._commands import format_up
+  rng = np.random.default_rng(0)
+  for x in np.concatenate([rng.uniform(0.01, 20, 2000), [0.50461, 0.99999, 1.0, 12.34561]]):
+    assert float(format_up(float(x))) >= x
+    assert float(format_up(float(x))) <= x * (1 + 2e-3)
+  assert format_up(0.50461) == "0.5047" and format_up(0.998) == "0.9980"
