@@ -80,15 +80,20 @@ def guard():
 
 @contextlib.contextmanager
 def watch(prefix: str):
-  """Records files named `prefix*` that the block creates or replaces, also
-  when it is interrupted (for writers that do not report their files)."""
+  """Records files named `prefix*` (and files in folders named so) that the
+  block creates or replaces, also when it is interrupted (for writers that do
+  not report their files)."""
   def snapshot():
     out = {}
-    for p in glob.glob(glob.escape(prefix) + "*"):
-      try:
-        out[p] = os.stat(p).st_mtime_ns
-      except OSError:
-        pass
+    for match in glob.glob(glob.escape(prefix) + "*"):
+      paths = [match]
+      if os.path.isdir(match):     # e.g. OUTPUT_PREFIX.real_data_plots/: its files
+        paths = [os.path.join(d, f) for d, _, fs in os.walk(match) for f in fs]
+      for p in paths:
+        try:
+          out[p] = os.stat(p).st_mtime_ns
+        except OSError:
+          pass
     return out
 
   before = snapshot()
