@@ -148,7 +148,7 @@ def model_info(result) -> dict:
 
 def add_parser(sub, types):
   """The `napsumq` subcommand (twinify 2.0's name for its marginal-query method)."""
-  from jtwin.cli import HelpFormatter, add_domain_flags, add_drop_na_and_seed, add_output_group
+  from jtwin._flags import HelpFormatter, add_domain_flags, add_drop_na_and_seed, add_output_group
   positive_float, positive_int, probability = types
   p = sub.add_parser(
       "napsumq", help="fit a noise-aware mixture to DP marginal queries and write a twin",

@@ -22,57 +22,12 @@ import warnings
 from typing import Optional, Sequence
 
 from jtwin import __version__
+from jtwin._flags import (HelpFormatter, _positive_float, _positive_int, _probability,  # noqa: F401
+                          add_domain_flags, add_drop_na_and_seed, add_output_group)
 from jtwin.errors import (JtwinInputError, ModelFileError, NonFiniteError, UnsafeDeltaError,
                           UnsafeEpsilonError)
 
 COMMANDS = ("fit", "vi", "napsumq", "sample", "check", "evaluate")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-  """Shows "(default: X)" except where the default is None (the help says it)."""
-
-  def _get_help_string(self, action):
-    if action.default is None:
-      return action.help
-    return super()._get_help_string(action)
-
-
-def _positive_float(name):
-  def parse(text):
-    try:
-      value = float(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-    if not value > 0 or value != value:
-      raise argparse.ArgumentTypeError(f"{name} must be > 0, got {text}")
-    return value
-  return parse
-
-
-def _positive_int(name):
-  def parse(text):
-    try:
-      value = int(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-    if value < 1:
-      raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {text}")
-    return value
-  return parse
-
-
-def _probability(name, upper_open=False):
-  def parse(text):
-    try:
-      value = float(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
-    ok = 0 < value < 1 if upper_open else 0 < value <= 1
-    if not ok:
-      interval = "(0, 1)" if upper_open else "(0, 1]"
-      raise argparse.ArgumentTypeError(f"{name} must be in {interval}, got {text}")
-    return value
-  return parse
 
 
 def _add_fit_parser(sub):
@@ -153,48 +108,6 @@ def _add_scale_group(p) -> None:
                  "starts afresh if DIR holds none): the result equals an uninterrupted run's")
   g.add_argument("--checkpoint_every", type=_positive_int("--checkpoint_every"), default=10,
                  help="epochs between checkpoints")
-
-
-def add_domain_flags(p) -> None:
-  """--domain, --domain_epsilon and --verbose (shared by `fit` and `napsumq`)."""
-  g = p.add_argument_group("public domain and row count")
-  g.add_argument("--domain", choices=("dp", "data"), default="dp",
-                 help="where undeclared domain items (categories, missing and integer flags, "
-                 "standardisation, bin edges) come from: 'dp' releases them under DP from a "
-                 "share of epsilon (covered by the printed epsilon); 'data' reads them off "
-                 "the private data (NOT covered; warned and recorded)")
-  g.add_argument("--domain_epsilon", type=_positive_float("--domain_epsilon"), default=None,
-                 help="epsilon for the DP domain step, spent only when the model file leaves "
-                 "something undeclared (default: 0.09 x epsilon, and 10%% of delta); the row "
-                 "count always gets 0.01 x epsilon")
-  g.add_argument("--verbose", action="store_true",
-                 help="also print exact, NON-private statistics of the data (the training "
-                 "log-likelihood, counts of clipped values): not for logs that are released")
-
-
-def add_drop_na_and_seed(g) -> None:
-  """--drop_na and --seed (shared by `fit` and `napsumq`)."""
-  g.add_argument("--drop_na", type=int, nargs="?", const=1, default=0, choices=(0, 1),
-                 help="drop rows with a missing value in a modelled column "
-                 "('--drop_na' or '--drop_na 1')")
-  g.add_argument("--seed", type=int, default=None,
-                 help="seed for reproducibility (default: drawn from the OS; a known seed "
-                 "lets anyone recompute the noise, so keep it secret)")
-
-
-def add_output_group(p, rows_default: str) -> None:
-  """The output options (shared by `fit` and `napsumq`, with twinify's names)."""
-  g = p.add_argument_group("output")
-  g.add_argument("--num_synthetic", "--n", type=int, default=None,
-                 help=f"synthetic rows to write (default: {rows_default})")
-  g.add_argument("--num_synthetic_records_per_parameter_sample", "--m", type=_positive_int("--m"),
-                 default=1, help="rows per posterior parameter draw")
-  g.add_argument("--separate_output", action="store_true",
-                 help="write OUTPUT_PREFIX.{i}.csv per parameter draw")
-  g.add_argument("--visualize", choices=("none", "store", "popup", "both"), default="store",
-                 help="comparison plots of real vs synthetic (for the data holder only): "
-                 "store SVGs, pop up windows, both, or none")
-  g.add_argument("--quiet", action="store_true", help="print only warnings and errors")
 
 
 def _add_sample_parser(sub):
