@@ -42,12 +42,13 @@ def test_synthesizer_fit_sample_save_load(df, tmp_path):
   assert again.method == "vi"
   assert again.privacy == synth.privacy
   # the same posterior: the same rows for the same explicit seed
-  pd.testing.assert_frame_equal(again.sample(30, seed=5), synth.sample(30, seed=5))
+  pd.testing.assert_frame_equal(again.sample(50, seed=5), synth.sample(50, seed=5))
   # the file written by save() is the CLI's result file
   from jtwin.result_io import load_result
   assert load_result(str(path)).meta["model"]["kind"] == "mixture"
 
 
+@pytest.mark.slow
 def test_synthesizer_model_file_path_and_create(df, tmp_path):
   model = tmp_path / "model.txt"
   model.write_text(SPEC)
@@ -69,6 +70,7 @@ def test_sample_keys_never_reuse_fit_keys(df):
   assert len(keys) == 4 and tuple(np.asarray(fit_key).tolist()) not in keys
 
 
+@pytest.mark.slow
 def test_synthesizer_napsumq(df, tmp_path):
   synth = jtwin.Synthesizer(SPEC, method="napsumq", epsilon=1.0, seed=0, num_components=4,
                             final_steps=20, posterior_steps=10)
@@ -105,12 +107,13 @@ def test_fit_takes_int_seed_and_explains_dataframes(df):
   model = jtwin.make_mixture_model(domain.features(), 2)
   with pytest.raises(TypeError, match=r"jtwin.encode\(df, domain\)"):
     jtwin.fit(0, model, df)
-  result = jtwin.fit(0, model, jtwin.encode(df, domain), **FAST)
-  again = jtwin.fit(0, model, jtwin.encode(df, domain), **FAST)
-  np.testing.assert_array_equal(np.asarray(result.posterior.loc["mix"]),
-                                np.asarray(again.posterior.loc["mix"]))
+  with pytest.raises(TypeError, match="key must be"):
+    jtwin.fit("0", model, jtwin.encode(df, domain), **FAST)
+  result = jtwin.fit(0, model, jtwin.encode(df, domain), **FAST)   # an int seed
+  assert result.privacy.steps == 20
 
 
+@pytest.mark.slow
 def test_rebuild_result_is_public(df, tmp_path):
   synth = jtwin.Synthesizer(SPEC, seed=0, num_components=2, **FAST).fit(df)
   synth.save(tmp_path / "r.jtwin.npz")
@@ -128,6 +131,7 @@ def test_inferred_from_data_is_a_list_and_still_callable(df):
   assert domain.inferred_from_data() == items
 
 
+@pytest.mark.slow
 def test_library_example_runs(tmp_path):
   example = os.path.join(os.path.dirname(jtwin.__file__), "examples", "library_example.py")
   proc = subprocess.run([sys.executable, example, "--quick", str(tmp_path)],

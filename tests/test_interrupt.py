@@ -41,7 +41,7 @@ def _fit(files, capsys, visualize="none"):
     ("jtwin.data", "read_csv"),            # loading
     ("jtwin.infer", "privacy_plan"),       # noise calibration
     ("jtwin.infer", "fit"),                # training
-    ("jtwin.sampling", "sample_synthetic"),  # sampling
+    pytest.param("jtwin.sampling", "sample_synthetic", marks=pytest.mark.slow),  # sampling
 ])
 def test_interrupt_before_writing_writes_nothing(files, capsys, monkeypatch, module, name):
   import importlib
@@ -52,6 +52,7 @@ def test_interrupt_before_writing_writes_nothing(files, capsys, monkeypatch, mod
   assert _outputs(files[0]) == []
 
 
+@pytest.mark.slow
 def test_interrupt_while_writing_names_the_complete_csv(files, capsys, monkeypatch):
   import jtwin.result_io
   monkeypatch.setattr(jtwin.result_io, "save_result", _interrupt)
