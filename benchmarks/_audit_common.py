@@ -141,8 +141,13 @@ def threshold_epsilon_lower_bound(null: np.ndarray, alt: np.ndarray, delta: floa
     (epsilon lower bound, the chosen threshold).
   """
   null, alt = np.asarray(null, np.float64), np.asarray(alt, np.float64)
-  sel0, ev0 = null[0::2], null[1::2]
-  sel1, ev1 = alt[0::2], alt[1::2]
+  _, tau, direction = _select_threshold(null[0::2], alt[0::2], delta, alpha)
+  return _bound_at(null[1::2], alt[1::2], tau, delta, alpha, direction), tau
+
+
+def _select_threshold(sel0: np.ndarray, sel1: np.ndarray, delta: float,
+                      alpha: float) -> tuple[float, float, int]:
+  """(bound, threshold, direction) of the best test on the selection half."""
   pooled = np.concatenate([sel0, sel1])
   levels = np.concatenate([np.linspace(0.0005, 0.9995, 400),
                            1.0 - np.geomspace(0.5, 1.0, 60) / len(pooled),
@@ -154,8 +159,34 @@ def threshold_epsilon_lower_bound(null: np.ndarray, alt: np.ndarray, delta: floa
       b = _bound_at(sel0, sel1, tau, delta, alpha, direction)
       if b > best[0]:
         best = (b, float(tau), direction)
-  _, tau, direction = best
-  return _bound_at(ev0, ev1, tau, delta, alpha, direction), tau
+  return best
+
+
+def multi_statistic_epsilon_lower_bound(null: np.ndarray, alt: np.ndarray, delta: float,
+                                        alpha: float = 0.05) -> tuple[float, float, int]:
+  """`threshold_epsilon_lower_bound` when several statistics of each trial are released.
+
+  The selection half (even trials) chooses the statistic as well as the
+  threshold and direction; the evaluation half (odd trials) alone gives the
+  bound, so trying several statistics costs no multiple-testing correction.
+
+  Args:
+    null: the statistics in the world without the canary, [n0, k].
+    alt: the statistics in the world with it, [n1, k].
+    delta: the claimed delta.
+    alpha: 1 - confidence.
+
+  Returns:
+    (epsilon lower bound, the chosen threshold, the chosen statistic's column).
+  """
+  null, alt = np.asarray(null, np.float64), np.asarray(alt, np.float64)
+  best = (-1.0, 0.0, 1, 0)
+  for j in range(null.shape[1]):
+    b, tau, direction = _select_threshold(null[0::2, j], alt[0::2, j], delta, alpha)
+    if b > best[0]:
+      best = (b, tau, direction, j)
+  _, tau, direction, j = best
+  return _bound_at(null[1::2, j], alt[1::2, j], tau, delta, alpha, direction), tau, j
 
 
 def sd_with_se(x: np.ndarray) -> tuple[float, float]:
@@ -647,3 +678,230 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
                   shift_se, lower, len(null),
                   {"tables": per_table, "rho_measured": mu2 / 2.0, "rho_claimed": claimed.rho,
                    "base": base, "privacy": claimed})
+
+
+# ------------------------------------------------------------------ (e) DP row count
+def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
+  """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial rate k/n."""
+  if k <= 0:
+    return 0.0
+  return float(stats.beta.ppf(alpha, k, n - k + 1))
+
+
+def row_count_audit(name: str, *, epsilon: float, n: int = 10_000, draws: int = 200_000,
+                    seed: int = 0, alpha: float = 0.05) -> AuditRow:
+  """Two-world test of `dp_domain.noisy_row_count` (N rows against N + 1).
+
+  The real function is called `draws` times in each world with its own
+  numpy Generator. The released count is N + L, L two-sided geometric,
+  P(L = d) = (1 - a) / (1 + a) a^|d| with a = e^-epsilon, so its sd is
+  sqrt(2a) / (1 - a), the extra row shifts the mean by 1, and the privacy
+  loss of the test "count > N" is exactly epsilon:
+  P1(count > N) / P0(count > N) = P(L >= 0) / P(L >= 1) = e^epsilon.
+  `extra` has that measured log-ratio ("loss", with "loss_se"), the same
+  for "count <= N" ("loss_low"), and the mass-function ratio
+  P(L = k) / P(L = k + 1) estimated (maximum likelihood) from the
+  non-negative noise of both worlds ("pmf_log_ratio", "pmf_se"); all three
+  must be e^epsilon in logs, i.e. epsilon. `n` must leave the floor at 1
+  out of reach (n > 30 sds).
+
+  Returns:
+    An `AuditRow` (delta 0: the mechanism is pure DP).
+  """
+  from jtwin import dp_domain
+  a = math.exp(-epsilon)
+  sd_exp = math.sqrt(2.0 * a) / (1.0 - a)
+  if n < 30.0 * sd_exp:
+    raise ValueError(f"n = {n} is within 30 sds ({sd_exp:.3g}) of the floor at 1")
+  worlds = []
+  for world, size in ((0, n), (1, n + 1)):
+    rng = np.random.default_rng([seed, world])
+    worlds.append(np.fromiter((dp_domain.noisy_row_count(rng, size, epsilon)
+                               for _ in range(draws)), np.int64, draws))
+  null, alt = worlds
+  centred = null - null.mean()
+  sd = float(np.std(null, ddof=1))
+  # se of the sd from the fourth moment (the noise is far from Gaussian)
+  sd_se = math.sqrt(max(float(np.mean(centred**4)) - sd**4, 0.0) / draws) / (2.0 * sd)
+  shift = float(alt.mean() - null.mean())
+  shift_se = sd_exp * math.sqrt(2.0 / draws)
+  lower, _ = threshold_epsilon_lower_bound(null - n, alt - n, 0.0, alpha)
+
+  def log_ratio(k1, k0):
+    p1, p0 = k1 / draws, k0 / draws
+    return math.log(p1 / p0), math.sqrt((1 - p1) / (draws * p1) + (1 - p0) / (draws * p0))
+
+  loss, loss_se = log_ratio(int(np.sum(alt > n)), int(np.sum(null > n)))
+  loss_low, loss_low_se = log_ratio(int(np.sum(null <= n)), int(np.sum(alt <= n)))
+  noise = np.concatenate([null - n, alt - n - 1])
+  tail = noise[noise >= 0].astype(np.float64)
+  mean = float(tail.mean())              # geometric on {0, 1, ...}: mean a / (1 - a)
+  a_hat = mean / (1.0 + mean)
+  pmf = -math.log(a_hat)
+  pmf_se = (1.0 - a_hat) / math.sqrt(a_hat * len(tail))
+  return AuditRow(name, epsilon, 0.0, sd, sd_exp, sd_se, shift, 1.0, shift_se, lower, draws,
+                  {"loss": loss, "loss_se": loss_se, "loss_low": loss_low,
+                   "loss_low_se": loss_low_se, "pmf_log_ratio": pmf, "pmf_se": pmf_se,
+                   "n": n, "min": int(min(null.min(), alt.min()))})
+
+
+# ------------------------------------------------------------------ (f) DP category discovery
+def domain_noise(epsilon: float, delta: float, num_columns: int = 1,
+                 num_categorical: int = 1) -> tuple[float, float]:
+  """(noise sd s, release threshold tau) of the DP domain step, from its definition.
+
+  s = sqrt(m) sigma(epsilon, delta / 2) (exact analytic Gaussian mechanism),
+  tau = 1 + s Phi^-1(1 - delta / 2 e^-epsilon / m_cat): a label held by one
+  row passes with probability delta / 2 e^-epsilon / m_cat.
+  """
+  from jtwin.accounting import gaussian
+  s = math.sqrt(num_columns) * gaussian.gaussian_noise_multiplier(epsilon, delta / 2.0)
+  share = delta / 2.0 * math.exp(-epsilon) / num_categorical
+  return s, 1.0 + s * float(stats.norm.isf(share))
+
+
+def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[int] = None,
+                   num_slots: int = 400, num_runs: int = 10, seed: int = 0,
+                   alpha: float = 0.05) -> AuditRow:
+  """Two-world test of DP category discovery (`dp_domain.release_domain`).
+
+  One categorical column whose categories (and nothing else) are undeclared.
+  Label "big" holds enough rows to be released always; slot label s_i holds
+  c rows, plus one canary row when i is even (c = 0: odd slots are absent,
+  even slots are singletons). Each label's noisy count has its own Gaussian
+  noise, so one run is `num_slots` / 2 independent trials per world of
+  "label released" at count c against c + 1; the runs use independent
+  numpy Generators. The release probability at count k must be
+  P(k + N(0, s^2) > tau) with (s, tau) from `domain_noise` (the values
+  `DomainRelease` records are checked against them); at c = 0 the canary is
+  released with probability delta / 2 e^-epsilon, the accounted share of
+  delta, and an absent label never.
+
+  The row's sd columns hold the release rate with the canary (measured /
+  closed form), its shift columns the rate difference p(c + 1) - p(c).
+
+  Args:
+    name: the row's label.
+    epsilon, delta: the domain step's budget (the claim).
+    count: c; None means floor(tau), the count nearest below the threshold.
+    num_slots: slot labels per run (half of them with a canary).
+    num_runs: independent runs of `release_domain`.
+    seed: seed of the runs' Generators.
+    alpha: 1 - confidence.
+
+  Returns:
+    An `AuditRow`.
+  """
+  import pandas as pd
+  from jtwin import dp_domain
+  from jtwin.spec import parse_model_text
+  num_slots -= num_slots % 2
+  s, tau = domain_noise(epsilon, delta)
+  c = int(math.floor(tau)) if count is None else int(count)
+  big = int(math.ceil(tau + 12.0 * s)) + 1
+  sizes = np.full(num_slots, c)
+  sizes[0::2] += 1
+  names = np.array([f"s{i}" for i in range(num_slots)], object)
+  labels = np.concatenate([np.full(big, "big", object), np.repeat(names, sizes)])
+  frame = pd.DataFrame({"A": labels})
+  spec = parse_model_text("A : categorical ; missing = no\n")
+  released = []
+  for run in range(num_runs):
+    rel = dp_domain.release_domain(np.random.default_rng([seed, run]), frame, spec,
+                                   epsilon=epsilon, delta=delta)
+    if not (math.isclose(rel.noise_std, s, rel_tol=1e-9)
+            and math.isclose(rel.threshold, tau, rel_tol=1e-9)):
+      raise AssertionError(f"release_domain used s = {rel.noise_std}, tau = {rel.threshold}; "
+                           f"its definition says {s}, {tau}")
+    cats = set(rel.spec.features[0].categories)
+    released.append(np.array([v in cats for v in names]))
+  released = np.concatenate([r.reshape(-1, 2) for r in released])
+  alt, null = released[:, 0].astype(np.float64), released[:, 1].astype(np.float64)
+  p = lambda k: 0.0 if k <= 0 else float(stats.norm.sf((tau - k) / s))
+  p0, p1 = p(c), p(c + 1)
+  r0, r1 = float(null.mean()), float(alt.mean())
+  n0, n1 = len(null), len(alt)
+  lower, _ = threshold_epsilon_lower_bound(null, alt, delta, alpha)
+  share = delta / 2.0 * math.exp(-epsilon)
+  k1 = int(alt.sum())
+  return AuditRow(name, epsilon, delta, r1, p1, math.sqrt(p1 * (1 - p1) / n1), r1 - r0,
+                  p1 - p0, math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0), lower, n1,
+                  {"count": c, "s": s, "tau": tau, "rate0": r0, "rate0_expected": p0,
+                   "rate1": r1, "rate1_expected": p1, "released1": k1,
+                   "rate1_lower": clopper_pearson_lower(k1, n1, alpha),
+                   "rate1_upper": clopper_pearson_upper(k1, n1, alpha),
+                   "singleton_share": share})
+
+
+# ------------------------------------------------------------------ (g) DP numeric domains
+NUMERIC_STATISTICS = ("loc", "scale", "median edge", "lowest edge", "highest edge")
+
+
+def _numeric_statistics(rel, name: str) -> list:
+  f = rel.spec.features[0]
+  edges = np.asarray(rel.edges[name][0], np.float64)
+  return [f.loc, f.scale, float(np.median(edges)), float(edges[0]), float(edges[-1])]
+
+
+def numeric_domain_audit(name: str, *, epsilon: float, delta: float, change: str,
+                         n: int = 200, num_runs: int = 2000, seed: int = 0,
+                         alpha: float = 0.05) -> AuditRow:
+  """Two-world test of a numeric column's DP domain (`dp_domain.release_domain`).
+
+  One Normal column (integer and missing declared) whose standardisation and
+  the marginal method's bin edges are released: the released loc, scale and
+  edges are post-processing of one noisy histogram on the public grid.
+
+  change "outlier": D is n values with log-normal quantiles around 10
+  (exp(ln 10 + 0.5 z_i), z_i the normal quantiles at (i + 1/2) / n);
+  D' = D plus one row at 10^9 (add one row; claim (epsilon, delta)).
+  change "move": D is n / 2 values at 9.9 and n / 2 at 10.1, the two grid
+  cells on either side of the edge 10, so the median sits on that edge; in
+  D' one 9.9 is moved to 10.1, across the edge (replace one row, i.e.
+  remove one and add one: the claim is group privacy for 2,
+  (2 epsilon, (1 + e^epsilon) delta)).
+
+  Each run releases `NUMERIC_STATISTICS`; `multi_statistic_epsilon_lower_bound`
+  picks the statistic and threshold on half the runs. The sd and shift
+  columns are those of the released loc (no closed form: expectations nan).
+
+  Returns:
+    An `AuditRow`; extra["statistic"] names the statistic the bound used.
+  """
+  import pandas as pd
+  from jtwin import dp_domain
+  from jtwin.spec import parse_model_text
+  if change == "outlier":
+    base = np.exp(math.log(10.0) + 0.5 * stats.norm.ppf((np.arange(n) + 0.5) / n))
+    other = np.append(base, 1e9)
+    claim = (epsilon, delta)
+  elif change == "move":
+    base = np.repeat([9.9, 10.1], [n - n // 2, n // 2])
+    other = base.copy()
+    other[0] = 10.1
+    claim = (2.0 * epsilon, (1.0 + math.exp(epsilon)) * delta)
+  else:
+    raise ValueError(f"change must be 'outlier' or 'move', got {change!r}")
+  spec = parse_model_text("y : normal ; integer = no ; missing = no\n")
+  worlds = []
+  for world, values in ((0, base), (1, other)):
+    frame = pd.DataFrame({"y": values})
+    out = []
+    for run in range(num_runs):
+      rel = dp_domain.release_domain(np.random.default_rng([seed, world, run]), frame, spec,
+                                     epsilon=epsilon, delta=delta, need_edges=True)
+      out.append(_numeric_statistics(rel, "y"))
+    worlds.append(np.array(out, np.float64))
+  null, alt = worlds
+  lower, tau, j = multi_statistic_epsilon_lower_bound(null, alt, claim[1], alpha)
+  sd, sd_se = sd_with_se(null[:, 0])
+  shift = float(alt[:, 0].mean() - null[:, 0].mean())
+  shift_se = math.sqrt(null[:, 0].var(ddof=1) / num_runs + alt[:, 0].var(ddof=1) / num_runs)
+  s, _ = domain_noise(epsilon, delta)
+  return AuditRow(name, claim[0], claim[1], sd, math.nan, sd_se, shift, math.nan, shift_se,
+                  lower, num_runs,
+                  {"statistic": NUMERIC_STATISTICS[j], "threshold": tau, "s": s,
+                   "domain_epsilon": epsilon, "domain_delta": delta,
+                   "loc_median": float(np.median(null[:, 0])),
+                   "top_edge_above_1e8": (float(np.mean(null[:, 4] > 1e8)),
+                                          float(np.mean(alt[:, 4] > 1e8)))})

@@ -2,6 +2,7 @@
 
     python benchmarks/audit_privacy.py            # the table in benchmarks/README.md
     python benchmarks/audit_privacy.py --quick    # small sizes (about a minute)
+    python benchmarks/audit_privacy.py --parts efg   # only the DP row count and domains
 
 Audits the real code paths (see benchmarks/_audit_common.py and
 docs/privacy_audit.md):
@@ -13,7 +14,12 @@ docs/privacy_audit.md):
       DP fit, grouped clipping on and off;
   (c) two-world test of the mixture's DP warm start, with the noise tail
       beyond 5.4 sd, and the tail of the noise generator itself;
-  (d) two-world test of `jtwin.fit_marginals`' Gaussian measurements.
+  (d) two-world test of `jtwin.fit_marginals`' Gaussian measurements;
+  (e) two-world test of the DP row count (`dp_domain.noisy_row_count`);
+  (f) two-world test of DP category discovery (`dp_domain.release_domain`),
+      a label's count c against c + 1 near the threshold and 0 against 1;
+  (g) two-world test of a numeric column's DP domain (loc, scale, bin
+      edges): one outlier added, one value moved across a grid edge.
 
 Prints one row per configuration: the certified epsilon (the claim), the
 measured noise sd against its expectation, the canary's mean shift against
@@ -55,10 +61,25 @@ TABLE_HEAD = ("| configuration | claimed ε (δ) | noise sd: measured / expected
               "trials per world | pass |\n|---|---|---|---|---|---|---|")
 
 
-def rows(quick: bool):
-  """Yields the audit rows, one configuration at a time."""
-  from jtwin import infer
-  s = 0.2 if quick else 1.0
+def rows(quick: bool, parts: str = "abcdefg"):
+  """Yields the audit rows of the audits in `parts`, one configuration at a time."""
+  if "a" in parts:
+    yield from _rows_a(quick)
+  if "b" in parts:
+    yield from _rows_b(quick)
+  if "c" in parts:
+    yield from _rows_c(quick)
+  if "d" in parts:
+    yield from _rows_d(quick)
+  if "e" in parts:
+    yield from _rows_e(quick)
+  if "f" in parts:
+    yield from _rows_f(quick)
+  if "g" in parts:
+    yield from _rows_g(quick)
+
+
+def _rows_a(quick: bool):
   slots, fits = (2000, 1) if quick else (10_000, 6)
   yield ac.canary_audit("(a) fit: ε=2, q=0.1, T=100", epsilon=2.0, sampling_ratio=0.1,
                         steps=100, num_slots=slots, num_fits=fits, seed=1)
@@ -69,6 +90,9 @@ def rows(quick: bool):
   yield ac.canary_audit("(a) fit: ε=2, q=0.1, T=100, batches padded to 8 rows (overflow)",
                         epsilon=2.0, sampling_ratio=0.1, steps=100, num_slots=slots,
                         num_fits=fits, overflow_batch=8, seed=4)
+
+
+def _rows_b(quick: bool):
   m = 1000 if quick else 2000
   for eps in (4.0, 16.0):
     for group in (True, False):
@@ -76,6 +100,11 @@ def rows(quick: bool):
                              epsilon=eps, num_canaries=m, group_clip=group, seed=5)
   yield ac.one_run_audit(f"(b) mixture one-run: ε=16, K=3, m={m}, with the DP warm start",
                          epsilon=16.0, num_canaries=m, warm_start=0.1, seed=5)
+
+
+def _rows_c(quick: bool):
+  from jtwin import infer
+  s = 0.2 if quick else 1.0
   plan = infer.privacy_plan(30_000, epsilon=1.0, delta=1e-5, sampling_ratio=0.01,
                             num_epochs=200, clipping_threshold=1.0, warm_start=0.1)
   yield ac.warm_start_audit(
@@ -85,6 +114,9 @@ def rows(quick: bool):
   calls = 4 if quick else 40
   yield ac.warm_start_audit(f"(c) warm start tails: σ=0.5, D_cat=2, {calls}·10⁶ draws",
                             noise_multiplier=0.5, num_slots=1_000_000, num_calls=calls, seed=7)
+
+
+def _rows_d(quick: bool):
   for eps in (1.0, 8.0):
     cats = 200 if quick else 600
     yield ac.marginals_audit(f"(d) fit_marginals: ε={eps:g}, 2 columns × {cats} categories, "
@@ -92,20 +124,58 @@ def rows(quick: bool):
                              num_runs=1 if quick else 4, seed=8)
 
 
+def _rows_e(quick: bool):
+  draws = 100_000 if quick else 500_000
+  for i, eps in enumerate((0.01, 0.5, 1.0)):
+    yield ac.row_count_audit(f"(e) row count: ε={eps:g}, N=10⁴ vs N+1", epsilon=eps,
+                             n=10_000, draws=draws, seed=20 + i)
+
+
+def _rows_f(quick: bool):
+  runs = 4 if quick else 20
+  configs = [  # (epsilon, delta, count: None = floor(tau), or tau - k s, slots)
+      (0.09, 1e-6, None, 400), (1.0, 1e-6, None, 2000), (1.0, 1e-6, 2.0, 2000),
+      (4.0, 1e-6, 2.0, 2000), (1.0, 0.2, 0, 2000), (1.0, 1e-6, 0, 2000)]
+  for i, (eps, delta, count, slots) in enumerate(configs):
+    s, tau = ac.domain_noise(eps, delta)
+    if count is None:
+      c, what = None, f"c=⌊τ⌋={math.floor(tau)}"
+    elif count == 0:
+      c, what = 0, "c=0 (a label held by one row)"
+    else:
+      c = int(math.floor(tau - count * s))
+      what = f"c=⌊τ−{count:g}s⌋={c}"
+    yield ac.category_audit(f"(f) categories: ε={eps:g}, δ={delta:g}, τ={tau:.1f}, s={s:.2f}, "
+                            f"{what} vs c+1", epsilon=eps, delta=delta, count=c,
+                            num_slots=slots, num_runs=runs, seed=30 + i)
+
+
+def _rows_g(quick: bool):
+  runs = 300 if quick else 2000
+  yield ac.numeric_domain_audit("(g) numeric: ε=1, δ=1e-6, 200 log-normal values vs + one at 10⁹",
+                                epsilon=1.0, delta=1e-6, change="outlier", num_runs=runs,
+                                seed=40)
+  for i, eps in enumerate((1.0, 4.0)):
+    yield ac.numeric_domain_audit(f"(g) numeric: ε={eps:g}, δ=1e-6, 100 at 9.9 + 100 at 10.1, "
+                                  "one 9.9 moved to 10.1 (replace one: 2ε)", epsilon=eps,
+                                  delta=1e-6, change="move", num_runs=runs, seed=41 + i)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="small sizes")
+  parser.add_argument("--parts", default="abcdefg", help="audits to run, e.g. efg")
   args = parser.parse_args(argv)
   print(header("audit_privacy: empirical privacy audit (two-world and one-run)"))
   t0 = time.perf_counter()
   done, details = [], []
-  for row in rows(args.quick):
+  for row in rows(args.quick, args.parts):
     done.append(row)
     print(format_row(row), flush=True)
     extra = {k: v for k, v in row.extra.items() if k not in ("first_key", "first_z", "privacy")}
     details.append(f"{row.name}: {extra}")
   draws = 20_000_000 if args.quick else 200_000_000
-  tail = ac.normal_tail_check(draws, 5.4, seed=9)
+  tail = ac.normal_tail_check(draws, 5.4, seed=9) if "c" in args.parts else None
   print()
   print(TABLE_HEAD)
   for row in done:
@@ -113,9 +183,10 @@ def main(argv=None) -> int:
   print()
   for line in details:
     print("#", line)
-  print(f"# noise generator dp.wide_normal: {tail['count']} of {tail['draws']:,} draws beyond "
-        f"5.4 sd (Gaussian: {tail['expected']:.1f}; float32 jax.random.normal: 0), "
-        f"largest |z| {tail['max_abs']:.2f}")
+  if tail is not None:
+    print(f"# noise generator dp.wide_normal: {tail['count']} of {tail['draws']:,} draws beyond "
+          f"5.4 sd (Gaussian: {tail['expected']:.1f}; float32 jax.random.normal: 0), "
+          f"largest |z| {tail['max_abs']:.2f}")
   print(f"# total {time.perf_counter() - t0:.0f} s")
   failed = [r.name for r in done if not r.passed()]
   if failed:

@@ -178,3 +178,93 @@ def test_benchmark_table_row_format():
   assert line.count("|") == bench.TABLE_HEAD.splitlines()[0].count("|")
   assert line.endswith("| yes |")
   assert not ac.AuditRow("y", 1.0, 1e-5, 1.0, 1.0, 0.1, 0.0, 0.0, 0.1, 1.5, 10, {}).passed()
+
+
+# ------------------------------------------------------------------ (e)-(g) DP row count, domains
+def test_multi_statistic_bound_picks_the_informative_statistic():
+  rng = np.random.default_rng(20)
+  null = np.stack([rng.normal(0.0, 1.0, 40_000), rng.normal(0.0, 1.0, 40_000)], 1)
+  alt = np.stack([rng.normal(0.0, 1.0, 40_000), rng.normal(3.0, 1.0, 40_000)], 1)
+  lower, _, column = ac.multi_statistic_epsilon_lower_bound(null, alt, 1e-5)
+  assert column == 1
+  assert 1.5 < lower <= gaussian.gaussian_epsilon(1.0 / 3.0, 1e-5)
+
+
+def _assert_close(measured, expected, se, what):
+  assert abs(measured - expected) <= 4.0 * se, (what, measured, expected, se)
+
+
+@pytest.mark.parametrize("epsilon,draws", [
+    (1.0, 20_000),
+    pytest.param(0.01, 400_000, marks=pytest.mark.slow),
+    pytest.param(0.5, 200_000, marks=pytest.mark.slow)])
+def test_row_count_two_world(epsilon, draws):
+  row = ac.row_count_audit("rows", epsilon=epsilon, n=10_000, draws=draws, seed=21)
+  _assert_passed(row)
+  x = row.extra
+  # the privacy loss of "count > N" (and of "count <= N") is exactly epsilon,
+  # and the mass function falls by e^epsilon per step
+  _assert_close(x["loss"], epsilon, x["loss_se"], "loss")
+  _assert_close(x["loss_low"], epsilon, x["loss_low_se"], "loss_low")
+  _assert_close(x["pmf_log_ratio"], epsilon, x["pmf_se"], "pmf")
+  assert x["min"] > 1                                  # the floor never acted
+  if epsilon >= 0.5:
+    assert row.eps_lower > 0.6 * epsilon               # the test has power
+
+
+def _assert_category_row(row):
+  _assert_passed(row)
+  x = row.extra
+  se0 = math.sqrt(max(x["rate0_expected"] * (1 - x["rate0_expected"]), 1e-12) / row.trials)
+  _assert_close(x["rate0"], x["rate0_expected"], se0, "rate0")
+
+
+def test_category_discovery_two_world_near_the_threshold():
+  row = ac.category_audit("categories", epsilon=1.0, delta=1e-6, num_slots=400, num_runs=3,
+                          seed=22)
+  assert row.extra["count"] == math.floor(row.extra["tau"])
+  _assert_category_row(row)
+
+
+def test_category_discovery_singleton_costs_the_accounted_delta_share():
+  # A large delta makes the share measurable: a label held by one row is
+  # released with probability delta / 2 e^-eps, one absent never.
+  row = ac.category_audit("singleton", epsilon=1.0, delta=0.2, count=0, num_slots=1000,
+                          num_runs=2, seed=23)
+  _assert_category_row(row)
+  x = row.extra
+  assert x["rate0"] == 0.0
+  assert x["rate1_expected"] == pytest.approx(x["singleton_share"], rel=1e-9)
+  assert x["rate1_lower"] <= x["singleton_share"]      # not significantly above the share
+  assert x["released1"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("epsilon,delta,below,slots", [(0.09, 1e-6, 0.0, 400),
+                                                       (4.0, 1e-6, 2.0, 2000),
+                                                       (1.0, 1e-6, None, 2000)])
+def test_category_discovery_two_world_other_configurations(epsilon, delta, below, slots):
+  s, tau = ac.domain_noise(epsilon, delta)
+  count = 0 if below is None else int(math.floor(tau - below * s))
+  row = ac.category_audit("categories", epsilon=epsilon, delta=delta, count=count,
+                          num_slots=slots, num_runs=10, seed=24)
+  _assert_category_row(row)
+  if below is None:
+    assert row.extra["released1"] == 0                 # share 1.8e-7: never seen
+
+
+def test_numeric_domain_value_moved_across_a_grid_edge():
+  row = ac.numeric_domain_audit("move", epsilon=4.0, delta=1e-6, change="move", num_runs=150,
+                                seed=25)
+  _assert_passed(row)
+  assert row.epsilon == 8.0 and row.delta == pytest.approx((1 + math.exp(4.0)) * 1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change,epsilon", [("outlier", 1.0), ("move", 1.0), ("move", 4.0)])
+def test_numeric_domain_two_world(change, epsilon):
+  row = ac.numeric_domain_audit(change, epsilon=epsilon, delta=1e-6, change=change,
+                                num_runs=1000, seed=26)
+  _assert_passed(row)
+  if change == "move" and epsilon == 4.0:
+    assert row.eps_lower > 0                           # the test sees the moved value
