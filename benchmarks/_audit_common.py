@@ -761,8 +761,8 @@ def domain_noise(epsilon: float, delta: float, num_columns: int = 1,
 
 
 def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[int] = None,
-                   num_slots: int = 400, num_runs: int = 10, seed: int = 0,
-                   alpha: float = 0.05) -> AuditRow:
+                   num_slots: int = 400, num_runs: int = 10, num_columns: int = 1,
+                   seed: int = 0, alpha: float = 0.05) -> AuditRow:
   """Two-world test of DP category discovery (`dp_domain.release_domain`).
 
   One categorical column whose categories (and nothing else) are undeclared.
@@ -775,7 +775,10 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   P(k + N(0, s^2) > tau) with (s, tau) from `domain_noise` (the values
   `DomainRelease` records are checked against them); at c = 0 the canary is
   released with probability delta / 2 e^-epsilon, the accounted share of
-  delta, and an absent label never.
+  delta, and an absent label never. With `num_columns` = m > 1, m - 1 more
+  categorical columns with undeclared categories hold one label each (on
+  every row, so always released): the noise grows to sqrt(m) sigma and the
+  per-column share of the threshold's delta shrinks to 1/m.
 
   The row's sd columns hold the release rate with the canary (measured /
   closed form), its shift columns the rate difference p(c + 1) - p(c).
@@ -786,6 +789,7 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
     count: c; None means floor(tau), the count nearest below the threshold.
     num_slots: slot labels per run (half of them with a canary).
     num_runs: independent runs of `release_domain`.
+    num_columns: categorical columns with undeclared categories (m).
     seed: seed of the runs' Generators.
     alpha: 1 - confidence.
 
@@ -796,15 +800,16 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   from jtwin import dp_domain
   from jtwin.spec import parse_model_text
   num_slots -= num_slots % 2
-  s, tau = domain_noise(epsilon, delta)
+  m = int(num_columns)
+  s, tau = domain_noise(epsilon, delta, m, m)
   c = int(math.floor(tau)) if count is None else int(count)
   big = int(math.ceil(tau + 12.0 * s)) + 1
   sizes = np.full(num_slots, c)
   sizes[0::2] += 1
   names = np.array([f"s{i}" for i in range(num_slots)], object)
   labels = np.concatenate([np.full(big, "big", object), np.repeat(names, sizes)])
-  frame = pd.DataFrame({"A": labels})
-  spec = parse_model_text("A : categorical ; missing = no\n")
+  frame = pd.DataFrame({"A": labels, **{f"B{j}": "b" for j in range(1, m)}})
+  spec = parse_model_text("".join(f"{v} : categorical ; missing = no\n" for v in frame.columns))
   released = []
   for run in range(num_runs):
     rel = dp_domain.release_domain(np.random.default_rng([seed, run]), frame, spec,
@@ -822,7 +827,7 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   r0, r1 = float(null.mean()), float(alt.mean())
   n0, n1 = len(null), len(alt)
   lower, _ = threshold_epsilon_lower_bound(null, alt, delta, alpha)
-  share = delta / 2.0 * math.exp(-epsilon)
+  share = delta / 2.0 * math.exp(-epsilon) / m
   k1 = int(alt.sum())
   return AuditRow(name, epsilon, delta, r1, p1, math.sqrt(p1 * (1 - p1) / n1), r1 - r0,
                   p1 - p0, math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0), lower, n1,
@@ -830,7 +835,7 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
                    "rate1": r1, "rate1_expected": p1, "released1": k1,
                    "rate1_lower": clopper_pearson_lower(k1, n1, alpha),
                    "rate1_upper": clopper_pearson_upper(k1, n1, alpha),
-                   "singleton_share": share})
+                   "singleton_share": share, "columns": m})
 
 
 # ------------------------------------------------------------------ (g) DP numeric domains

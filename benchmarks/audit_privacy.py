@@ -133,11 +133,12 @@ def _rows_e(quick: bool):
 
 def _rows_f(quick: bool):
   runs = 4 if quick else 20
-  configs = [  # (epsilon, delta, count: None = floor(tau), or tau - k s, slots)
-      (0.09, 1e-6, None, 400), (1.0, 1e-6, None, 2000), (1.0, 1e-6, 2.0, 2000),
-      (4.0, 1e-6, 2.0, 2000), (1.0, 0.2, 0, 2000), (1.0, 1e-6, 0, 2000)]
-  for i, (eps, delta, count, slots) in enumerate(configs):
-    s, tau = ac.domain_noise(eps, delta)
+  configs = [  # (epsilon, delta, count: None = floor(tau), or tau - k s, slots, columns)
+      (0.09, 1e-6, None, 400, 1), (1.0, 1e-6, None, 2000, 1), (1.0, 1e-6, 2.0, 2000, 1),
+      (4.0, 1e-6, 2.0, 2000, 1), (1.0, 0.2, 0, 2000, 1), (1.0, 0.2, 0, 2000, 3),
+      (1.0, 1e-6, 0, 2000, 1)]
+  for i, (eps, delta, count, slots, cols) in enumerate(configs):
+    s, tau = ac.domain_noise(eps, delta, cols, cols)
     if count is None:
       c, what = None, f"c=⌊τ⌋={math.floor(tau)}"
     elif count == 0:
@@ -145,9 +146,10 @@ def _rows_f(quick: bool):
     else:
       c = int(math.floor(tau - count * s))
       what = f"c=⌊τ−{count:g}s⌋={c}"
-    yield ac.category_audit(f"(f) categories: ε={eps:g}, δ={delta:g}, τ={tau:.1f}, s={s:.2f}, "
-                            f"{what} vs c+1", epsilon=eps, delta=delta, count=c,
-                            num_slots=slots, num_runs=runs, seed=30 + i)
+    where = f", {cols} columns" if cols > 1 else ""
+    yield ac.category_audit(f"(f) categories: ε={eps:g}, δ={delta:g}{where}, τ={tau:.1f}, "
+                            f"s={s:.2f}, {what} vs c+1", epsilon=eps, delta=delta, count=c,
+                            num_slots=slots, num_runs=runs, num_columns=cols, seed=30 + i)
 
 
 def _rows_g(quick: bool):

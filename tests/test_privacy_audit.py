@@ -239,6 +239,18 @@ def test_category_discovery_singleton_costs_the_accounted_delta_share():
   assert x["released1"] > 0
 
 
+def test_category_discovery_singleton_with_three_columns():
+  # three columns with undeclared categories: noise sqrt(3) sigma, and each
+  # column's singleton share is a third
+  row = ac.category_audit("singleton, 3 columns", epsilon=1.0, delta=0.2, count=0,
+                          num_slots=2000, num_runs=4, num_columns=3, seed=27)
+  _assert_category_row(row)
+  x = row.extra
+  assert x["s"] == pytest.approx(math.sqrt(3) * gaussian.gaussian_noise_multiplier(1.0, 0.1))
+  assert x["rate1_expected"] == pytest.approx(0.1 * math.exp(-1.0) / 3, rel=1e-9)
+  assert x["rate1_lower"] <= x["singleton_share"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("epsilon,delta,below,slots", [(0.09, 1e-6, 0.0, 400),
                                                        (4.0, 1e-6, 2.0, 2000),
