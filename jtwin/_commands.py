@@ -232,7 +232,7 @@ def fit(args) -> int:
   save_result(paths["result"], result.posterior, model_info=prep.model_info,
               privacy=privacy, domain=prep.domain, inferred_from_data=prep.inferred,
               extra={"release": public.record()})
-  if public.release.epsilon > 0:
+  if public.release.released:
     written.append(_write_domain_file(args.output_path, public, args.model_path))
   written.append(paths["result"])
   timer.lap("writing")
@@ -309,10 +309,10 @@ def _rows_text(public, n):
 
 def _note_release(args, public):
   r = public.release
-  if r.epsilon > 0:
+  if r.released:
     _say(args, f"jtwin: DP domain: {len(r.released)} undeclared item(s) released with "
-         f"epsilon {format_up(r.epsilon)}, delta {r.delta:.3g} (noise sd {r.noise_std:.3g} "
-         "per count), written to OUTPUT_PREFIX.domain.txt")
+         f"{_domain_budget(r)} (noise sd {r.noise_std:.3g} per count), written to "
+         "OUTPUT_PREFIX.domain.txt")
   if r.merged:
     warnings.warn(f"DP domain: categories with fewer than about {r.threshold:.0f} rows are "
                   f"merged into '(other)' in: {', '.join(r.merged)} (declare the categories "
@@ -324,12 +324,19 @@ def _note_release(args, public):
                   "'missing = no' in the model file)")
 
 
+def _domain_budget(r) -> str:
+  if r.rho > 0:
+    return (f"rho {r.rho:.3g} of the run's zCDP budget and delta {r.delta:.3g}, both in the "
+            "printed epsilon")
+  return f"epsilon {format_up(r.epsilon)}, delta {r.delta:.3g}, both in the printed epsilon"
+
+
 def _write_domain_file(prefix, public, model_path):
   from jtwin._atomic import atomic_write
   path = prefix + ".domain.txt"
   r = public.release
-  head = (f"# Domain released under DP by jtwin (epsilon {format_up(r.epsilon)}, delta "
-          f"{r.delta:.3g}) for the model file {os.path.basename(str(model_path))}.\n"
+  head = (f"# Domain released under DP by jtwin ({_domain_budget(r)}) for the model file "
+          f"{os.path.basename(str(model_path))}.\n"
           "# Review it, edit it (e.g. replace '(other)' by the real categories) and pass it\n"
           "# as MODEL next time: declared items cost no privacy budget.\n")
   with atomic_write(path, "w") as f:

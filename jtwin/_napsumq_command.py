@@ -118,7 +118,7 @@ def napsumq(args) -> int:
                      "num_rows_estimate": result.num_rows_estimate,
                      "release": result.public.record()})
   written.append(paths["result"])
-  if result.public.release.epsilon > 0:
+  if result.public.release.released:
     written.append(_write_domain_file(args.output_path, result.public, args.model_path))
   timer.lap("writing")
   if args.visualize != "none":

@@ -61,6 +61,7 @@ _LOG_LO, _LOG_HI = -4, 10
 _MAGNITUDES = 10.0 ** (np.arange(_LOG_LO * _PER_DECADE, _LOG_HI * _PER_DECADE + 1) / _PER_DECADE)
 GRID = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES])   # public edges, increasing
 _CATEGORICAL = ("categorical", "bernoulli")
+_ZCDP_THRESHOLD_DELTA = 0.05   # of delta, for the category threshold (zCDP composition)
 _FALSE_CELL = 0.01   # chance that some empty cell of a column passes its threshold
 
 
@@ -79,6 +80,8 @@ class DomainRelease:
     drop_missing: columns whose missing values are left out (flag "no").
     edges: DP quantile bin edges and point flags of numeric columns without
       declared bounds, {name: (edges, point)} (for the marginal method).
+    rho: zCDP budget of the histograms when composed in zCDP (then `epsilon`
+      is 0 and `delta` is the category threshold's share only).
   """
   spec: ModelSpec
   epsilon: float = 0.0
@@ -89,6 +92,7 @@ class DomainRelease:
   merged: tuple = ()
   drop_missing: tuple = ()
   edges: dict = dataclasses.field(default_factory=dict)
+  rho: float = 0.0
 
   def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
     """The frame the fit sees: merged labels -> OTHER, rows dropped per `drop_missing`."""
@@ -114,7 +118,8 @@ class DomainRelease:
 
   def to_dict(self) -> dict:
     """JSON-able record for the result file (no data statistics beyond the DP ones)."""
-    return {"epsilon": self.epsilon, "delta": self.delta, "noise_std": self.noise_std,
+    return {"epsilon": self.epsilon, "delta": self.delta, "rho": self.rho,
+            "noise_std": self.noise_std,
             "threshold": self.threshold if math.isfinite(self.threshold) else None,
             "released": list(self.released), "merged": list(self.merged),
             "drop_missing": list(self.drop_missing)}
@@ -153,7 +158,8 @@ def noisy_row_count(rng: np.random.Generator, n: int, epsilon: float) -> int:
 
 
 def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpec, *,
-                   epsilon: float, delta: float, need_edges: bool = False,
+                   epsilon: float = 0.0, delta: float = 0.0, rho: Optional[float] = None,
+                   threshold_delta: Optional[float] = None, need_edges: bool = False,
                    edge_levels: Optional[np.ndarray] = None,
                    max_value_cells: int = 128, source: str = "data") -> DomainRelease:
   """Releases every undeclared domain item of `spec` under (epsilon, delta)-DP.
@@ -162,7 +168,13 @@ def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpe
     rng: numpy Generator for the noise (full-tailed float64 normals).
     frame: the modelled columns (private).
     spec: the model file; declared items are kept as they are.
-    epsilon, delta: the domain step's budget (> 0 when anything is undeclared).
+    epsilon, delta: the domain step's budget (> 0 when anything is undeclared):
+      the Gaussian part gets (epsilon, delta / 2) exactly, the category
+      threshold delta / 2 (times e^-epsilon).
+    rho, threshold_delta: instead of (epsilon, delta), for composition in
+      zCDP: the histograms are rho-zCDP (noise sd sqrt(m / (2 rho))) and the
+      category threshold adds `threshold_delta` (the caller includes the
+      e^-epsilon factor of the whole run).
     need_edges: also release bin edges for numeric columns without bounds
       (the marginal method's cells), at `edge_levels` (quantile levels).
     max_value_cells: an integer column whose DP range has at most this many
@@ -180,15 +192,22 @@ def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpe
   columns = [f for f in spec.features if todo[f.name]]
   if not columns:
     return DomainRelease(spec)
-  if not (epsilon > 0 and 0 < delta < 1):
-    raise JtwinInputError(f"the domain step needs epsilon > 0 and 0 < delta < 1, got "
-                          f"{epsilon:g}, {delta:g}")
   m = len(columns)
   m_cat = sum("categories" in todo[f.name] for f in columns)
-  noise_std = math.sqrt(m) * gaussian.gaussian_noise_multiplier(epsilon, delta / 2)
+  if rho is not None:
+    if not (rho > 0 and threshold_delta is not None and 0 < threshold_delta < 1):
+      raise JtwinInputError(f"the domain step needs rho > 0 and 0 < threshold_delta < 1, got "
+                            f"{rho:g}, {threshold_delta}")
+    noise_std = math.sqrt(m / (2.0 * rho))
+    delta_thr = threshold_delta
+  else:
+    if not (epsilon > 0 and 0 < delta < 1):
+      raise JtwinInputError(f"the domain step needs epsilon > 0 and 0 < delta < 1, got "
+                            f"{epsilon:g}, {delta:g}")
+    noise_std = math.sqrt(m) * gaussian.gaussian_noise_multiplier(epsilon, delta / 2)
+    delta_thr = delta / 2 * math.exp(-epsilon)
   threshold = math.inf
   if m_cat:
-    delta_thr = delta / 2 * math.exp(-epsilon)
     threshold = 1.0 + noise_std * statistics.NormalDist().inv_cdf(1.0 - delta_thr / m_cat)
   released, merged, drop, edges, new = [], [], [], {}, []
   for f in spec.features:
@@ -220,6 +239,10 @@ def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpe
         drop.append(f.name)
     new.append(dataclasses.replace(f, **fields))
   out_spec = ModelSpec(tuple(new), spec.path)
+  if rho is not None:
+    return DomainRelease(out_spec, 0.0, float(threshold_delta), float(noise_std),
+                         float(threshold), tuple(released), tuple(merged), tuple(drop), edges,
+                         rho=float(rho))
   return DomainRelease(out_spec, float(epsilon), float(delta), float(noise_std),
                        float(threshold), tuple(released), tuple(merged), tuple(drop), edges)
 
@@ -412,7 +435,7 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
                  epsilon: Optional[float], delta: Optional[float], domain: str = "dp",
                  domain_epsilon: Optional[float] = None, non_private: bool = False,
                  need_edges: bool = False, edge_levels=None, max_value_cells: int = 128,
-                 source: str = "data") -> PublicPlan:
+                 composition: str = "basic", source: str = "data") -> PublicPlan:
   """Releases the row count and every undeclared domain item, and splits the budget.
 
   Budget (basic composition with the main mechanism): the row count gets
@@ -432,6 +455,14 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
     domain_epsilon: epsilon for the domains (overrides the default share).
     non_private: no noise anywhere: the exact N, domains from the data.
     need_edges, edge_levels, max_value_cells, source: see `release_domain`.
+    composition: "basic" (above), or "zcdp" for a main mechanism accounted in
+      zCDP (the marginal method): the domain histograms then get the share
+      domain_epsilon / epsilon (default 0.1) of the zCDP budget
+      rho = cdp_rho(epsilon - rows_epsilon, delta - threshold delta), which
+      they share with the main mechanism (`PublicPlan.rho_domain`; the caller
+      adds it to what it spends), and the category threshold gets 5% of
+      delta. Composing Gaussian mechanisms in zCDP costs far less than
+      adding epsilons: at epsilon 1 the noise per count is a third.
 
   Raises:
     JtwinInputError: an unknown mode, or shares that leave nothing for the
@@ -449,7 +480,21 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
   rows = noisy_row_count(rng, n, rows_eps)
   delta = float(delta) if delta is not None else 0.1 / rows
   todo = needs_release(spec, need_edges=need_edges) if spec is not None else []
-  if domain == "dp" and todo:
+  rho_total = rho_domain = 0.0
+  if domain == "dp" and todo and composition == "zcdp":
+    from jtwin.accounting import zcdp
+    share = DEFAULT_DOMAIN_FRACTION if domain_epsilon is None else float(domain_epsilon) / ref
+    if not 0 < share < 1:
+      raise JtwinInputError(f"domain_epsilon must be below epsilon, got {domain_epsilon:g}")
+    thr_delta = _ZCDP_THRESHOLD_DELTA * delta
+    rho_total = zcdp.cdp_rho(ref - rows_eps, delta - thr_delta)
+    rho_domain = share * rho_total
+    release = release_domain(rng, frame, spec, rho=rho_domain,
+                             threshold_delta=thr_delta * math.exp(-ref),
+                             need_edges=need_edges, edge_levels=edge_levels,
+                             max_value_cells=max_value_cells, source=source)
+    release = dataclasses.replace(release, delta=thr_delta)
+  elif domain == "dp" and todo:
     dom_eps = (DEFAULT_DOMAIN_FRACTION * ref - rows_eps if domain_epsilon is None
                else float(domain_epsilon))
     dom_delta = DEFAULT_DOMAIN_FRACTION * delta

@@ -67,7 +67,8 @@ class MarginalPrivacyRecord(NamedTuple):
     epsilon: certified upper bound on epsilon (zCDP -> (epsilon, delta)).
     epsilon_target: the requested epsilon.
     delta: delta.
-    rho: total zCDP budget actually spent (sum of the parts below).
+    rho: total zCDP budget actually spent (sum of the parts below, the DP
+      domain's histograms included).
     rho_one_way: spent on the 1-way tables.
     rho_queries: spent on the cliques forced by a query file.
     rho_selection: spent on exponential-mechanism selections.
@@ -75,6 +76,7 @@ class MarginalPrivacyRecord(NamedTuple):
     num_measurements: number of noisy tables released (1-way included).
     num_selections: number of exponential-mechanism selections.
     accountant: how epsilon was obtained.
+    rho_domain: spent on the DP domain's histograms (`jtwin.dp_domain`).
     relation: the neighbouring relation.
   """
   mode: str
@@ -90,6 +92,7 @@ class MarginalPrivacyRecord(NamedTuple):
   num_selections: int
   accountant: str = "zCDP, tight conversion (Canonne, Kamath & Steinke 2020)"
   relation: str = "add/remove one row"
+  rho_domain: float = 0.0
 
 
 class MarginalResult(NamedTuple):
@@ -230,7 +233,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       numpy_generator(jax.random.fold_in(key, _RELEASE_TAG)), frame, spec, epsilon=epsilon,
       delta=delta, domain=domain, domain_epsilon=domain_epsilon, non_private=non_private,
       need_edges=True, edge_levels=cl._quantile_levels(num_bins),
-      max_value_cells=max_value_cells, source=source)
+      max_value_cells=max_value_cells, composition="zcdp", source=source)
   frame, spec, delta = public.frame, public.spec, public.delta
   if check_delta is not None and delta > 1.0 / public.rows:
     raise check_delta(delta, public.rows)
@@ -250,7 +253,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     target_col = col[target]
   timings["cells"] = time.perf_counter() - t0
 
-  rho = math.inf if non_private else zcdp.cdp_rho(public.epsilon_rest, public.delta_rest)
+  # the DP domain's histograms (if any) took their share of this zCDP budget
+  rho = (math.inf if non_private else
+         zcdp.cdp_rho(public.epsilon_rest, public.delta_rest) - public.release.rho)
   k_noise, k_select, k_init, k_post = jax.random.split(key, 4)
   noise_rng, select_rng = numpy_generator(k_noise), numpy_generator(k_select)
   budget = _Budget()
@@ -347,12 +352,15 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     progress(1.0, "fitted")
   timings["fit"] = time.perf_counter() - t0 - sum(timings.values())
 
-  spent = sum(budget.parts.values())
+  spent = sum(budget.parts.values()) + public.release.rho
   if non_private:
     record = MarginalPrivacyRecord("non-private", math.inf, None, delta, math.inf, math.inf,
                                    math.inf, math.inf, math.inf, budget.tables or len(log), 0)
   else:
-    parts = " + row count" + (" + DP domain" if public.release.epsilon > 0 else "")
+    parts = ((", DP domain histograms included" if public.release.rho > 0 else "")
+             + " + row count" + (" + DP domain" if public.release.epsilon > 0 else "")
+             + (" + category threshold delta" if public.release.rho > 0
+                and public.release.merged else ""))
     record = MarginalPrivacyRecord(
         "calibrated", float(zcdp.cdp_epsilon(spent, public.delta_rest) + public.epsilon),
         float(epsilon), float(delta),
@@ -360,7 +368,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
         budget.parts["selection"], budget.parts["measurement"], budget.tables,
         budget.selections,
         accountant=MarginalPrivacyRecord._field_defaults["accountant"] + parts
-        + " (basic composition)")
+        + " (basic composition)", rho_domain=public.release.rho)
   model = make_mixture_model(mm.cell_features(cells), num_components)
   inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in cells if c.from_data]
   if inferred:

@@ -239,3 +239,22 @@ def test_custom_model_result_stores_no_absolute_path_and_still_samples(tmp_path,
                str(tmp_path / "more.csv"), "--quiet"]) == 0
   assert len(pd.read_csv(tmp_path / "more.csv")) == 10
   capsys.readouterr()
+
+
+def test_zcdp_composition_shares_rho_and_budgets_the_threshold():
+  from jtwin.accounting import zcdp
+  frame = _frame(20_000)
+  plan = dd.plan_release(np.random.default_rng(0), frame, parse_model_text(BARE), epsilon=1.0,
+                         delta=1e-6, composition="zcdp")
+  rel = plan.release
+  thr_delta = 0.05 * 1e-6
+  rho_total = zcdp.cdp_rho(1.0 - 0.01, 1e-6 - thr_delta)
+  assert rel.rho == pytest.approx(0.1 * rho_total, rel=1e-12) and rel.epsilon == 0
+  assert rel.noise_std == pytest.approx(math.sqrt(5 / (2 * rel.rho)), rel=1e-12)
+  assert plan.delta_rest == pytest.approx(1e-6 - thr_delta) and plan.epsilon_rest == 0.99
+  p = stats.norm.sf((rel.threshold - 1.0) / rel.noise_std)
+  assert 2 * p == pytest.approx(thr_delta * math.exp(-1.0), rel=1e-6)   # 2 discovered columns
+  # the zCDP share is much less noisy than the same share of epsilon added by basic composition
+  basic = dd.plan_release(np.random.default_rng(0), frame, parse_model_text(BARE), epsilon=1.0,
+                          delta=1e-6).release
+  assert rel.noise_std < 0.5 * basic.noise_std

@@ -45,11 +45,15 @@ def test_privacy_record_recomputed(frame, selection):
   rho_tables = sum(1 / (2 * sigma**2) for _, _, sigma in res.measurements)
   assert rho_tables == pytest.approx(p.rho_one_way + p.rho_queries + p.rho_measurement, rel=1e-9)
   assert p.num_measurements == len(res.measurements)
-  assert p.rho == pytest.approx(rho_tables + p.rho_selection, rel=1e-12)
-  # the row count and the DP domain step come first, by basic composition
+  # the DP domain's histograms share the zCDP budget: rho = m / (2 s^2) for m histograms
   pub = res.public
+  m = len({item.split(":")[0] for item in pub.release.released})
+  assert p.rho_domain > 0
+  assert p.rho_domain == pytest.approx(m / (2 * pub.release.noise_std**2), rel=1e-9)
+  assert p.rho == pytest.approx(rho_tables + p.rho_selection + p.rho_domain, rel=1e-12)
+  # the row count (pure DP) and the category threshold's delta, by basic composition
   assert pub.rows_epsilon == pytest.approx(0.01) and pub.delta == 1e-6
-  assert pub.epsilon_rest == pytest.approx(1.0 - pub.epsilon, rel=1e-12)
+  assert pub.epsilon_rest == pytest.approx(1.0 - pub.rows_epsilon, rel=1e-12)
   assert pub.delta_rest == pytest.approx(1e-6 - pub.release.delta, rel=1e-12)
   rest_rho = zcdp.cdp_rho(pub.epsilon_rest, pub.delta_rest)
   assert p.rho <= rest_rho * (1 + 1e-9)
