@@ -9,7 +9,8 @@ included), runs the command line on the 32,561 training rows with
 and scores each twin with `jtwin.evaluate` against the 16,281 test rows
 (target income). Prints one Markdown row per run.
 
-  python benchmarks/domain_cost.py [--methods napsumq fit] [--seeds 0 1] [--quick]
+  python benchmarks/domain_cost.py [--methods napsumq fit] [--settings declared dp data]
+      [--seeds 0 1] [--quick]
 """
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ import _bench_common as common  # noqa: E402
 ROOT = os.path.dirname(HERE)
 BARE = os.path.join(HERE, "data", "adult_twinify_model.txt")
 KEYS = ("tvd_1way_mean", "tvd_2way_mean", "tvd_3way_mean", "utility_auroc_synth")
-SETTINGS = (("declared (bundled model)", common.ADULT_MODEL, []),
-            ("DP domain (twinify model)", BARE, ["--domain", "dp"]),
-            ("read off the data (twinify model)", BARE, ["--domain", "data"]))
+SETTINGS = {"declared": ("declared (bundled model)", common.ADULT_MODEL, []),
+            "dp": ("DP domain (twinify model)", BARE, ["--domain", "dp"]),
+            "data": ("read off the data (twinify model)", BARE, ["--domain", "data"])}
 EXTRA = {"napsumq": ["--target", "income"], "fit": []}
 
 
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
   p.add_argument("--methods", nargs="+", default=["napsumq", "fit"], choices=("napsumq", "fit"))
   p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
   p.add_argument("--epsilon", default="1")
+  p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
   p.add_argument("--test", default=os.path.join(ROOT, "..", "shared", "data", "adult",
                                                 "adult_test.csv"))
   p.add_argument("--quick", action="store_true", help="one seed, tiny runs, no scoring")
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
   print("|---|---|---|---|---|---|---|---|")
   out_dir = tempfile.mkdtemp(prefix="jtwin_domain_cost_")
   for method in args.methods:
-    for label, model, flags in SETTINGS:
+    for label, model, flags in (SETTINGS[k] for k in args.settings):
       for seed in args.seeds:
         prefix = os.path.join(out_dir, f"{method}_{len(flags)}_{flags[-1] if flags else 'decl'}_{seed}")
         cmd = [sys.executable, "-m", "jtwin", method, common.ADULT_CSV, model, prefix,
