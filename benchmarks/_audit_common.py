@@ -762,6 +762,7 @@ def domain_noise(epsilon: float, delta: float, num_columns: int = 1,
 
 def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[int] = None,
                    num_slots: int = 400, num_runs: int = 10, num_columns: int = 1,
+                   rho: Optional[float] = None, threshold_delta: Optional[float] = None,
                    seed: int = 0, alpha: float = 0.05) -> AuditRow:
   """Two-world test of DP category discovery (`dp_domain.release_domain`).
 
@@ -780,16 +781,24 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   every row, so always released): the noise grows to sqrt(m) sigma and the
   per-column share of the threshold's delta shrinks to 1/m.
 
+  With `rho` (and `threshold_delta`), the zCDP form that `plan_release` uses
+  for the marginal method: s = sqrt(m / (2 rho)) and a singleton passes
+  with probability threshold_delta / m. The claim is then the Gaussian
+  mechanism's (noise multiplier s / sqrt(m)): epsilon_g at `delta`, plus
+  e^epsilon_g threshold_delta for the threshold.
+
   The row's sd columns hold the release rate with the canary (measured /
   closed form), its shift columns the rate difference p(c + 1) - p(c).
 
   Args:
     name: the row's label.
-    epsilon, delta: the domain step's budget (the claim).
+    epsilon, delta: the domain step's budget (the claim); with `rho`, epsilon
+      is unused and delta is the Gaussian part's delta of the claim.
     count: c; None means floor(tau), the count nearest below the threshold.
     num_slots: slot labels per run (half of them with a canary).
     num_runs: independent runs of `release_domain`.
     num_columns: categorical columns with undeclared categories (m).
+    rho, threshold_delta: the zCDP form's budget (see above).
     seed: seed of the runs' Generators.
     alpha: 1 - confidence.
 
@@ -801,7 +810,19 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   from jtwin.spec import parse_model_text
   num_slots -= num_slots % 2
   m = int(num_columns)
-  s, tau = domain_noise(epsilon, delta, m, m)
+  if rho is None:
+    s, tau = domain_noise(epsilon, delta, m, m)
+    share = delta / 2.0 * math.exp(-epsilon) / m
+    claim = (epsilon, delta)
+    budget = {"epsilon": epsilon, "delta": delta}
+  else:
+    from jtwin.accounting import gaussian
+    s = math.sqrt(m / (2.0 * rho))
+    share = threshold_delta / m
+    tau = 1.0 + s * float(stats.norm.isf(share))
+    eps_g = gaussian.gaussian_epsilon(s / math.sqrt(m), delta)
+    claim = (eps_g, delta + math.exp(eps_g) * threshold_delta)
+    budget = {"rho": rho, "threshold_delta": threshold_delta}
   c = int(math.floor(tau)) if count is None else int(count)
   big = int(math.ceil(tau + 12.0 * s)) + 1
   sizes = np.full(num_slots, c)
@@ -812,8 +833,7 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   spec = parse_model_text("".join(f"{v} : categorical ; missing = no\n" for v in frame.columns))
   released = []
   for run in range(num_runs):
-    rel = dp_domain.release_domain(np.random.default_rng([seed, run]), frame, spec,
-                                   epsilon=epsilon, delta=delta)
+    rel = dp_domain.release_domain(np.random.default_rng([seed, run]), frame, spec, **budget)
     if not (math.isclose(rel.noise_std, s, rel_tol=1e-9)
             and math.isclose(rel.threshold, tau, rel_tol=1e-9)):
       raise AssertionError(f"release_domain used s = {rel.noise_std}, tau = {rel.threshold}; "
@@ -826,10 +846,9 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   p0, p1 = p(c), p(c + 1)
   r0, r1 = float(null.mean()), float(alt.mean())
   n0, n1 = len(null), len(alt)
-  lower, _ = threshold_epsilon_lower_bound(null, alt, delta, alpha)
-  share = delta / 2.0 * math.exp(-epsilon) / m
+  lower, _ = threshold_epsilon_lower_bound(null, alt, claim[1], alpha)
   k1 = int(alt.sum())
-  return AuditRow(name, epsilon, delta, r1, p1, math.sqrt(p1 * (1 - p1) / n1), r1 - r0,
+  return AuditRow(name, claim[0], claim[1], r1, p1, math.sqrt(p1 * (1 - p1) / n1), r1 - r0,
                   p1 - p0, math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0), lower, n1,
                   {"count": c, "s": s, "tau": tau, "rate0": r0, "rate0_expected": p0,
                    "rate1": r1, "rate1_expected": p1, "released1": k1,

@@ -150,6 +150,22 @@ def _rows_f(quick: bool):
     yield ac.category_audit(f"(f) categories: ε={eps:g}, δ={delta:g}{where}, τ={tau:.1f}, "
                             f"s={s:.2f}, {what} vs c+1", epsilon=eps, delta=delta, count=c,
                             num_slots=slots, num_runs=runs, num_columns=cols, seed=30 + i)
+  # the zCDP form (`plan_release(composition="zcdp")`, the marginal method) at
+  # epsilon = 1, delta = 1e-5: 10% of rho, the threshold 5% of delta times e^-1
+  from scipy import stats
+  from jtwin.accounting import zcdp
+  rho = 0.1 * zcdp.cdp_rho(0.99, 1e-5 - 5e-7)
+  for i, (thr, below) in enumerate(((5e-7 * math.exp(-1.0), None), (5e-7 * math.exp(-1.0), 2.0),
+                                    (0.1, 0))):
+    s = math.sqrt(1.0 / (2.0 * rho))
+    tau = 1.0 + s * float(stats.norm.isf(thr))
+    c = (None if below is None else 0 if below == 0 else int(math.floor(tau - below * s)))
+    what = (f"c=⌊τ⌋={math.floor(tau)}" if c is None else "c=0 (a label held by one row)"
+            if c == 0 else f"c=⌊τ−{below:g}s⌋={c}")
+    yield ac.category_audit(f"(f) categories, zCDP form: ρ={rho:.3g}, threshold δ={thr:.2g}, "
+                            f"τ={tau:.1f}, s={s:.2f}, {what} vs c+1", epsilon=0.0, delta=1e-6,
+                            count=c, num_slots=2000, num_runs=runs, rho=rho,
+                            threshold_delta=thr, seed=50 + i)
 
 
 def _rows_g(quick: bool):

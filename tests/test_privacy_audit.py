@@ -251,6 +251,22 @@ def test_category_discovery_singleton_with_three_columns():
   assert x["rate1_lower"] <= x["singleton_share"]
 
 
+def test_category_discovery_zcdp_form():
+  # as plan_release(composition="zcdp") calls it: noise sqrt(1 / (2 rho)), a
+  # singleton released with probability threshold_delta (large here, to be seen)
+  from jtwin.accounting import zcdp
+  rho = 0.1 * zcdp.cdp_rho(0.99, 1e-5 - 5e-7)
+  near = ac.category_audit("zCDP", epsilon=0.0, delta=1e-6, rho=rho,
+                           threshold_delta=5e-7 * math.exp(-1.0), num_slots=1000, num_runs=3,
+                           seed=28)
+  _assert_category_row(near)
+  assert near.extra["s"] == pytest.approx(math.sqrt(1.0 / (2.0 * rho)))
+  single = ac.category_audit("zCDP singleton", epsilon=0.0, delta=1e-6, rho=rho,
+                             threshold_delta=0.1, count=0, num_slots=2000, num_runs=3, seed=29)
+  _assert_category_row(single)
+  assert single.extra["rate1_lower"] <= 0.1 and single.extra["rate0"] == 0.0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("epsilon,delta,below,slots", [(0.09, 1e-6, 0.0, 400),
                                                        (4.0, 1e-6, 2.0, 2000),
