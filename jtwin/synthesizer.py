@@ -79,13 +79,23 @@ class Synthesizer:
     epsilon: target epsilon; the certified upper bound is at most this.
       Above 10 a warning says what such an epsilon means; above 100 it is
       refused unless `allow_large_epsilon`.
-    delta: delta (default 0.1 / N; that default reveals N, as on the
-      command line). A delta above 1/N is refused unless `allow_large_delta`.
+    delta: delta (default 0.1 / N, N the DP estimate of the row count, as on
+      the command line). A delta above 1/N is refused unless
+      `allow_large_delta`.
     seed: int seed of the fit and of `sample` (default: drawn from the OS). A
       known seed lets anyone recompute the noise: keep it secret.
     num_components: K mixture components (default 50 for "vi", 200 for
       "napsumq").
     drop_na: drop rows with a missing value in a modelled column.
+    domain: where domain items the model file does not declare come from:
+      "dp" (default, as `jtwin fit --domain dp`) releases them under DP from a
+      share of epsilon (`public_spec` then declares them); "data" reads them
+      off the data (NOT covered by epsilon; warned and listed in
+      `inferred_from_data`).
+    domain_epsilon: epsilon of the DP domain step (default: as the CLI's
+      --domain_epsilon).
+    group_clip: "vi": per-group clipping of the automatic mixture (False:
+      one global clip, as twinify).
     allow_large_delta: accept delta > 1/N.
     allow_large_epsilon: accept epsilon > 100.
     **options: passed to `jtwin.fit` ("vi": sampling_ratio, num_epochs,
@@ -93,9 +103,10 @@ class Synthesizer:
       `jtwin.fit_marginals` ("napsumq": selection, target, queries, ...).
 
   Privacy:
-    `fit` is the only method that reads the private data. What it takes from
-    the data without noise (domains the model file does not declare) is
-    listed in `inferred_from_data` and warned about. Everything else the
+    `fit` is the only method that reads the private data. The row count and
+    undeclared domain items are released under DP (with `domain="data"`,
+    undeclared items are read off the data: listed in `inferred_from_data`
+    and warned about). Everything else the
     object holds after `fit` is the DP posterior and public settings;
     `sample`, `save` and `load` are post-processing.
   """
@@ -103,8 +114,9 @@ class Synthesizer:
   def __init__(self, model, *, method: str = "vi", epsilon: float = 1.0,
                delta: Optional[float] = None, seed: Optional[int] = None,
                num_components: Optional[int] = None, drop_na: bool = False,
-               allow_large_delta: bool = False, allow_large_epsilon: bool = False,
-               **options):
+               domain: str = "dp", domain_epsilon: Optional[float] = None,
+               group_clip: bool = True, allow_large_delta: bool = False,
+               allow_large_epsilon: bool = False, **options):
     if method not in METHODS:
       raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     self.method = method
@@ -114,6 +126,10 @@ class Synthesizer:
     self.epsilon, self.delta, self.drop_na = epsilon, delta, bool(drop_na)
     self.num_components = num_components or (50 if method == "vi" else 200)
     self.allow_large_delta, self.allow_large_epsilon = allow_large_delta, allow_large_epsilon
+    if domain not in ("dp", "data"):
+      raise ValueError(f"domain must be 'dp' or 'data', got {domain!r}")
+    self.domain_mode, self.domain_epsilon, self.group_clip = domain, domain_epsilon, group_clip
+    self.public_spec = None       # the model spec with the DP-released domain declared
     self.options = options
     self._seed = seed
     self._root = None             # the root PRNG key, made on first use
@@ -181,46 +197,89 @@ class Synthesizer:
     self._num_samples = 0
     return self
 
-  def _check_delta(self, n: int) -> float:
-    from jtwin.errors import UnsafeDeltaError
-    delta = self.delta if self.delta is not None else 0.1 / n
-    if delta > 1.0 / n and not self.allow_large_delta:
-      raise UnsafeDeltaError(f"delta = {delta:g} is larger than 1/N = {1.0 / n:.3g}: that "
-                             "allows publishing a whole row; use a smaller delta or pass "
-                             "allow_large_delta=True")
-    return delta
+  def _unsafe_delta(self):
+    """`check_delta` for the release: refuses delta > 1/N unless allowed."""
+    if self.allow_large_delta or self.options.get("non_private"):
+      return None
+
+    def refuse(delta, rows):
+      from jtwin.errors import UnsafeDeltaError
+      return UnsafeDeltaError(f"delta = {delta:g} is larger than 1/N (N about {rows}): that "
+                              "allows publishing a whole row; use a smaller delta or pass "
+                              "allow_large_delta=True")
+    return refuse
 
   def _fit_vi(self, key, data):
+    """As `jtwin fit`: DP row count and domain release, then DP-VI on the rest."""
+    import inspect
+    import types
     import warnings
+    import jax
     from jtwin import _commands
     from jtwin import infer
+    opts = dict(self.options)
+    plan_names = ("sampling_ratio", "num_epochs", "clipping_threshold", "noise_multiplier",
+                  "max_epsilon", "non_private", "warm_start")
+    defaults = {k: v.default for k, v in inspect.signature(infer.fit).parameters.items()}
+    plan = {k: opts.pop(k, defaults[k]) for k in plan_names}
+    calibrated = plan["noise_multiplier"] is None
+    args = types.SimpleNamespace(delta=self.delta, domain=self.domain_mode,
+                                 domain_epsilon=self.domain_epsilon,
+                                 non_private=plan["non_private"])
+    release = _commands.public_release(args, key, self.epsilon if calibrated else None,
+                                       source="data")
     prep = _commands.prepare(data, self.model_source, k=self.num_components,
-                             drop_na=self.drop_na, source="data")
+                             drop_na=self.drop_na, source="data", release=release)
+    if not self.group_clip:
+      prep = _commands._without_group_clip(prep, self.num_components)
     _commands._warn_inferred(prep.inferred)
-    delta = self._check_delta(prep.values.shape[0])
+    public, n = prep.public, prep.values.shape[0]
+    refuse = self._unsafe_delta()
+    if refuse is not None and public.delta > 1.0 / public.rows:
+      raise refuse(public.delta, public.rows)
+    max_eps = plan["max_epsilon"]
     with warnings.catch_warnings():
       warnings.filterwarnings("ignore", message="delta = .* is larger than 1/N")
-      result = infer.fit(key, prep.model, (prep.values, prep.observed), epsilon=self.epsilon,
-                         delta=delta, **self.options)
+      privacy = infer.privacy_plan(
+          n, epsilon=public.epsilon_rest if calibrated else self.epsilon,
+          delta=public.delta_rest, sampling_ratio=plan["sampling_ratio"],
+          num_epochs=plan["num_epochs"], clipping_threshold=plan["clipping_threshold"],
+          noise_multiplier=plan["noise_multiplier"],
+          max_epsilon=(None if max_eps is None or plan["non_private"]
+                       else _commands._rest_ceiling(max_eps, public)),
+          non_private=plan["non_private"],
+          warm_start=plan["warm_start"] if prep.model.warm_start is not None else 0.0)
+      privacy = _commands.compose_public(privacy, public, self.epsilon if calibrated else None)
+    if privacy.mode == "noise_multiplier":
+      from jtwin._guidance import check_epsilon
+      check_epsilon(privacy.epsilon, allow_large=self.allow_large_epsilon,
+                    what="the epsilon spent with this noise_multiplier",
+                    flag="allow_large_epsilon=True")
+    result = infer.fit(jax.random.fold_in(key, 1), prep.model,
+                       (prep.values, prep.observed), privacy=privacy,
+                       warm_start=plan["warm_start"], **opts)
     self.model, self.posterior, self._decode = prep.model, result.posterior, prep.decode
-    self.privacy, self.domain = result.privacy, prep.domain
+    self.privacy, self.domain = privacy, prep.domain
     self.inferred_from_data = list(prep.inferred)
-    self._model_info, self._extra = prep.model_info, {}
-    self.num_rows_estimate = None
+    self._model_info, self._extra = prep.model_info, {"release": public.record()}
+    self.num_rows_estimate = float(public.rows)
+    self.public_spec = public.spec
 
   def _fit_napsumq(self, key, data):
+    """As `jtwin napsumq`."""
     import jax.numpy as jnp
     from jtwin import _commands
     from jtwin import data as jdata
     from jtwin import napsumq as nq
     from jtwin._napsumq_command import model_info
-    from jtwin.result_io import cells_decoder
     from jtwin.models.posterior import MeanFieldParams
+    from jtwin.result_io import cells_decoder
     spec = self.model_source
     frame = jdata.select_columns(data, spec, self.drop_na, source="data")
-    delta = self._check_delta(len(frame))
-    result = nq.fit_marginals(key, frame, spec, epsilon=self.epsilon, delta=delta,
-                              num_components=self.num_components, source="data",
+    result = nq.fit_marginals(key, frame, spec, epsilon=self.epsilon, delta=self.delta,
+                              num_components=self.num_components, domain=self.domain_mode,
+                              domain_epsilon=self.domain_epsilon,
+                              check_delta=self._unsafe_delta(), source="data",
                               **self.options)
     _commands._warn_inferred(result.inferred_from_data)
     info = model_info(result)
@@ -233,7 +292,9 @@ class Synthesizer:
     self.num_rows_estimate = float(result.num_rows_estimate)
     self._model_info = info
     self._extra = {"measurements": result.measurements,
-                   "num_rows_estimate": result.num_rows_estimate}
+                   "num_rows_estimate": result.num_rows_estimate,
+                   "release": result.public.record()}
+    self.public_spec = result.public.spec
 
   # ------------------------------------------------------------------ sample
 
@@ -263,8 +324,7 @@ class Synthesizer:
   def fit_sample(self, data, num_rows: Optional[int] = None):
     """`fit(data)` then `sample(num_rows)`.
 
-    By default as many rows as the data have ("vi"; this reveals N, which
-    the default delta reveals too) or the DP estimate of N ("napsumq").
+    By default the DP estimate of the number of rows.
     """
     self.fit(data)
     if num_rows is None:
@@ -314,9 +374,10 @@ class Synthesizer:
     self.privacy, self.domain = privacy, loaded.domain
     self.inferred_from_data = list(loaded.meta.get("inferred_from_data", []))
     self._model_info = info
-    self._extra = {k: loaded.meta[k] for k in ("measurements", "num_rows_estimate")
+    self._extra = {k: loaded.meta[k] for k in ("measurements", "num_rows_estimate", "release")
                    if k in loaded.meta}
-    estimate = loaded.meta.get("num_rows_estimate")
+    estimate = loaded.meta.get("num_rows_estimate",
+                               (loaded.meta.get("release") or {}).get("rows_estimate"))
     self.num_rows_estimate = float(estimate) if estimate is not None else None
     return self
 

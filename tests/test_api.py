@@ -55,7 +55,8 @@ def test_synthesizer_model_file_path_and_create(df, tmp_path):
   synth = jtwin.Synthesizer.create("vi", model=str(model), epsilon=2.0, seed=1,
                                    num_components=2, **FAST)
   twin = synth.fit_sample(df)
-  assert len(twin) == len(df)
+  assert len(twin) == round(synth.num_rows_estimate)    # the DP row count, not N itself
+  assert abs(len(twin) - len(df)) < 100
   assert synth.privacy.epsilon <= 2.0
 
 
@@ -138,3 +139,20 @@ def test_library_example_runs(tmp_path):
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr
   assert "certified" in proc.stdout and os.path.exists(tmp_path / "adult_twin.jtwin.npz")
+
+
+@pytest.mark.slow
+def test_synthesizer_releases_undeclared_domains_under_dp_like_the_cli():
+  rng = np.random.default_rng(1)
+  df = pd.DataFrame({"age": rng.integers(18, 90, 3000), "job": rng.choice(["a", "b", "c"], 3000)})
+  text = "age : Normal ; bounds = 0, 100 ; integer ; missing = no\njob : Categorical\n"
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    synth = jtwin.Synthesizer(text, epsilon=1.0, seed=0, num_components=2, **FAST).fit(df)
+  assert synth.inferred_from_data == []                 # nothing read off the data...
+  assert not any("NOT covered" in str(w.message) for w in caught)
+  assert synth.public_spec.features[1].categories is not None   # ...released under DP instead
+  assert synth.privacy.epsilon <= 1.0 and "domain" in synth.privacy.accountant
+  with pytest.warns(UserWarning, match="NOT covered"):
+    loose = jtwin.Synthesizer(text, domain="data", seed=0, num_components=2, **FAST).fit(df)
+  assert any(item.startswith("job:") for item in loose.inferred_from_data)
