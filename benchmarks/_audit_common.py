@@ -752,10 +752,13 @@ def domain_noise(epsilon: float, delta: float, num_columns: int = 1,
 
   s = sqrt(m) sigma(epsilon, delta / 2) (exact analytic Gaussian mechanism),
   tau = 1 + s Phi^-1(1 - delta / 2 e^-epsilon / m_cat): a label held by one
-  row passes with probability delta / 2 e^-epsilon / m_cat.
+  row passes with probability delta / 2 e^-epsilon / m_cat (tau = inf when
+  m_cat = 0).
   """
   from jtwin.accounting import gaussian
   s = math.sqrt(num_columns) * gaussian.gaussian_noise_multiplier(epsilon, delta / 2.0)
+  if num_categorical == 0:
+    return s, math.inf
   share = delta / 2.0 * math.exp(-epsilon) / num_categorical
   return s, 1.0 + s * float(stats.norm.isf(share))
 
@@ -929,3 +932,66 @@ def numeric_domain_audit(name: str, *, epsilon: float, delta: float, change: str
                    "loc_median": float(np.median(null[:, 0])),
                    "top_edge_above_1e8": (float(np.mean(null[:, 4] > 1e8)),
                                           float(np.mean(alt[:, 4] > 1e8)))})
+
+
+def missing_flag_audit(name: str, *, epsilon: float, delta: float, count: Optional[int] = None,
+                       num_columns: int = 20, num_runs: int = 200, seed: int = 0,
+                       alpha: float = 0.05) -> AuditRow:
+  """Two-world test of the DP missing flag (`dp_domain.release_domain`).
+
+  `num_columns` = m categorical columns with declared categories and an
+  undeclared missing flag; column j has c missing values, plus one canary
+  row's when j is even (a canary row missing in every even column: the
+  worlds differ by one row). Each column's flag is "yes" when its noisy
+  missing count passes 2 s, s = sqrt(m) sigma(epsilon, delta / 2), so it is
+  "yes" with probability P(k + N(0, s^2) > 2 s) at k missing; the columns'
+  noises are independent, so one run gives m / 2 trials per world. The sd
+  columns hold the "yes" rate with the canary, the shift columns the rate
+  difference, as in `category_audit`.
+
+  Args:
+    name: the row's label.
+    epsilon, delta: the domain step's budget (the claim).
+    count: c; None means floor(2 s), just below the rule's threshold.
+    num_columns: m (even).
+    num_runs: independent runs.
+    seed: seed of the runs' Generators.
+    alpha: 1 - confidence.
+
+  Returns:
+    An `AuditRow`.
+  """
+  import pandas as pd
+  from jtwin import dp_domain
+  from jtwin.spec import parse_model_text
+  m = num_columns - num_columns % 2
+  s, _ = domain_noise(epsilon, delta, m, 0)
+  c = int(math.floor(2.0 * s)) if count is None else int(count)
+  rows = c + 1 + 4
+  frame = {}
+  for j in range(m):
+    col = np.full(rows, "a", object)
+    col[:c] = None
+    if j % 2 == 0:
+      col[rows - 1] = None            # the canary row (the last) is missing here
+    frame[f"c{j}"] = col
+  frame = pd.DataFrame(frame)
+  spec = parse_model_text("".join(f"{v} : categorical ; categories = a\n" for v in frame))
+  flags = []
+  for run in range(num_runs):
+    rel = dp_domain.release_domain(np.random.default_rng([seed, run]), frame, spec,
+                                   epsilon=epsilon, delta=delta)
+    if not math.isclose(rel.noise_std, s, rel_tol=1e-9):
+      raise AssertionError(f"release_domain used s = {rel.noise_std}, its definition says {s}")
+    flags.append(np.array([bool(f.missing) for f in rel.spec.features]))
+  flags = np.concatenate([f.reshape(-1, 2) for f in flags])
+  alt, null = flags[:, 0].astype(np.float64), flags[:, 1].astype(np.float64)
+  p = lambda k: float(stats.norm.sf((2.0 * s - k) / s))
+  p0, p1 = p(c), p(c + 1)
+  r0, r1 = float(null.mean()), float(alt.mean())
+  n0, n1 = len(null), len(alt)
+  lower, _ = threshold_epsilon_lower_bound(null, alt, delta, alpha)
+  return AuditRow(name, epsilon, delta, r1, p1, math.sqrt(p1 * (1 - p1) / n1), r1 - r0,
+                  p1 - p0, math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0), lower, n1,
+                  {"count": c, "s": s, "rate0": r0, "rate0_expected": p0, "rate1": r1,
+                   "rate1_expected": p1, "columns": m})

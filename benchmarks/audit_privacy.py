@@ -17,7 +17,8 @@ docs/privacy_audit.md):
   (d) two-world test of `jtwin.fit_marginals`' Gaussian measurements;
   (e) two-world test of the DP row count (`dp_domain.noisy_row_count`);
   (f) two-world test of DP category discovery (`dp_domain.release_domain`),
-      a label's count c against c + 1 near the threshold and 0 against 1;
+      a label's count c against c + 1 near the threshold and 0 against 1,
+      also in the zCDP form; and of the DP missing flag;
   (g) two-world test of a numeric column's DP domain (loc, scale, bin
       edges): one outlier added, one value moved across a grid edge.
 
@@ -150,6 +151,13 @@ def _rows_f(quick: bool):
     yield ac.category_audit(f"(f) categories: ε={eps:g}, δ={delta:g}{where}, τ={tau:.1f}, "
                             f"s={s:.2f}, {what} vs c+1", epsilon=eps, delta=delta, count=c,
                             num_slots=slots, num_runs=runs, num_columns=cols, seed=30 + i)
+  for i, (eps, count) in enumerate(((1.0, None), (4.0, 0))):
+    s, _ = ac.domain_noise(eps, 1e-6, 20, 0)
+    c = int(math.floor(2.0 * s)) if count is None else count
+    yield ac.missing_flag_audit(f"(f) missing flag: ε={eps:g}, δ=1e-06, 20 columns, s={s:.2f}, "
+                                f"c={c} missing vs c+1 (flag: count > 2s)", epsilon=eps,
+                                delta=1e-6, count=c, num_columns=20, num_runs=50 * runs,
+                                seed=60 + i)
   # the zCDP form (`plan_release(composition="zcdp")`, the marginal method) at
   # epsilon = 1, delta = 1e-5: 10% of rho, the threshold 5% of delta times e^-1
   from scipy import stats

@@ -281,6 +281,16 @@ def test_category_discovery_two_world_other_configurations(epsilon, delta, below
     assert row.extra["released1"] == 0                 # share 1.8e-7: never seen
 
 
+@pytest.mark.parametrize("epsilon,count,runs", [
+    (1.0, None, 60), pytest.param(4.0, 0, 400, marks=pytest.mark.slow)])
+def test_missing_flag_two_world(epsilon, count, runs):
+  row = ac.missing_flag_audit("missing flag", epsilon=epsilon, delta=1e-6, count=count,
+                              num_columns=20, num_runs=runs, seed=30)
+  _assert_category_row(row)
+  assert row.extra["s"] == pytest.approx(
+      math.sqrt(20) * gaussian.gaussian_noise_multiplier(epsilon, 5e-7))
+
+
 def test_numeric_domain_value_moved_across_a_grid_edge():
   row = ac.numeric_domain_audit("move", epsilon=4.0, delta=1e-6, change="move", num_runs=100,
                                 seed=25)
