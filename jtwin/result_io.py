@@ -187,7 +187,8 @@ def rebuild(loaded: LoadedResult, *, custom_model_path: Optional[str] = None,
       path = os.path.join(os.path.dirname(os.path.abspath(source)), os.path.basename(path))
     if not os.path.isfile(path):
       raise JtwinInputError(f"{source}: was fitted with the custom model {info['path']}, "
-                            "which is not there; pass it with --model MODEL.py")
+                            "which is not there (nor beside the result); pass it with "
+                            "--model MODEL.py, or custom_model_path= to jtwin.load")
     if file_sha256(path) != info["sha256"]:
       warnings.warn(f"{path} differs from the model file the result was fitted with")
     custom = load_custom_model(path)
