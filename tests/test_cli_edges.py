@@ -167,3 +167,16 @@ def test_eta_is_measured_after_the_first_chunk(monkeypatch):
   first, second = stream.getvalue().splitlines()
   assert "eta     ?" in first
   assert "eta   8.0s" in second                # 1 s per 10 steps, 80 steps left
+
+
+@pytest.mark.parametrize("command", ["fit", "napsumq", "sample", "check"])
+def test_help_states_each_default_once(command):
+  from jtwin.cli import build_parser
+  parser = build_parser()
+  sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+  formatter = sub._get_formatter()
+  for action in sub._actions:
+    if action.help:
+      text = formatter._get_help_string(action).lower()
+      stated = text.count("(default:") + text.count("[default:") + text.count("(default ")
+      assert stated <= 1, (command, action.dest, text)
