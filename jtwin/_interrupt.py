@@ -20,6 +20,7 @@ import contextlib
 import glob
 import os
 import signal
+import sys
 import threading
 
 _state = {"interrupts": 0, "written": [], "armed": False}
@@ -72,10 +73,19 @@ def guard():
     yield
     return
   previous = signal.signal(signal.SIGINT, _handler)
+  previous_hook = sys.unraisablehook
+
+  def unraisable(info):
+    # a Ctrl-C raised where Python cannot propagate it (a GC callback, a
+    # `__del__`) is recorded already: no "Exception ignored in ..." traceback
+    if not (isinstance(info.exc_value, KeyboardInterrupt) and pending()):
+      previous_hook(info)
+  sys.unraisablehook = unraisable
   try:
     yield
   finally:
     signal.signal(signal.SIGINT, previous)
+    sys.unraisablehook = previous_hook
 
 
 @contextlib.contextmanager

@@ -116,3 +116,26 @@ def test_sigint_handler_is_restored(files, capsys, monkeypatch):
   monkeypatch.setattr(jtwin.infer, "fit", _interrupt)
   assert _fit(files, capsys)[0] == 130
   assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_interrupt_in_a_finalizer_is_recorded_quietly(files, capsys, monkeypatch):
+  """A Ctrl-C that lands in a `__del__` (as in JAX's GC callback): no "Exception
+  ignored" traceback, and the run still stops at the end of the phase."""
+  import gc
+  import jtwin.data
+
+  class Finalized:
+    def __del__(self):
+      signal.raise_signal(signal.SIGINT)
+
+  real = jtwin.data.read_csv
+
+  def read_csv(path):
+    Finalized()          # dropped at once: its __del__'s KeyboardInterrupt is unraisable
+    gc.collect()
+    return real(path)    # the phase goes on, as it would after a swallowed interrupt
+  monkeypatch.setattr(jtwin.data, "read_csv", read_csv)
+  code, err = _fit(files, capsys)
+  assert code == 130
+  assert "Exception ignored" not in err and "interrupted; no output was written" in err
+  assert _outputs(files[0]) == []
