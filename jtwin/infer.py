@@ -676,6 +676,7 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
     run_chunk = make_chunk_runner(run.step, run.flat.size)
     values_d, observed_d = jnp.asarray(values), jnp.asarray(observed)
     place = lambda idx, msk, active: (idx, msk, active)
+    fetch = jax.device_get
   else:                                   # data parallel: rows sharded, params replicated
     from jtwin import parallel
     mesh = parallel.make_mesh(plan.devices)
@@ -683,6 +684,7 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
     table = parallel.shard_table(values, observed, mesh)
     values_d, observed_d = table.values, table.observed
     state, eps_keys, noise_keys = parallel.replicate((state, eps_keys, noise_keys), mesh)
+    fetch = parallel.to_host
     shard_width = parallel.default_shard_width(n, q, plan.devices)
     if start is not None and start.devices == plan.devices:
       shard_width = start.shard_width
@@ -723,7 +725,7 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
     rng_state = rng.bit_generator.state  # before drawing chunk c + 1 (for a checkpoint)
     if c + 1 < num_chunks:
       pending = next_xs(c + 1)           # host work overlaps the device chunk
-    info, finite = jax.device_get((info, finite))
+    info, finite = fetch((info, finite))
     epoch = _epoch_diagnostics(info, active, min(steps, (c + 1) * chunk))
     for k_, v in epoch.items():
       diag[k_].append(v)
@@ -754,7 +756,10 @@ def _epoch_diagnostics(info: StepInfo, active: np.ndarray, steps_done: int) -> d
 def _result(plan: FitPlan, run: FitSetup, state: TrainState, diag: dict, model: Model,
             timings: dict) -> FitResult:
   flat = run.flat
-  params = np.asarray(state.params if plan.average_decay is None else state.average)
+  params = state.params if plan.average_decay is None else state.average
+  if isinstance(params, jax.Array) and not params.is_fully_addressable:
+    params = params.addressable_data(0)     # replicated (multi-host): this process's copy
+  params = np.asarray(params)
   posterior = post.MeanFieldParams(flat.unravel(params[:flat.size]),
                                    flat.unravel(params[flat.size:]))
   return FitResult(posterior, plan.privacy, diag, model, plan.num_examples, timings)

@@ -188,10 +188,34 @@ def place_batches(mesh, indices: np.ndarray, mask: np.ndarray, active: np.ndarra
 
 
 def replicate(tree, mesh):
-  """Places a pytree of (single-process) arrays replicated on every mesh device."""
+  """Places a pytree of this process's arrays replicated on every mesh device.
+
+  Every process must pass the same values (multi-host: same key, same data).
+  Typed PRNG keys are carried as their key data.
+  """
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  sharding = NamedSharding(mesh, P())
+
+  def put(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
+
+
+def to_host(tree):
+  """numpy values of a pytree of replicated arrays (multi-host: this process's copy)."""
+  import jax
+
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      x = x.addressable_data(0)
+    return np.asarray(x)
+
+  return jax.tree.map(get, tree)
 
 
 def make_sharded_chunk_runner(step: Callable, flat_size: int, mesh) -> Callable:

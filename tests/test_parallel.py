@@ -120,6 +120,31 @@ def test_two_and_eight_devices_and_overflow_path():
   assert r["overflow"]["max_diff"] < 1e-5 and r["overflow"]["same_batches"]
 
 
+@pytest.mark.slow
+def test_two_processes_on_localhost_match_one_device():
+  """jax.distributed.initialize on localhost: 2 processes x 1 CPU device each."""
+  import socket
+  with socket.socket() as sock:
+    sock.bind(("localhost", 0))
+    port = sock.getsockname()[1]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  procs = [subprocess.Popen([sys.executable, HERE, "--process", str(i), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+           for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert got[0] == got[1]                          # both processes hold the same result
+  assert got[0]["devices"] == 2
+  one = _fit(1)
+  import jax
+  for x, y in zip(jax.tree.leaves(one.posterior), got[0]["leaves"]):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y, np.float32), atol=1e-5)
+  assert got[0]["mean_batch_size"] == one.diagnostics["mean_batch_size"].tolist()
+
+
 # ------------------------------------------------------------ the worker
 def _data(n, seed=0):
   rng = np.random.default_rng(seed)
@@ -289,7 +314,20 @@ def _check_overflow():
           "same_batches": same}
 
 
+def _process(index, port):
+  import jax
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=index)
+  result = _fit(jax.device_count())
+  return {"devices": jax.device_count(),
+          "leaves": [np.asarray(x).tolist() for x in jax.tree.leaves(result.posterior)],
+          "mean_batch_size": result.diagnostics["mean_batch_size"].tolist()}
+
+
 if __name__ == "__main__":
+  if sys.argv[1] == "--process":
+    print(json.dumps(_process(int(sys.argv[2]), int(sys.argv[3]))))
+    raise SystemExit(0)
   checks = {"devices": _check_devices, "two_eight": _check_two_eight, "noise": _check_noise,
             "overflow": _check_overflow}
   print(json.dumps({name: checks[name]() for name in sys.argv[1:]}))
