@@ -311,3 +311,15 @@ def test_streamed_pearson_matches_pandas():
   got = metrics.pearson_matrix(frame, chunk_rows=77)
   np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
   np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_pairwise_design_built_in_row_blocks_is_the_same(monkeypatch):
+  rng = np.random.default_rng(6)
+  real = rng.integers(0, 6, size=(1500, 4))
+  synth = rng.integers(0, 6, size=(1200, 4))
+  synth[:, 1] = synth[:, 0]
+  args = (real, synth, [7] * 4, [True, False, True, False])
+  whole = propensity.propensity_mse_pairs(*args)
+  monkeypatch.setattr(propensity, "_BLOCK_ROWS", 100)
+  assert propensity.propensity_mse_pairs(*args) == whole
+  assert whole["pmse_pairs_ratio"] > 5  # synth copies column 0 into 1

@@ -87,10 +87,9 @@ def _fit_lbfgs(x, y: np.ndarray, l2: float, max_iter: int = 1000,
                tol: float = 1e-7) -> LogisticFit:
   """L-BFGS on mean log-loss + l2/2 |w|^2 (no F x F matrix is formed)."""
   import scipy.optimize
-  import scipy.sparse
 
   n = x.shape[0]
-  xt = x.T.tocsr() if scipy.sparse.issparse(x) else x.T
+  xt = x.T  # a transposed view: no copy of a sparse design
 
   def value_and_grad(beta):
     w, b = beta[:-1], beta[-1]

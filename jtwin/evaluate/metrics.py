@@ -174,7 +174,10 @@ def pearson_matrix(frame: pd.DataFrame, chunk_rows: int = 65536
   than 2 common rows or a constant column (as pandas' `DataFrame.corr`).
   """
   k, n = frame.shape[1], len(frame)
-  columns = [pd.to_numeric(frame.iloc[:, j], errors="coerce") for j in range(k)]
+  columns = [frame.iloc[:, j] for j in range(k)]
+  columns = [c if pd.api.types.is_numeric_dtype(c)
+             and not pd.api.types.is_bool_dtype(c)
+             else pd.to_numeric(c, errors="coerce") for c in columns]
   means = np.array([float(c.mean()) if c.notna().any() else 0.0
                     for c in columns])
   count = np.zeros((k, k))

@@ -41,6 +41,7 @@ __all__ = ["MAX_ROWS", "coarsen_codes", "propensity_mse",
            "propensity_mse_pairs", "subsample"]
 
 MAX_ROWS = 100_000
+_BLOCK_ROWS = 16_384
 
 
 def subsample(codes: np.ndarray, max_rows: Optional[int],
@@ -185,25 +186,33 @@ def propensity_mse_pairs(codes_real: np.ndarray, codes_synth: np.ndarray,
   n, d = g.shape
   num = (g.max(0) + 1 if n else np.ones(d, int)).astype(np.int64)
   pairs = sample_subsets(d, 2, max_pairs, np.random.default_rng(seed))
-  # Design column of every (row, term); -1 where the dummy is 0. int32 keeps
-  # the N x (D + pairs) index table at 4 bytes per entry.
-  index = np.full((n, d + len(pairs)), -1, dtype=np.int32)
-  offset = 0
-  for j in range(d):
-    index[:, j] = np.where(g[:, j] > 0, offset + g[:, j] - 1, -1)
-    offset += int(num[j]) - 1
-  for t, (a, b) in enumerate(pairs):
-    inside = (g[:, a] > 0) & (g[:, b] > 0)
-    index[:, d + t] = np.where(
-        inside, offset + (g[:, a] - 1) * (num[b] - 1) + g[:, b] - 1, -1)
-    offset += int((num[a] - 1) * (num[b] - 1))
+  # First design column of every term (main effects, then pairs).
+  widths = [int(num[j]) - 1 for j in range(d)]
+  widths += [int((num[a] - 1) * (num[b] - 1)) for a, b in pairs]
+  starts = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+  offset = int(starts[-1])
+  # Design column of every (row, term), -1 where the dummy is 0, built in
+  # blocks of rows so that the N x (D + pairs) table never exists at once.
+  parts, counts = [], []
+  for lo in range(0, n, _BLOCK_ROWS):
+    gb = g[lo:lo + _BLOCK_ROWS].astype(np.int64)
+    index = np.full((gb.shape[0], d + len(pairs)), -1, dtype=np.int64)
+    for j in range(d):
+      index[:, j] = np.where(gb[:, j] > 0, starts[j] + gb[:, j] - 1, -1)
+    for t, (a, b) in enumerate(pairs):
+      inside = (gb[:, a] > 0) & (gb[:, b] > 0)
+      index[:, d + t] = np.where(
+          inside, starts[d + t] + (gb[:, a] - 1) * (num[b] - 1) + gb[:, b] - 1,
+          -1)
+    used = index >= 0
+    counts.append(used.sum(1))
+    parts.append(index[used].astype(np.int32))  # row-major: rows stay whole
   del g
-  used = index >= 0
-  indptr = np.concatenate([[0], np.cumsum(used.sum(1))])
+  indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
   if indptr[-1] < 2**31:
     indptr = indptr.astype(np.int32)
-  indices = index[used]  # row-major: each row's entries stay together
-  del index, used
+  indices = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+  del parts
   # Drop empty design columns by renumbering (no copy of the matrix).
   present = np.bincount(indices, minlength=offset) > 0
   indices = (np.cumsum(present) - 1).astype(np.int32)[indices]
