@@ -604,7 +604,9 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
                     num_runs: int = 1, seed: int = 0, alpha: float = 0.05) -> AuditRow:
   """Two-world test of the Gaussian measurements released by `jtwin.fit_marginals`.
 
-  Two declared categorical columns A and B with `num_slots` categories each;
+  Two fully declared categorical columns A and B (categories and
+  `missing = no`, so the DP domain step releases nothing and the
+  measurements get the whole budget) with `num_slots` categories each;
   slot i holds `base` rows (A = i, B = i), base well above the compression
   threshold (so no cell is merged), plus one canary row (i, i) when i is
   even. With selection "all" the method measures the 1-way tables of A and
@@ -628,8 +630,8 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
   from jtwin.spec import parse_model_text
   num_slots -= num_slots % 2
   cats = ", ".join(f"s{i}" for i in range(num_slots))
-  spec = parse_model_text(f"A : categorical ; categories = {cats}\n"
-                          f"B : categorical ; categories = {cats}\n")
+  spec = parse_model_text(f"A : categorical ; categories = {cats} ; missing = no\n"
+                          f"B : categorical ; categories = {cats} ; missing = no\n")
   from jtwin.accounting import zcdp
   sigma1 = math.sqrt(2.0 / (2.0 * 0.4 * zcdp.cdp_rho(epsilon, delta)))
   base = int(math.ceil(3.0 * sigma1 + 8.0 * sigma1))
