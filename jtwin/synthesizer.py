@@ -35,6 +35,12 @@ METHODS = ("vi", "napsumq")
 _FIT_TAG, _SAMPLE_TAG, _SEEDED_SAMPLE_TAG = 0x6A746669, 0x6A74736D, 0x6A747373
 
 
+# the options of `jtwin.fit` that the privacy plan takes, with `jtwin.fit`'s defaults
+_PLAN_DEFAULTS = {"sampling_ratio": 0.01, "num_epochs": 200, "clipping_threshold": 1.0,
+                  "noise_multiplier": None, "max_epsilon": None, "non_private": False,
+                  "warm_start": 0.1}
+
+
 def _model_source(model):
   """A `ModelSpec`, or the path of a `.py` custom model, from what the user gave."""
   from jtwin.spec import ModelSpec, parse_model_file, parse_model_text
@@ -106,9 +112,11 @@ class Synthesizer:
     `fit` is the only method that reads the private data. The row count and
     undeclared domain items are released under DP (with `domain="data"`,
     undeclared items are read off the data: listed in `inferred_from_data`
-    and warned about). Everything else the
-    object holds after `fit` is the DP posterior and public settings;
-    `sample`, `save` and `load` are post-processing.
+    and warned about). Everything else the object holds after `fit` is the
+    DP posterior and public settings; `sample`, `save` and `load` are
+    post-processing. Every `fit` call draws fresh noise keys (refitting the
+    same object never reuses a previous fit's noise), and every `sample`
+    call fresh sampling keys.
   """
 
   def __init__(self, model, *, method: str = "vi", epsilon: float = 1.0,
@@ -134,6 +142,7 @@ class Synthesizer:
     self._seed = seed
     self._root = None             # the root PRNG key, made on first use
     self._num_samples = 0         # sample() calls so far (each gets its own key)
+    self._num_fits = 0            # fit() calls so far (each gets its own noise keys)
     self.model = self.posterior = self._decode = None
     self.privacy = None
     self.domain = None
@@ -189,12 +198,12 @@ class Synthesizer:
                             "model file to fit; create a new Synthesizer(model) to fit")
     check_epsilon(self.epsilon, allow_large=self.allow_large_epsilon, what="epsilon",
                   flag="allow_large_epsilon=True")
-    key = jax.random.fold_in(self._root_key(), _FIT_TAG)
+    key = jax.random.fold_in(jax.random.fold_in(self._root_key(), _FIT_TAG), self._num_fits)
+    self._num_fits += 1
     if self.method == "vi":
       self._fit_vi(key, data)
     else:
       self._fit_napsumq(key, data)
-    self._num_samples = 0
     return self
 
   def _unsafe_delta(self):
@@ -211,17 +220,13 @@ class Synthesizer:
 
   def _fit_vi(self, key, data):
     """As `jtwin fit`: DP row count and domain release, then DP-VI on the rest."""
-    import inspect
     import types
     import warnings
     import jax
     from jtwin import _commands
     from jtwin import infer
     opts = dict(self.options)
-    plan_names = ("sampling_ratio", "num_epochs", "clipping_threshold", "noise_multiplier",
-                  "max_epsilon", "non_private", "warm_start")
-    defaults = {k: v.default for k, v in inspect.signature(infer.fit).parameters.items()}
-    plan = {k: opts.pop(k, defaults[k]) for k in plan_names}
+    plan = {k: opts.pop(k, default) for k, default in _PLAN_DEFAULTS.items()}
     calibrated = plan["noise_multiplier"] is None
     args = types.SimpleNamespace(delta=self.delta, domain=self.domain_mode,
                                  domain_epsilon=self.domain_epsilon,

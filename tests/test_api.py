@@ -65,10 +65,28 @@ def test_sample_keys_never_reuse_fit_keys(df):
   import jax
   from jtwin import synthesizer
   s = jtwin.Synthesizer(SPEC, seed=7)
-  fit_key = jax.random.key_data(jax.random.fold_in(s._root_key(), synthesizer._FIT_TAG))
+  fit_keys = {tuple(np.asarray(jax.random.key_data(jax.random.fold_in(
+      jax.random.fold_in(s._root_key(), synthesizer._FIT_TAG), i))).tolist()) for i in range(3)}
   keys = {tuple(np.asarray(jax.random.key_data(s._sample_key(None))).tolist()) for _ in range(3)}
   keys.add(tuple(np.asarray(jax.random.key_data(s._sample_key(7))).tolist()))
-  assert len(keys) == 4 and tuple(np.asarray(fit_key).tolist()) not in keys
+  assert len(keys) == 4 and len(fit_keys) == 3 and not fit_keys & keys
+
+
+def test_refitting_draws_fresh_noise(df, monkeypatch):
+  """Two fit() calls on one object never reuse the first fit's noise keys."""
+  import jax
+  from jtwin import infer
+  used = []
+
+  def fake_fit(key, *args, **kwargs):
+    used.append(tuple(np.asarray(jax.random.key_data(key)).tolist()))
+    raise KeyboardInterrupt          # stop before training: only the key matters here
+  monkeypatch.setattr(infer, "fit", fake_fit)
+  s = jtwin.Synthesizer(SPEC, seed=3, **FAST)
+  for _ in range(2):
+    with pytest.raises(KeyboardInterrupt):
+      s.fit(df)
+  assert len(used) == 2 and used[0] != used[1]
 
 
 @pytest.mark.slow
@@ -156,3 +174,10 @@ def test_synthesizer_releases_undeclared_domains_under_dp_like_the_cli():
   with pytest.warns(UserWarning, match="NOT covered"):
     loose = jtwin.Synthesizer(text, domain="data", seed=0, num_components=2, **FAST).fit(df)
   assert any(item.startswith("job:") for item in loose.inferred_from_data)
+
+
+def test_plan_defaults_are_jtwin_fits():
+  import inspect
+  from jtwin import infer, synthesizer
+  params = inspect.signature(infer.fit).parameters
+  assert {k: params[k].default for k in synthesizer._PLAN_DEFAULTS} == synthesizer._PLAN_DEFAULTS
