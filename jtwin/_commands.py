@@ -511,6 +511,12 @@ def check(args) -> int:
           + "; ".join(prep.inferred))
   else:
     print("  every domain is declared: nothing is taken from the private data")
+  unbounded = [c.name for c in (prep.domain.columns if prep.domain is not None else ())
+               if c.family in ("normal", "poisson") and c.bounds is None]
+  if unbounded:
+    print("  no declared bounds, so synthetic values are not clipped (they may leave the "
+          "real range, e.g. go negative): " + ", ".join(unbounded) + "; declare "
+          "'bounds = lo, hi' where the range is public")
   if problems:
     for p in problems:
       print(f"  problem: {p}", file=sys.stderr)
