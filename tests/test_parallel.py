@@ -145,6 +145,16 @@ def test_two_processes_on_localhost_match_one_device():
   assert got[0]["mean_batch_size"] == one.diagnostics["mean_batch_size"].tolist()
 
 
+@pytest.mark.slow
+def test_bench_devices_quick_prints_the_ratio():
+  bench = os.path.join(os.path.dirname(os.path.dirname(HERE)), "benchmarks", "bench_devices.py")
+  out = subprocess.run([sys.executable, bench, "--quick"], capture_output=True, text=True,
+                       timeout=900)
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = [line.split() for line in out.stdout.splitlines() if line.startswith(" synthetic")]
+  assert [r[2] for r in rows] == ["1", "2"] and rows[1][-1].endswith("x"), out.stdout
+
+
 # ------------------------------------------------------------ the worker
 def _data(n, seed=0):
   rng = np.random.default_rng(seed)
