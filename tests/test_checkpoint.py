@@ -17,7 +17,6 @@ FEATURES = [Feature("x", "normal"), Feature("c", "categorical", 3), Feature("b",
 PRIVACY = infer.PrivacyRecord("noise_multiplier", 1.0, None, 1.0, 1e-3, 1.0, 0.2,
                               infer.num_steps(7, 0.2), 1.0, "fixed for the test")
 KW = dict(sampling_ratio=0.2, num_epochs=7, privacy=PRIVACY)   # 7 chunks of 5 steps
-SHORT = {**KW, "num_epochs": 1, "privacy": PRIVACY._replace(steps=5)}
 
 
 def _data(n=150, seed=0):
@@ -56,12 +55,9 @@ def uninterrupted(finished):
 
 
 @pytest.fixture()
-def short_checkpoint(model, tmp_path_factory, tmp_path):
-  """A copy of a finished one-epoch run's checkpoint (refusals happen before training)."""
-  base = tmp_path_factory.getbasetemp() / "short"
-  if not base.exists():
-    infer.fit(jax.random.key(3), model, _data(), checkpoint=base, **SHORT)
-  return shutil.copytree(base, tmp_path / "ckpt")
+def short_checkpoint(finished, tmp_path):
+  """A copy of the finished run's checkpoint (refusals happen before training)."""
+  return shutil.copytree(finished[1], tmp_path / "ckpt")
 
 
 def _assert_same(a, b):
@@ -111,7 +107,7 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path, model, finished):
 ])
 def test_a_checkpoint_of_another_run_is_refused(short_checkpoint, model, change, match):
   ckpt = short_checkpoint
-  kw = dict(SHORT)
+  kw = dict(KW)
   key, data, m = jax.random.key(3), _data(), model
   if change == "data":
     data = _data(seed=1)
@@ -129,13 +125,13 @@ def test_a_checkpoint_of_another_run_is_refused(short_checkpoint, model, change,
 
 
 def test_an_existing_checkpoint_is_not_overwritten_without_resume(short_checkpoint, model):
-  ckpt, kw = short_checkpoint, SHORT
+  ckpt, kw = short_checkpoint, KW
   with pytest.raises(JtwinInputError, match="already holds a checkpoint"):
     infer.fit(jax.random.key(3), model, _data(), checkpoint=ckpt, **kw)
 
 
 def test_a_damaged_state_file_is_refused(short_checkpoint, model):
-  ckpt, kw = short_checkpoint, SHORT
+  ckpt, kw = short_checkpoint, KW
   (npz,) = [f for f in os.listdir(ckpt) if f.endswith(".npz")]
   with open(ckpt / npz, "r+b") as f:
     f.seek(100)
