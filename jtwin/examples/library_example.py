@@ -5,6 +5,7 @@ Run:  python -m jtwin.examples.library_example [--quick] [OUTPUT_DIR]
 
 `--quick` trains for a few epochs only (a smoke test; the twin is poor).
 """
+import math
 import os
 import sys
 import tempfile
@@ -29,7 +30,8 @@ def main(argv):
                             sampling_ratio=0.05 if quick else 0.01)
   synth.fit(data)
   p = synth.privacy
-  print(f"certified ({p.epsilon:.4g}, {p.delta:.3g})-DP, {p.steps} DP-SGD steps, "
+  eps_up = math.ceil(p.epsilon * 1e4) / 1e4       # rounded up: a bound stays a bound
+  print(f"certified ({eps_up}, {p.delta:.3g})-DP, {p.steps} DP-SGD steps, "
         f"noise multiplier {p.noise_multiplier:.3g}")
   print("taken from the data without noise:", synth.inferred_from_data or "nothing")
 
