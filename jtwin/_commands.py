@@ -239,7 +239,8 @@ def fit(args) -> int:
   if args.visualize != "none":
     from jtwin.plots import make_plots
     real = prep.decode(prep.values, prep.observed) if prep.domain is None else prep.frame
-    made = make_plots(real, synth, private_plot_prefix(args.output_path), args.visualize)
+    made = make_plots(real, synth, private_plot_prefix(args.output_path, args.visualize),
+                      args.visualize)
     warn_no_popup(args, made)
     timer.lap("plots")
     if made.files:   # a warning, so --quiet never hides it
@@ -250,11 +251,13 @@ def fit(args) -> int:
 
 
 
-def private_plot_prefix(output_path: str) -> str:
+def private_plot_prefix(output_path: str, mode: str = "store") -> str:
   """Prefix of the real-data plots: inside `OUTPUT_PREFIX.real_data_plots/` (mode
-  0700), apart from the releasable files, so they are not published with them."""
+  0700), apart from the releasable files, so they are not published with them.
+  The folder is made only when plots are stored (`mode` store or both)."""
   folder = output_path + ".real_data_plots"
-  os.makedirs(folder, mode=0o700, exist_ok=True)
+  if mode in ("store", "both"):
+    os.makedirs(folder, mode=0o700, exist_ok=True)
   return os.path.join(folder, os.path.basename(output_path))
 
 

@@ -123,7 +123,8 @@ def napsumq(args) -> int:
   timer.lap("writing")
   if args.visualize != "none":
     from jtwin.plots import make_plots
-    made = make_plots(frame.reset_index(drop=True), synth, private_plot_prefix(args.output_path), args.visualize)
+    made = make_plots(frame.reset_index(drop=True), synth, private_plot_prefix(args.output_path, args.visualize),
+                      args.visualize)
     warn_no_popup(args, made)
     timer.lap("plots")
     if made.files:   # a warning, so --quiet never hides it
