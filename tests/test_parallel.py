@@ -113,7 +113,9 @@ def test_nan_in_padding_rows_changes_nothing(worker):
 
 @pytest.mark.slow
 def test_two_and_eight_devices_and_overflow_path():
-  r = _run_worker("two_eight", "overflow")
+  r = _run_worker("two_eight", "overflow", "resume_sharded")
+  assert r["resume_sharded"]["identical"]                   # same device count: exact
+  assert r["resume_sharded"]["other_devices_diff"] < 1e-5   # resumed on 1 device: rounding
   for d in ("2", "8"):
     assert r["two_eight"]["max_diff"][d] < 1e-5 and r["two_eight"]["same_batches"][d]
   assert r["overflow"]["widened"]
@@ -302,6 +304,36 @@ def _check_noise():
   return out
 
 
+def _check_resume_sharded():
+  """Interrupted on 4 devices after 2 of 3 chunks, resumed on 4 and on 1."""
+  import shutil
+  import tempfile
+  import jax
+  from jtwin import infer
+  values, observed = _data(N)
+
+  class Stop(Exception):
+    pass
+
+  def stop(done, total, epoch):
+    if done >= 20:
+      raise Stop
+
+  base = _fit(4)
+  with tempfile.TemporaryDirectory() as tmp:
+    ckpt = os.path.join(tmp, "ckpt")
+    kw = dict(privacy=_privacy(), checkpoint=ckpt, checkpoint_every=1, **FIT)
+    try:
+      infer.fit(jax.random.key(7), _model(), (values, observed), devices=4, progress=stop, **kw)
+    except Stop:
+      pass
+    shutil.copytree(ckpt, ckpt + "_copy")
+    resumed = infer.fit(None, _model(), (values, observed), devices=4, resume=True, **kw)
+    kw["checkpoint"] = ckpt + "_copy"
+    on_one = infer.fit(None, _model(), (values, observed), devices=1, resume=True, **kw)
+  return {"identical": _identical(base, resumed), "other_devices_diff": _compare(base, on_one)[0]}
+
+
 def _check_overflow():
   one = _fit(1)
   widths = []
@@ -339,5 +371,5 @@ if __name__ == "__main__":
     print(json.dumps(_process(int(sys.argv[2]), int(sys.argv[3]))))
     raise SystemExit(0)
   checks = {"devices": _check_devices, "two_eight": _check_two_eight, "noise": _check_noise,
-            "overflow": _check_overflow}
+            "overflow": _check_overflow, "resume_sharded": _check_resume_sharded}
   print(json.dumps({name: checks[name]() for name in sys.argv[1:]}))
