@@ -537,6 +537,9 @@ def plan_fit(model: Model, num_examples: int, *, privacy: Optional[PrivacyRecord
   devices = 1 if devices is None else devices
   if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or devices < 1:
     raise JtwinInputError(f"devices must be a positive integer, got {devices!r}")
+  if devices > 1:
+    from jtwin import parallel
+    parallel.make_mesh(devices)   # fails now, not after calibration, if there are too few
   lr = (learning_rate if schedule == "constant" else
         optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
   noise_std = privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip)
