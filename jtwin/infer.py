@@ -34,6 +34,12 @@ Steps run as `lax.scan` inside `jit`, one epoch (ceil(1/q) steps) per call,
 so progress and non-finite checks happen on the host between chunks; a run
 compiles once. The number of steps that runs, T = ceil(num_epochs / q), is
 exactly the number accounted.
+
+`fit` is three phases, each usable on its own: `plan_fit` (privacy
+calibration and schedule, from public inputs only), `setup_fit` (keys per
+purpose, DP warm start, initial state) and `run_loop` (the chunks). With
+`devices=D` the loop runs data-parallel (`jtwin.parallel`); with
+`checkpoint=DIR` it saves and resumes (`jtwin.checkpoint`).
 """
 from __future__ import annotations
 
@@ -447,28 +453,11 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
   t_cal = time.perf_counter() - t0
   saver, loaded = None, None
   if checkpoint is not None:
-    from jtwin import checkpoint as ckpt
     settings = {"learning_rate": learning_rate, "schedule": schedule, "init_method": init_method,
-                "init_scale": init_scale, "warm_start": warm_start,
-                "init_loc": None if init_loc is None else ckpt._sha256(
-                    *[np.asarray(init_loc[k_], np.float32) for k_ in sorted(init_loc)]),
-                "init_loc_names": None if init_loc is None else sorted(init_loc)}
-    saver = ckpt.Checkpointer(checkpoint, ckpt.fingerprint(values, observed, model, plan,
-                                                           settings),
-                              every=checkpoint_every, note=checkpoint_note)
-    if resume:
-      loaded = saver.load()
-    elif saver.exists():
-      raise JtwinInputError(f"{checkpoint}: already holds a checkpoint; resume it "
-                            "(resume=True, --resume) or remove it")
-    if loaded is not None:
-      saved_key = jax.random.wrap_key_data(jnp.asarray(loaded.key_data), impl=loaded.key_impl)
-      if key is not None and not np.array_equal(jax.random.key_data(key), loaded.key_data):
-        raise JtwinInputError(f"{checkpoint}: the checkpoint was written with another key "
-                              "(seed); resume with the same one, or without one")
-      key = saved_key
-    key = root_key() if key is None else key
-    saver.set_key(key)
+                "init_scale": init_scale, "warm_start": warm_start, "init_loc": init_loc}
+    key, saver, loaded = _open_checkpoint(checkpoint, key, model, values, observed, plan,
+                                          settings, resume=resume, every=checkpoint_every,
+                                          note=checkpoint_note)
   run = setup_fit(key, model, values, observed, plan, init_method=init_method,
                   init_scale=init_scale, init_loc=init_loc, warm_start=warm_start,
                   run_warm_start=loaded is None)
@@ -481,6 +470,37 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
           lambda s, pos: saver.maybe_save(s, pos, plan.num_chunks)))
   timings = {"calibration": t_cal, "compile": t_compile, "training": t_train}
   return _result(plan, run, state, diag, model, timings)
+
+
+def _open_checkpoint(directory, key, model, values, observed, plan: FitPlan, settings: dict, *,
+                     resume: bool, every: int, note: Optional[dict]):
+  """The run's `Checkpointer`, the checkpoint to resume (or None) and the run's key.
+
+  Raises:
+    JtwinInputError: a checkpoint exists and `resume` is off; or it is of
+      other data, settings or key.
+  """
+  from jtwin import checkpoint as ckpt
+  init_loc = settings.pop("init_loc")
+  settings["init_loc"] = None if init_loc is None else ckpt._sha256(
+      *[np.asarray(init_loc[k_], np.float32) for k_ in sorted(init_loc)])
+  settings["init_loc_names"] = None if init_loc is None else sorted(init_loc)
+  saver = ckpt.Checkpointer(directory, ckpt.fingerprint(values, observed, model, plan, settings),
+                            every=every, note=note)
+  loaded = None
+  if resume:
+    loaded = saver.load()
+  elif saver.exists():
+    raise JtwinInputError(f"{directory}: already holds a checkpoint; resume it "
+                          "(resume=True, --resume) or remove it")
+  if loaded is not None:
+    if key is not None and not np.array_equal(jax.random.key_data(key), loaded.key_data):
+      raise JtwinInputError(f"{directory}: the checkpoint was written with another key "
+                            "(seed); resume with the same one, or without one")
+    key = jax.random.wrap_key_data(jnp.asarray(loaded.key_data), impl=loaded.key_impl)
+  key = root_key() if key is None else key
+  saver.set_key(key)
+  return key, saver, loaded
 
 
 class FitPlan(NamedTuple):
