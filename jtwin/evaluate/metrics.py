@@ -174,6 +174,8 @@ def pearson_matrix(frame: pd.DataFrame, chunk_rows: int = 65536
   than 2 common rows or a constant column (as pandas' `DataFrame.corr`).
   """
   k, n = frame.shape[1], len(frame)
+  if k == 0:
+    return np.zeros((0, 0))
   columns = [frame.iloc[:, j] for j in range(k)]
   columns = [c if pd.api.types.is_numeric_dtype(c)
              and not pd.api.types.is_bool_dtype(c)
