@@ -8,8 +8,12 @@ synthetic, test on real; synthetic ranking agreement). `write_report` saves
 the figures as JSON and a one-page HTML report.
 
 Everything here reads the real data: the results are for the data holder,
-not for release. NumPy and pandas only; matplotlib is imported by
-`write_report` when it draws.
+not for release. NumPy, SciPy and pandas; matplotlib is imported by
+`write_report` when it draws, and scikit-learn (the optional `evaluate`
+extra) by the utility metrics when it is installed. Memory grows with rows x
+columns, not with the number of distinct values: many-valued columns are
+capped, designs are sparse, and the pMSE and utility models use at most
+100,000 rows per table.
 """
 from jtwin.evaluate.core import evaluate
 from jtwin.evaluate.report import format_summary, write_report
