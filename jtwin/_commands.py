@@ -201,15 +201,19 @@ def fit(args) -> int:
 
   k_fit, k_sample, k_decode = jax.random.split(key, 3)
   bar = ProgressBar("training", privacy.steps, quiet=args.quiet)
-  result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
-                     learning_rate=args.learning_rate, schedule=args.lr_schedule,
-                     warm_start=args.warm_start,
-                     average_decay=args.average_decay or None, devices=args.devices,
-                     checkpoint=args.checkpoint, resume=args.resume,
-                     checkpoint_every=args.checkpoint_every, checkpoint_note=_key_note(key),
-                     progress=lambda done, total, ep: bar.update(
-                         done, f"loglik/row {ep['mean_log_lik']:.3g} (NOT private)"
-                         if args.verbose else ""))
+  try:
+    result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
+                       learning_rate=args.learning_rate, schedule=args.lr_schedule,
+                       warm_start=args.warm_start,
+                       average_decay=args.average_decay or None, devices=args.devices,
+                       checkpoint=args.checkpoint, resume=args.resume,
+                       checkpoint_every=args.checkpoint_every, checkpoint_note=_key_note(key),
+                       progress=lambda done, total, ep: bar.update(
+                           done, f"loglik/row {ep['mean_log_lik']:.3g} (NOT private)"
+                           if args.verbose else ""))
+  except KeyboardInterrupt:
+    _checkpoint_hint(args)
+    raise
   timer.phases["compile"] = result.timings["compile"]
   timer.lap("training")
   timer.phases["training"] -= result.timings["compile"]
@@ -392,6 +396,20 @@ def _run_key(args):
     raise JtwinInputError(f"--checkpoint {args.checkpoint}: was written with another --seed; "
                           "resume with the same --seed, or without one")
   return jax.random.wrap_key_data(words, impl=note.get("root_key_impl", "threefry2x32"))
+
+
+def _checkpoint_hint(args) -> None:
+  """After Ctrl-C during training: where the run can be continued from."""
+  if not args.checkpoint:
+    return
+  try:
+    from jtwin import checkpoint
+    steps = checkpoint.read_meta(args.checkpoint).get("steps_done")
+  except Exception:   # a hint only: never mask the interruption
+    return
+  if steps is not None:
+    print(f"jtwin: the checkpoint in {args.checkpoint} (after step {steps}) continues this "
+          "run: repeat the command with --resume", file=sys.stderr)
 
 
 def _key_note(key) -> dict:

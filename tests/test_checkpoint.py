@@ -192,3 +192,19 @@ def test_cli_checkpoint_errors_are_one_line(cli_files, short_checkpoint, capsys,
   assert code == 1 and needle in err, err
   errors = [line for line in err.splitlines() if line.startswith("jtwin: error")]
   assert "Traceback" not in err and len(errors) == 1 and needle in errors[0], err
+
+
+def test_cli_ctrl_c_says_the_checkpoint_continues_the_run(cli_files, short_checkpoint, capsys,
+                                                          monkeypatch):
+  from jtwin.cli import main
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(infer, "fit", interrupted)
+  tmp, data, model = cli_files
+  code = main(["fit", data, model, str(tmp / "c"), "--checkpoint", str(short_checkpoint),
+               "--resume"] + CLI_FAST)
+  err = capsys.readouterr().err
+  assert code == 130
+  assert f"the checkpoint in {short_checkpoint} (after step 35) continues this run" in err, err
