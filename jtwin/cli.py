@@ -198,6 +198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run = evaluate_cli.run
   if isinstance(getattr(args, "output_path", None), str) and args.output_path.endswith(".csv"):
     args.output_path = args.output_path[:-len(".csv")]   # `out.csv` means prefix `out`
+  if args.command in ("fit", "vi", "sample", "check", "napsumq"):
+    from jtwin import _compile_cache
+    _compile_cache.enable()        # later runs load compiled programs (JTWIN_CACHE_DIR=off)
   from jtwin import _interrupt
   _interrupt.reset()
   prefix = getattr(args, "output_path", None) or getattr(args, "output", None)
