@@ -25,6 +25,7 @@ def _header_ok(out):
   assert "loadavg" in out
 
 
+@pytest.mark.slow
 def test_bench_end_to_end_quick(capsys):
   assert _load("bench_end_to_end").main(["--quick"]) == 0
   out = capsys.readouterr().out
@@ -45,6 +46,7 @@ def test_parse_phases():
                     "training": 9.0, "sampling": 1.0, "writing": 0.1}
 
 
+@pytest.mark.slow
 def test_bench_dp_overhead_quick(capsys):
   assert _load("bench_dp_overhead").main(["--quick"]) == 0
   out = capsys.readouterr().out
@@ -54,6 +56,7 @@ def test_bench_dp_overhead_quick(capsys):
   assert re.search(r"^\s+3\s+\S+ \S+\s+\S+ \S+\s+\S+x", out, re.M)  # the fit row
 
 
+@pytest.mark.slow
 def test_bench_scaling_quick(capsys):
   assert _load("bench_scaling").main(["--quick"]) == 0
   out = capsys.readouterr().out
@@ -107,6 +110,7 @@ def test_bench_vs_twinify_report(monkeypatch, capsys):
   assert "EXTRAPOLATED" in out and "## 200 epochs" in out
 
 
+@pytest.mark.slow
 def test_quality_napsumq_quick(capsys):
   assert _load("quality_napsumq").main(["--quick"]) == 0
   out = capsys.readouterr().out
@@ -152,6 +156,7 @@ def test_unseen_napsumq_quick(capsys):
   assert "| jtwin napsumq, epsilon 1" in out and "| jtwin fit, epsilon 1" in out
 
 
+@pytest.mark.slow
 def test_ablate_napsumq_quick(capsys):
   assert _load("ablate_napsumq").main(["--quick", "--data", "loans",
                                        "--options", "init_peak=0.0, selection='mst'"]) == 0
@@ -160,6 +165,7 @@ def test_ablate_napsumq_quick(capsys):
   assert "'init_peak': 0.0" in out and "certified epsilon" in out
 
 
+@pytest.mark.slow
 def test_bench_evaluate_memory_quick(capsys):
   assert _load("bench_evaluate_memory").main(["--quick", "--cases", "id", "--rows", "300"]) == 0
   out = capsys.readouterr().out

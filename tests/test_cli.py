@@ -108,6 +108,7 @@ def test_twinify_command_lines_carry_over(files, capsys):
   assert (tmp / "v3.csv").exists()
 
 
+@pytest.mark.slow
 def test_check_reports_inferred_items(files, capsys):
   tmp, data, model = files
   code, out, err = _run(["check", data, model, "--k", "3"], capsys)
@@ -203,6 +204,7 @@ def test_custom_model_errors_name_the_file(files, capsys):
   assert code == 1 and "mymodel.py" in err and "make_model" in err
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_console_script(files):
   tmp, data, model = files
   r = subprocess.run([sys.executable, "-m", "jtwin", "fit", data, str(tmp / "missing_model.txt"),

@@ -69,6 +69,7 @@ def test_extreme_epsilon_runs_with_the_flag(files, capsys, monkeypatch, command,
   assert "above 10" in err
 
 
+@pytest.mark.slow
 def test_noise_multiplier_spending_an_extreme_epsilon_is_refused(files, capsys):
   tmp, data, model = files
   code, _, err = _run(["fit", data, model, str(tmp / "out"), "--noise_multiplier", "0.05"] + FAST,
@@ -127,6 +128,7 @@ def test_group_clip_off_is_twinify_global_clipping(files, capsys, monkeypatch):
 # ------------------------------------------------------------------ polish
 
 
+@pytest.mark.slow
 def test_prefix_popup_sample_epsilon_and_model_flag(files, capsys, monkeypatch):
   import re
   import jtwin.plots
@@ -182,6 +184,7 @@ def test_help_states_each_default_once(command):
       assert stated <= 1, (command, action.dest, text)
 
 
+@pytest.mark.slow
 def test_check_names_columns_whose_synthetic_values_are_not_clipped(tmp_path, capsys):
   pd.DataFrame({"w": [1.5, 2.5, 3.0], "x": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "d.csv", index=False)
   (tmp_path / "m.txt").write_text("w : Normal ; missing = no\nx : Normal ; bounds = 0, 5 ; missing = no\n")

@@ -27,6 +27,7 @@ def _two_cluster_rows(n_big, n_small, d):
   return jnp.asarray(x), jnp.ones(x.shape, bool)
 
 
+@pytest.mark.slow
 def test_weight_gradient_is_unbiased_at_the_true_weights():
   """At pi = the clusters' shares the weights' clipped score sums to ~0.
 

@@ -358,6 +358,7 @@ def test_dp_aggregate_zero_gradient_output_is_scaled_standard_normal(noise_std, 
                                rtol=1e-4, atol=1e-5 * noise_std * scale)
 
 
+@pytest.mark.slow
 def test_dp_aggregate_state_advances_and_is_pure():
   tx = dp.dp_aggregate(1.0, 1.0, jax.random.key(4))
   params = {"w": jnp.zeros((40, 30)), "b": jnp.zeros((9,))}
@@ -408,6 +409,7 @@ def test_dp_aggregate_chains_with_optax():
   assert np.asarray(upd["w"]).std() == pytest.approx(2.0, rel=0.15)
 
 
+@pytest.mark.slow
 def test_group_clipping_bounds_each_group_and_matches_vmap_reference():
   """Grouped clipping = per-group clipping of the vmap per-example gradients."""
   from jtwin.models.mixture import make_layout

@@ -251,6 +251,7 @@ def test_utility_test_source(adult):
   assert held["utility_num_test_rows"] == 90
 
 
+@pytest.mark.slow
 def test_utility_multiclass_and_bad_targets(adult):
   a, b = _halves(adult)
   r = evaluate(a, b, target="race")
@@ -264,6 +265,7 @@ def test_utility_multiclass_and_bad_targets(adult):
 
 # -------------------------------------------------------------- report --
 
+@pytest.mark.slow
 def test_write_report(tmp_path, adult):
   a, b = _halves(adult)
   r = evaluate(a, b, target="income")
@@ -315,6 +317,7 @@ def csvs(tmp_path, adult):
   return paths
 
 
+@pytest.mark.slow
 def test_cli_run_prints_and_writes(tmp_path, csvs, capsys):
   args = _args([csvs["real"], csvs["synth"], "--target", "income",
                 "-o", str(tmp_path / "report"), "--seed", "3"])

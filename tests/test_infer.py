@@ -50,6 +50,7 @@ def test_num_steps(epochs, q, expected):
   assert infer.num_steps(epochs, q) == expected
 
 
+@pytest.mark.slow
 def test_inactive_steps_change_nothing_but_state_of_draws():
   values, observed, _ = _two_component_data(50)
   model = make_mixture_model(FEATURES, 2)

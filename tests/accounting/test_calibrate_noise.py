@@ -68,6 +68,7 @@ def test_forced_prv_failure_falls_back_to_rdp(monkeypatch):
   assert sigma == calibrate._rdp_sigma(1.0, 1e-5, 0.01, 1000)
 
 
+@pytest.mark.slow
 def test_impossible_target_fails_with_clear_error():
   # (the search is bounded by sigma <= 1e4: it ends with an error, never hangs)
   with pytest.raises(ValueError, match="not reachable"):

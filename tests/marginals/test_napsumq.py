@@ -110,6 +110,7 @@ def _outputs(tmp_path):
   return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out"))
 
 
+@pytest.mark.slow
 def test_cli_query_file_and_sample(files, capsys):
   tmp, data, _ = files
   queries = tmp / "queries.txt"

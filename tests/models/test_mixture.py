@@ -502,6 +502,7 @@ def test_sample_synthetic_records_per_draw_share_theta():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.slow
 def test_closed_form_prior_gradient_matches_autodiff(seed):
   features = (Feature("a", "normal", missing=True), Feature("b", "categorical", 4, missing=True),
               Feature("c", "poisson"), Feature("d", "bernoulli"), Feature("e", "categorical", 3))
