@@ -311,7 +311,9 @@ def compose_public(privacy, public, epsilon_target):
 def _rows_text(public, n):
   if public.rows_epsilon == 0:
     return f"{n} rows"
-  return f"about {public.rows} rows (DP estimate)"
+  a = math.exp(-public.rows_epsilon)
+  sd = math.sqrt(2.0 * a) / (1.0 - a)     # two-sided geometric noise
+  return f"about {public.rows} rows (DP estimate, noise sd {sd:.0f})"
 
 
 def _note_release(args, public):

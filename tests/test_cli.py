@@ -61,7 +61,7 @@ def test_fit_writes_decoded_twin_and_result(files, capsys):
   # default rows: the DP row count (two-sided geometric, scale 1/0.01), never the exact N
   assert len(synth) == release["rows_estimate"] and abs(len(synth) - 300) < 2000
   assert release["rows_epsilon"] == pytest.approx(0.01)
-  assert f"about {len(synth)} rows (DP estimate)" in out and "300 rows" not in out
+  assert f"about {len(synth)} rows (DP estimate, noise sd 141)" in out and "300 rows" not in out
   assert set(synth["job"].dropna()) <= {"a", "b", "c"}
   assert set(synth["smoker"]) <= {"no", "yes"}
   assert synth["age"].between(0, 100).all()
