@@ -167,3 +167,21 @@ def python_env() -> dict:
   env["PYTHONUNBUFFERED"] = "1"
   env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
   return env
+
+
+def score_adult_twin(path: str, test) -> dict:
+  """`jtwin.evaluate` scores of a twin CSV against the Adult test rows (target
+  income); {} when `test` is None (no scoring)."""
+  if test is None:
+    return {}
+  import warnings
+  import pandas as pd
+  from jtwin.evaluate import evaluate
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    return evaluate(test, pd.read_csv(path), test=test, target="income")
+
+
+def fmt_score(x) -> str:
+  """A score with 4 decimals, or an en dash when absent."""
+  return "–" if x is None else f"{x:.4f}"

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import tempfile
-import warnings
 
 import pandas as pd
 
@@ -71,17 +69,7 @@ def main(argv=None) -> int:
   return 0
 
 
-def _score(path, test):
-  if test is None:
-    return {}
-  from jtwin.evaluate import evaluate
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    return evaluate(test, pd.read_csv(path), test=test, target="income")
-
-
-def _fmt(x):
-  return "–" if x is None else f"{x:.4f}"
+_score, _fmt = common.score_adult_twin, common.fmt_score
 
 
 if __name__ == "__main__":

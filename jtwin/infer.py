@@ -641,15 +641,15 @@ def setup_fit(key: Optional[Array], model: Model, values: np.ndarray, observed: 
 _AXIS = "data"   # jtwin.parallel.AXIS (not imported: keeps this module's imports light)
 
 
-def make_chunk_runner(step: Callable, flat_size: int) -> Callable:
-  """`run_chunk(state, (indices, mask, active), key_eps, key_noise, values, observed)`.
+def chunk_body(step: Callable, flat_size: int) -> Callable:
+  """The (uncompiled) chunk of steps shared by one device and many (`jtwin.parallel`).
 
-  One compiled call runs a chunk of steps as a `lax.scan`; the chunk's
-  posterior draws and DP noise are drawn inside from the chunk's keys.
-  Returns `(state, StepInfo of [S] arrays, all params finite)`.
+  `body(state, (indices, mask, active), key_eps, key_noise, values, observed)`
+  runs the chunk as a `lax.scan`; its posterior draws and DP noise are drawn
+  inside from the chunk's keys. Returns `(state, StepInfo of [S] arrays, all
+  params finite)`.
   """
-  @functools.partial(jax.jit, donate_argnums=(0,))
-  def run_chunk(state, xs, key_eps, key_noise, values, observed):
+  def body(state, xs, key_eps, key_noise, values, observed):
     num = xs[0].shape[0]
     eps = jax.random.normal(key_eps, (num, flat_size), jnp.float32)
     noise = dp.wide_normal(key_noise, (num, flat_size))
@@ -657,7 +657,12 @@ def make_chunk_runner(step: Callable, flat_size: int) -> Callable:
                                xs + (eps, noise))
     return state, info, jnp.all(jnp.isfinite(state.params))
 
-  return run_chunk
+  return body
+
+
+def make_chunk_runner(step: Callable, flat_size: int) -> Callable:
+  """`chunk_body` compiled for one device (the state's buffers are donated)."""
+  return functools.partial(jax.jit, donate_argnums=(0,))(chunk_body(step, flat_size))
 
 
 def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndarray, *,

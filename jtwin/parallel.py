@@ -229,20 +229,11 @@ def make_sharded_chunk_runner(step: Callable, flat_size: int, mesh) -> Callable:
   """
   import functools
   import jax
-  import jax.numpy as jnp
   from jax.sharding import PartitionSpec as P
-  from jtwin import dp
-
-  def body(state, xs, key_eps, key_noise, values, observed):
-    num = xs[0].shape[0]
-    eps = jax.random.normal(key_eps, (num, flat_size), jnp.float32)
-    noise = dp.wide_normal(key_noise, (num, flat_size))
-    state, info = jax.lax.scan(lambda s, x: step(s, x, values, observed), state,
-                               xs + (eps, noise))
-    return state, info, jnp.all(jnp.isfinite(state.params))
+  from jtwin.infer import chunk_body
 
   sharded = jax.shard_map(
-      body, mesh=mesh,
+      chunk_body(step, flat_size), mesh=mesh,
       in_specs=(P(), (P(None, AXIS), P(None, AXIS), P()), P(), P(), P(AXIS), P(AXIS)),
       out_specs=(P(), P(), P()))
   return functools.partial(jax.jit, donate_argnums=(0,))(sharded)
