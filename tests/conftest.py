@@ -17,3 +17,23 @@ if _cache.strip().lower() not in ("off", "0", "no", "none", ""):
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
   except OSError:
     pass
+
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+DECLARED_MODEL = """\
+age : Normal ; bounds = 0, 100 ; integer ; missing = no
+job : Categorical ; categories = a, b, c ; missing = no
+"""
+
+
+@pytest.fixture
+def declared_files(tmp_path):
+  """(tmp_path, data.csv, model.txt): 200 rows and a fully declared model file."""
+  rng = np.random.default_rng(0)
+  df = pd.DataFrame({"age": rng.integers(18, 90, 200), "job": rng.choice(["a", "b", "c"], 200)})
+  df.to_csv(tmp_path / "data.csv", index=False)
+  (tmp_path / "model.txt").write_text(DECLARED_MODEL)
+  return tmp_path, str(tmp_path / "data.csv"), str(tmp_path / "model.txt")

@@ -6,20 +6,12 @@ import pytest
 
 from jtwin.cli import main
 
-MODEL = """\
-age : Normal ; bounds = 0, 100 ; integer ; missing = no
-job : Categorical ; categories = a, b, c ; missing = no
-"""
 FAST = ["-e", "2", "-q", "0.1", "--k", "2", "--seed", "0", "--visualize", "none"]
 
 
 @pytest.fixture
-def files(tmp_path):
-  rng = np.random.default_rng(0)
-  df = pd.DataFrame({"age": rng.integers(18, 90, 200), "job": rng.choice(["a", "b", "c"], 200)})
-  df.to_csv(tmp_path / "data.csv", index=False)
-  (tmp_path / "model.txt").write_text(MODEL)
-  return tmp_path, str(tmp_path / "data.csv"), str(tmp_path / "model.txt")
+def files(declared_files):
+  return declared_files
 
 
 def _run(argv, capsys):
