@@ -641,27 +641,9 @@ def setup_fit(key: Optional[Array], model: Model, values: np.ndarray, observed: 
 _AXIS = "data"   # jtwin.parallel.AXIS (not imported: keeps this module's imports light)
 
 
-def chunk_body(step: Callable, flat_size: int) -> Callable:
-  """The (uncompiled) chunk of steps shared by one device and many (`jtwin.parallel`).
-
-  `body(state, (indices, mask, active), key_eps, key_noise, values, observed)`
-  runs the chunk as a `lax.scan`; its posterior draws and DP noise are drawn
-  inside from the chunk's keys. Returns `(state, StepInfo of [S] arrays, all
-  params finite)`.
-  """
-  def body(state, xs, key_eps, key_noise, values, observed):
-    num = xs[0].shape[0]
-    eps = jax.random.normal(key_eps, (num, flat_size), jnp.float32)
-    noise = dp.wide_normal(key_noise, (num, flat_size))
-    state, info = jax.lax.scan(lambda s, x: step(s, x, values, observed), state,
-                               xs + (eps, noise))
-    return state, info, jnp.all(jnp.isfinite(state.params))
-
-  return body
-
-
 def make_chunk_runner(step: Callable, flat_size: int) -> Callable:
   """`chunk_body` compiled for one device (the state's buffers are donated)."""
+  from jtwin._chunk import chunk_body
   return functools.partial(jax.jit, donate_argnums=(0,))(chunk_body(step, flat_size))
 
 

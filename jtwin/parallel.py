@@ -230,7 +230,7 @@ def make_sharded_chunk_runner(step: Callable, flat_size: int, mesh) -> Callable:
   import functools
   import jax
   from jax.sharding import PartitionSpec as P
-  from jtwin.infer import chunk_body
+  from jtwin._chunk import chunk_body
 
   sharded = jax.shard_map(
       chunk_body(step, flat_size), mesh=mesh,
