@@ -570,20 +570,26 @@ def one_run_audit(name: str, *, epsilon: float, num_canaries: int = 1000,
 def capture_measurements(calls: list):
   """While active, every Gaussian measurement `jtwin.fit_marginals` makes is recorded.
 
-  `napsumq.clique_counts` and `napsumq.gaussian_measure` are wrapped (the
-  real functions still run): each `gaussian_measure(counts, sigma, rng)` call
-  appends {"sigma", "counts", "noisy", "codes", "sizes", "clique"} to
-  `calls`, the last three from the `clique_counts` call that produced
-  `counts` (None if the counts came from elsewhere).
+  `napsumq.make_counter` (the counter of exact tables) and
+  `napsumq.gaussian_measure` are wrapped (the real functions still run):
+  each `gaussian_measure(counts, sigma, rng)` call appends {"sigma",
+  "counts", "noisy", "codes", "sizes", "clique"} to `calls`, the last three
+  from the counter call that produced `counts` (None if the counts came
+  from elsewhere).
   """
   from jtwin import napsumq
-  original_counts, original_measure = napsumq.clique_counts, napsumq.gaussian_measure
+  original_counter, original_measure = napsumq.make_counter, napsumq.gaussian_measure
   made = {}
 
-  def counts_fn(codes, sizes, clique):
-    out = original_counts(codes, sizes, clique)
-    made[id(out)] = (out, codes, list(sizes), tuple(clique))
-    return out
+  def counter_fn(*args, **kwargs):
+    count = original_counter(*args, **kwargs)
+
+    def counts_fn(codes, sizes, cliques):
+      out = count(codes, sizes, cliques)
+      for table, clique in zip(out, cliques):
+        made[id(table)] = (table, codes, list(sizes), tuple(clique))
+      return out
+    return counts_fn
 
   def measure_fn(counts, sigma, rng):
     noisy = original_measure(counts, sigma, rng)
@@ -593,11 +599,11 @@ def capture_measurements(calls: list):
                   "clique": clique})
     return noisy
 
-  napsumq.clique_counts, napsumq.gaussian_measure = counts_fn, measure_fn
+  napsumq.make_counter, napsumq.gaussian_measure = counter_fn, measure_fn
   try:
     yield
   finally:
-    napsumq.clique_counts, napsumq.gaussian_measure = original_counts, original_measure
+    napsumq.make_counter, napsumq.gaussian_measure = original_counter, original_measure
 
 
 def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots: int = 400,

@@ -49,7 +49,7 @@ from jtwin.marginals import cells as cl
 from jtwin.marginals import fit as mfit
 from jtwin.marginals import mixture_marginals as mm
 from jtwin.marginals import select as sel
-from jtwin.marginals.measure import Measurement, clique_counts, gaussian_measure, table_size
+from jtwin.marginals.measure import Measurement, gaussian_measure, make_counter, table_size
 
 __all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_marginals"]
 
@@ -161,7 +161,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   split_bins: int = cl.SPLIT_BINS, coarse_views: bool = True,
                   domain: str = "dp", domain_epsilon: Optional[float] = None,
                   check_delta=None, source: str = "data",
-                  progress=None) -> MarginalResult:
+                  progress=None, devices: int = 1) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:
@@ -207,6 +207,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       delta > 1 / rows (rows: the DP row count) before anything else is spent.
     source: the data's name in error messages.
     progress: optional callable(fraction of the budget spent, text).
+    devices: count the tables with the rows sharded over this many local
+      devices (one psum; `jtwin.marginals.counting_sharded`); 1: on the host,
+      all tables of a step in one blocked pass. Same released values either way.
 
   Returns:
     a `MarginalResult`.
@@ -260,9 +263,10 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   noise_rng, select_rng = numpy_generator(k_noise), numpy_generator(k_select)
   budget = _Budget()
   log = []
+  count = make_counter(devices)   # exact tables (PRIVATE), many per pass over the rows
 
   def measure(views, sigma, part):
-    counts = clique_counts(codes, sizes, views)
+    counts = count(codes, sizes, [views])[0]
     if non_private:
       noisy, var = counts, np.ones_like(counts)
     else:
@@ -276,6 +280,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   rho_rest = rho
   sigma1 = math.sqrt(d / (2.0 * one_way_fraction * rho)) if not non_private else 0.0
   codes, sizes, view_column = base_codes, [c.size for c in cells], list(range(d))
+  count(codes, sizes, [(j,) for j in range(d)])
   ones = [measure((j,), sigma1, "one_way") for j in range(d)]
   if not non_private:
     rho_rest = rho - budget.parts["one_way"]
@@ -325,6 +330,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   if forced:
     share = rho_rest if selection == "none" else rho_rest * min(0.5, len(forced) / (len(forced) + d))
     sigma_q = math.sqrt(len(forced) / (2.0 * share)) if not non_private else 0.0
+    count(codes, sizes, [multiway(q) for q in forced])
     for q in forced:
       measurements.append(measure(multiway(q), sigma_q, "queries"))
     rho_rest -= 0.0 if non_private else budget.parts["queries"]
@@ -333,13 +339,14 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     cand = sel.workload(d, msizes, target=target_col, max_cells=max_cells, extra=forced)
     theta = _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest,
                  rounds or 16 * d, {multiway(r): w for r, w in cand.items()}, budget,
-                 measure, select_rng, round_steps, non_private, progress)
+                 measure, select_rng, round_steps, non_private, progress, count)
   elif selection == "mst":
     _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, budget, measure,
-         select_rng, non_private)
+         select_rng, non_private, count)
   elif selection == "all":
     cand = [multiway(r) for r in sel.workload(d, msizes, target=target_col, max_cells=max_cells)]
     sigma = math.sqrt(len(cand) / (2.0 * rho_rest)) if not non_private and cand else 0.0
+    count(codes, sizes, cand)
     for r in cand:
       measurements.append(measure(r, sigma, "measurement"))
   timings["select and measure"] = time.perf_counter() - t0 - sum(timings.values())
@@ -391,7 +398,7 @@ def _clique(names, col, source) -> tuple:
 
 
 def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, rounds, cand,
-         budget, measure, rng, round_steps, non_private, progress):
+         budget, measure, rng, round_steps, non_private, progress, count):
   """AIM's select-measure-refit loop (McKenna et al. 2022), spending exactly rho_rest.
 
   `cand` maps candidate cliques (view ids) to their workload weights."""
@@ -400,7 +407,7 @@ def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, round
   positions = [mm.clique_positions(index, r) for r in cliques]
   seg = np.concatenate([np.full(len(p), i) for i, p in enumerate(positions)])
   flat_pos = np.concatenate(positions)
-  exact = np.concatenate([clique_counts(codes, sizes, r) for r in cliques])   # PRIVATE
+  exact = np.concatenate(count(codes, sizes, cliques))   # PRIVATE
   cells_of = np.array([len(p) for p in positions], float)
   vector = jax.jit(lambda th: mm.marginal_vector(index, th))
   if non_private:
@@ -442,7 +449,7 @@ def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, round
 
 
 def _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, budget, measure,
-         rng, non_private):
+         rng, non_private, count):
   """MST (McKenna et al. 2021): a maximum spanning tree of 2-way cliques by the
   exponential mechanism (half the remaining rho), then measured (the other half)."""
   d = len(cells)
@@ -452,11 +459,12 @@ def _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, bud
     p1.append(np.bincount(cells[j].group_to_coarse(), weights=p / max(p.sum(), 1e-12)))
   pairs = [(a, b) for a in range(d) for b in range(a + 1, d)]
   err = {}
+  count(codes, sizes, [multiway(e) for e in pairs])
   for a, b in pairs:
     views = multiway((a, b))
     first, second = (a, b) if views[0] == multiway((a,))[0] else (b, a)
     indep = total * np.outer(p1[first], p1[second]).ravel()
-    err[(a, b)] = np.abs(clique_counts(codes, sizes, views) - indep).sum()   # PRIVATE
+    err[(a, b)] = np.abs(count(codes, sizes, [views])[0] - indep).sum()   # PRIVATE
   eps0 = math.sqrt(8.0 * (rho_rest / 2.0) / max(d - 1, 1)) if not non_private else math.inf
   parent = list(range(d))
 

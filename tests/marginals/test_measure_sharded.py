@@ -1,0 +1,210 @@
+"""Counting many marginal tables in one pass: row blocks on the host, rows sharded on devices.
+
+The multi-device checks run in a subprocess started with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 (as tests/test_parallel.py
+does), which runs this file as a script and prints its results as JSON.
+"""
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jtwin.errors import JtwinInputError
+from jtwin.marginals import counting, counting_sharded
+from jtwin.marginals.measure import clique_counts, make_counter
+
+HERE = os.path.abspath(__file__)
+SIZES = [3, 5, 2, 7, 4, 1]
+
+
+def _codes(n, seed=0, sizes=SIZES):
+  rng = np.random.default_rng(seed)
+  return np.stack([rng.integers(0, s, n) for s in sizes], 1).astype(np.int32)
+
+
+def _cliques(f=len(SIZES)):
+  """1-, 2- and 3-way cliques, mixed (exercises every clique-length group)."""
+  cols = range(f)
+  return ([(j,) for j in cols] + list(itertools.combinations(cols, 2))
+          + list(itertools.combinations(cols, 3))[::3] + [(4, 1)])   # (4, 1): order kept
+
+
+def _oracle(codes, sizes, cliques):
+  out = []
+  for c in cliques:
+    dims = tuple(sizes[j] for j in c)
+    flat = np.ravel_multi_index(tuple(codes[:, j] for j in c), dims)
+    out.append(np.bincount(flat, minlength=int(np.prod(dims))).astype(float))
+  return out
+
+
+def _same(a, b):
+  return len(a) == len(b) and all(x.dtype == y.dtype and np.array_equal(x, y)
+                                  for x, y in zip(a, b))
+
+
+# ------------------------------------------------------------ in-process (host)
+@pytest.mark.parametrize("block_rows", [None, 1, 7, 1000, 5000])
+def test_block_counting_equals_clique_counts(block_rows):
+  codes = _codes(1003)
+  cliques = _cliques()
+  got = counting.count_tables(codes, SIZES, cliques, block_rows=block_rows)
+  assert _same(got, [clique_counts(codes, SIZES, c) for c in cliques])
+  assert all(t.sum() == 1003 for t in got)
+
+
+def test_block_counting_reads_a_memmap(tmp_path):
+  codes = _codes(2000, seed=1).astype(np.int16)
+  path = tmp_path / "codes.bin"
+  codes.tofile(path)
+  mapped = np.memmap(path, np.int16, "r", shape=codes.shape)
+  cliques = _cliques()
+  assert _same(counting.count_tables(mapped, SIZES, cliques, block_rows=300),
+               _oracle(codes, SIZES, cliques))
+  assert _same(counting_sharded.count_tables_sharded(mapped, SIZES, cliques, 1, block_rows=300),
+               _oracle(codes, SIZES, cliques))
+
+
+def test_layout_is_the_c_order_concatenation():
+  lay = counting.table_layout([3, 5, 2], [(0,), (0, 2), (2, 1, 0)])
+  assert lay.offsets.tolist() == [0, 3, 9, 39] and lay.total == 39
+  assert lay.strides.tolist() == [[1, 0, 0], [2, 1, 0], [15, 3, 1]]
+  assert counting.count_tables(_codes(5), SIZES, []) == []
+
+
+def test_one_device_counts_equal_host_counts():
+  codes = _codes(777, seed=2)
+  cliques = _cliques()
+  assert _same(counting_sharded.count_tables_sharded(codes, SIZES, cliques, 1, block_rows=50),
+               counting.count_tables(codes, SIZES, cliques))
+
+
+def test_counter_counts_each_clique_once_per_codes(monkeypatch):
+  calls = []
+  real = counting.count_tables
+
+  def spy(codes, sizes, cliques, **kw):
+    calls.append(list(cliques))
+    return real(codes, sizes, cliques, **kw)
+
+  monkeypatch.setattr(counting, "count_tables", spy)
+  count = make_counter()
+  codes = _codes(500, seed=3)
+  first = count(codes, SIZES, [(0, 1), (2,), (0, 1)])
+  again = count(codes, SIZES, [(2,), (0, 1), (3, 4)])
+  assert calls == [[(0, 1), (2,)], [(3, 4)]]          # one pass each, no recount
+  assert again[1] is first[0]
+  count(codes.copy(), SIZES, [(2,)])                   # other codes: counted afresh
+  assert calls[-1] == [(2,)]
+  assert _same(first, _oracle(codes, SIZES, [(0, 1), (2,), (0, 1)]))
+
+
+def test_above_int32_is_a_clear_error(monkeypatch):
+  monkeypatch.setattr(counting_sharded, "MAX_ROWS", 100)
+  with pytest.raises(JtwinInputError, match="int32"):
+    counting_sharded.count_tables_sharded(_codes(101), SIZES, [(0,)], 1)
+
+
+# ------------------------------------------------------------ subprocess (8 devices)
+@pytest.fixture(scope="module")
+def worker():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, HERE], capture_output=True, text=True, env=env,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_1_2_4_8_devices_give_identical_exact_counts(worker):
+  for d in ("1", "2", "4", "8"):
+    assert worker["exact"][d], d
+  assert worker["one_psum"] == [0, 1]     # the block program has none, the reduction one
+
+
+def test_garbage_in_padding_rows_changes_nothing(worker):
+  assert all(worker["garbage_padding"].values())
+
+
+def test_noise_variance_is_sigma_squared_not_devices_times(worker):
+  r = worker["noise"]
+  tol = 5 * math.sqrt(2 / r["cells"])
+  assert abs(r["var"] / r["sigma"]**2 - 1) < tol, r
+  assert r["identical_to_one_device"]
+
+
+def test_napsumq_two_devices_equal_one(worker):
+  r = worker["napsumq"]
+  assert r["measurements_equal"] and r["posterior_identical"], r
+
+
+# ------------------------------------------------------------ the worker
+def _worker():
+  import jax
+  from jtwin import parallel
+  from jtwin.marginals.measure import gaussian_measure
+  n = 1003                      # not a multiple of 2, 4 or 8: every mesh pads
+  codes, cliques = _codes(n, seed=4), _cliques()
+  want = _oracle(codes, SIZES, cliques)
+  out = {"exact": {}, "garbage_padding": {}}
+  for d in (1, 2, 4, 8):
+    got = counting_sharded.count_tables_sharded(codes, SIZES, cliques, d, block_rows=37)
+    out["exact"][str(d)] = _same(got, want) and _same(
+        counting_sharded.count_tables_sharded(codes, SIZES, cliques, d), want)
+  for fill in (-7, 2**31 - 1, 3):
+    counting_sharded._PAD_FILL = fill
+    try:
+      got = counting_sharded.count_tables_sharded(codes, SIZES, cliques, 8, block_rows=37)
+    finally:
+      counting_sharded._PAD_FILL = 0
+    out["garbage_padding"][str(fill)] = _same(got, want)
+
+  # the block program holds no collective; the reduction exactly one all-reduce
+  mesh = parallel.make_mesh(4)
+  layout = counting.table_layout(SIZES, cliques)
+  add, reduce = counting_sharded._device_programs(mesh, layout)
+  acc = counting_sharded._sharded_zeros(mesh, layout.total)
+  block = counting_sharded._place_block(codes, n, parallel.rows_per_shard(n, 4), 37, 0, mesh)
+  out["one_psum"] = [add.lower(acc, *block).as_text().count("all_reduce"),
+                     reduce.lower(acc).as_text().count("all_reduce")]
+
+  # noise: added once to the psummed counts, on the host
+  big = [40, 50]
+  wide = _codes(5000, seed=5, sizes=big)
+  sigma = 3.0
+  exact = _oracle(wide, big, [(0, 1)])[0]
+  noisy = {}
+  for d in (1, 4):
+    counts = make_counter(d)(wide, big, [(0, 1)])[0]
+    noisy[d] = gaussian_measure(counts, sigma, np.random.default_rng(11))
+  out["noise"] = {"var": float(np.var(noisy[4] - exact)), "sigma": sigma, "cells": exact.size,
+                  "identical_to_one_device": bool(np.array_equal(noisy[1], noisy[4]))}
+  out["napsumq"] = _napsumq()
+  del jax
+  return out
+
+
+def _napsumq():
+  import jax
+  from jtwin import napsumq
+  from jtwin.spec import parse_model_text
+  sys.path.insert(0, os.path.dirname(HERE))
+  from test_napsumq import FAST, MODEL, _frame
+  frame, spec = _frame(1501), parse_model_text(MODEL)
+  res = {}
+  for d in (1, 2):
+    res[d] = napsumq.fit_marginals(jax.random.key(3), frame, spec, epsilon=1.0, delta=1e-6,
+                                   selection="mst", devices=d, **FAST)
+  return {"measurements_equal": res[1].measurements == res[2].measurements,
+          "posterior_identical": all(
+              np.array_equal(np.asarray(x), np.asarray(y))
+              for x, y in zip(jax.tree.leaves(res[1].posterior), jax.tree.leaves(res[2].posterior)))}
+
+
+if __name__ == "__main__":
+  print(json.dumps(_worker()))
