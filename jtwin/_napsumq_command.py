@@ -58,6 +58,8 @@ def napsumq(args) -> int:
   from jtwin.result_io import save_result
 
   timer = _Timer()
+  from jtwin import parallel
+  parallel.configure_cpu_devices(args.devices)   # before JAX starts its backend
   if args.num_synthetic is not None and args.num_synthetic < 0:
     raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
   if not 0.0 < args.one_way_fraction < 1.0:
@@ -86,7 +88,7 @@ def napsumq(args) -> int:
       check_delta=None if args.allow_large_delta or args.non_private else _unsafe_delta,
       selection=args.select, target=args.target, queries=forced, non_private=args.non_private,
       one_way_fraction=args.one_way_fraction, rounds=args.rounds, max_cells=args.max_cells,
-      final_steps=args.steps, source=args.data_path,
+      final_steps=args.steps, source=args.data_path, devices=args.devices,
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
   _warn_inferred(notes)   # fit_marginals warned about the rest itself
@@ -193,6 +195,11 @@ def add_parser(sub, types):
                  help="largest marginal table measured (cells)")
   g.add_argument("--steps", type=positive_int("--steps"), default=2000,
                  help="Adam steps of the final fit")
+  g.add_argument("--devices", type=positive_int("--devices"), default=1,
+                 help="count the marginal tables with the rows sharded over this many "
+                 "devices (one psum, the noise added once: same output); on a CPU-only "
+                 "machine that many host devices (XLA_FLAGS=--xla_force_host_platform_"
+                 "device_count)")
   add_drop_na_and_seed(g)
   add_domain_flags(p)
   add_output_group(p, rows_default="the DP estimate of N")

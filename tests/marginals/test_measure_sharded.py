@@ -140,7 +140,7 @@ def test_noise_variance_is_sigma_squared_not_devices_times(worker):
 
 def test_napsumq_two_devices_equal_one(worker):
   r = worker["napsumq"]
-  assert r["measurements_equal"] and r["posterior_identical"], r
+  assert r["measurements_equal"] and r["posterior_identical"] and r["cli_identical"], r
 
 
 # ------------------------------------------------------------ the worker
@@ -200,10 +200,31 @@ def _napsumq():
   for d in (1, 2):
     res[d] = napsumq.fit_marginals(jax.random.key(3), frame, spec, epsilon=1.0, delta=1e-6,
                                    selection="mst", devices=d, **FAST)
-  return {"measurements_equal": res[1].measurements == res[2].measurements,
+  return {"cli_identical": _cli(frame, MODEL),
+          "measurements_equal": res[1].measurements == res[2].measurements,
           "posterior_identical": all(
               np.array_equal(np.asarray(x), np.asarray(y))
               for x, y in zip(jax.tree.leaves(res[1].posterior), jax.tree.leaves(res[2].posterior)))}
+
+
+def _cli(frame, model):
+  """`jtwin napsumq ... --devices 2` writes the same twin as `--devices 1`."""
+  import tempfile
+  from jtwin.cli import main
+  with tempfile.TemporaryDirectory() as tmp:
+    data, spec = os.path.join(tmp, "d.csv"), os.path.join(tmp, "m.txt")
+    frame.to_csv(data, index=False)
+    with open(spec, "w") as f:
+      f.write(model)
+    out = {}
+    for d in (1, 2):
+      prefix = os.path.join(tmp, f"out{d}")
+      code = main(["napsumq", data, spec, prefix, "--k", "3", "--steps", "50", "--seed", "0",
+                   "--visualize", "none", "--quiet", "--devices", str(d)])
+      assert code == 0, code
+      with open(prefix + ".csv") as f:
+        out[d] = f.read()
+  return out[1] == out[2]
 
 
 if __name__ == "__main__":
