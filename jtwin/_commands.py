@@ -36,6 +36,7 @@ class Prepared(NamedTuple):
   model_info: dict
   inferred: list            # items taken from the private data without noise
   public: object = None     # jtwin.dp_domain.PublicPlan: DP row count and domains
+  store: object = None      # jtwin.table_store.TableStore when streamed (values are its memmaps)
 
 
 def _say(args, *lines):
@@ -136,14 +137,7 @@ def _output_paths(args):
 
 
 def fit(args) -> int:
-  import jax
   from jtwin import data as jdata
-  from jtwin import infer
-  from jtwin._rng import numpy_generator, root_key
-  from jtwin._progress import ProgressBar
-  from jtwin.result_io import save_result
-  from jtwin.sampling import sample_synthetic
-
   timer = _Timer()
   from jtwin import parallel
   parallel.configure_cpu_devices(args.devices)   # before JAX starts its backend
@@ -157,13 +151,31 @@ def fit(args) -> int:
   if not args.non_private and args.noise_multiplier is None:
     check_epsilon(args.epsilon, allow_large=args.allow_large_epsilon)
   paths = _output_paths(args)
-  df = jdata.read_csv(args.data_path)
+  from jtwin import _stream_command
+  streamed = _stream_command.wants_stream(args)
+  df = None if streamed else jdata.read_csv(args.data_path)
   key = _run_key(args)
   calibrated = args.noise_multiplier is None
   release = public_release(args, key, args.epsilon if calibrated else None,
                            source=args.data_path)
-  prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path,
-                 release=release)
+  with _stream_command.table_directory(args, streamed) as table_dir:
+    if streamed:
+      prep = _stream_command.prepare_streamed(args, table_dir, release=release)
+    else:
+      prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na,
+                     source=args.data_path, release=release)
+    return _fit_prepared(args, prep, key, timer, paths, calibrated)
+
+
+def _fit_prepared(args, prep, key, timer, paths, calibrated) -> int:
+  import jax
+  from jtwin import data as jdata
+  from jtwin import infer
+  from jtwin._guidance import check_epsilon
+  from jtwin._rng import numpy_generator
+  from jtwin._progress import ProgressBar
+  from jtwin.result_io import save_result
+  from jtwin.sampling import sample_synthetic
   n, d = prep.values.shape       # the exact n stays internal; prep.public.rows is released
   public = prep.public
   rows = public.rows
@@ -202,7 +214,9 @@ def fit(args) -> int:
   k_fit, k_sample, k_decode = jax.random.split(key, 3)
   bar = ProgressBar("training", privacy.steps, quiet=args.quiet)
   try:
-    result = infer.fit(k_fit, prep.model, (prep.values, prep.observed), privacy=privacy,
+    data = prep.store if prep.store is not None else (prep.values, prep.observed)
+    stream = None if prep.store is None else args.devices == 1
+    result = infer.fit(k_fit, prep.model, data, privacy=privacy, stream=stream,
                        learning_rate=args.learning_rate, schedule=args.lr_schedule,
                        warm_start=args.warm_start,
                        average_decay=args.average_decay or None, devices=args.devices,

@@ -71,9 +71,12 @@ class Loaded(NamedTuple):
 def _sha256(*arrays) -> str:
   h = hashlib.sha256()
   for a in arrays:
-    a = np.ascontiguousarray(a)
+    a = np.asarray(a)
+    a = a if a.ndim else np.ascontiguousarray(a)   # a scalar is hashed as shape (1,)
     h.update(str((a.dtype.str, a.shape)).encode())
-    h.update(a.tobytes())
+    rows = max(1, (64 << 20) // max(a[:1].nbytes, 1))
+    for start in range(0, len(a), rows):            # in blocks: bounded memory (memmaps)
+      h.update(np.ascontiguousarray(a[start:start + rows]).tobytes())
   return h.hexdigest()
 
 

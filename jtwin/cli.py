@@ -108,6 +108,17 @@ def _add_scale_group(p) -> None:
                  "starts afresh if DIR holds none): the result equals an uninterrupted run's")
   g.add_argument("--checkpoint_every", type=_positive_int("--checkpoint_every"), default=10,
                  help="epochs between checkpoints")
+  g = p.add_argument_group("data larger than memory")
+  g.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                 help="on: encode the CSV in chunks into a memory-mapped table and train from "
+                 "it without loading it whole (memory independent of N; same result); auto: "
+                 "on when the data file is over 1 GiB (compressed: over 200 MiB)")
+  g.add_argument("--memmap", metavar="DIR", default=None,
+                 help="with streaming (implies --stream on): write the encoded table to DIR "
+                 "(a new directory, mode 0700, kept: it holds the private data) instead of a "
+                 "temporary directory next to OUTPUT_PREFIX that is removed at the end")
+  g.add_argument("--chunk_rows", type=_positive_int("--chunk_rows"), default=100_000,
+                 help="with streaming: CSV rows read at a time (bounds the memory)")
 
 
 def _add_sample_parser(sub):

@@ -50,8 +50,9 @@ import pandas as pd
 from jtwin.errors import DataError, JtwinInputError
 from jtwin.spec import FeatureSpec, ModelSpec
 
-__all__ = ["OTHER", "DomainRelease", "PublicPlan", "needs_release", "noisy_row_count", "plan_release", "release_domain",
-           "DEFAULT_DOMAIN_FRACTION", "ROWS_FRACTION"]
+__all__ = ["OTHER", "ColumnCounts", "DomainCounts", "DomainRelease", "PublicPlan", "count_domain",
+           "merge_counts", "needs_release", "noisy_row_count", "plan_release", "release_counts",
+           "release_domain", "DEFAULT_DOMAIN_FRACTION", "ROWS_FRACTION"]
 
 OTHER = "(other)"
 DEFAULT_DOMAIN_FRACTION = 0.1   # of epsilon and delta, when something is undeclared
@@ -157,12 +158,121 @@ def noisy_row_count(rng: np.random.Generator, n: int, epsilon: float) -> int:
   return max(int(n) + noise, 1)
 
 
+class ColumnCounts(NamedTuple):
+  """The exact (private) counts of one column that its DP domain is released from.
+
+  Attributes:
+    missing: rows missing in the column.
+    labels: {label: rows} of the observed labels in order of first
+      appearance (categorical columns whose categories are undeclared), or
+      None.
+    cells: int64 [2 (len(GRID) + 1)] rows per (grid cell, is-integer) of the
+      finite values, flattened (numeric and binned columns), or None.
+  """
+  missing: int
+  labels: Optional[dict] = None
+  cells: Optional[np.ndarray] = None
+
+
+class DomainCounts(NamedTuple):
+  """Everything the row count and the DP domain step read from the data.
+
+  Counts add up over any split of the rows (`merge_counts`), so a file read in
+  chunks gives the same counts, and with the same `rng` the same release, as
+  the whole file at once. Private: exact statistics, never released as such.
+
+  Attributes:
+    rows: N, the rows (after --drop_na).
+    columns: {name: `ColumnCounts`} of the columns with something undeclared.
+  """
+  rows: int
+  columns: dict
+
+
+def _counted(f: FeatureSpec, need_edges: bool) -> bool:
+  return bool(_undeclared(f, need_edges))
+
+
+def count_domain(frame: pd.DataFrame, spec: Optional[ModelSpec], *, need_edges: bool = False,
+                 source: str = "data") -> DomainCounts:
+  """The exact counts of `frame` that `release_counts` releases from.
+
+  Args:
+    frame: the modelled columns (private); a chunk of them is fine.
+    spec: the model file (None: the row count only).
+    need_edges: as in `release_domain`.
+    source: the data file's name, for messages.
+
+  Raises:
+    DataError: a numeric column has a non-numeric or infinite value (naming
+      its line).
+  """
+  columns = {}
+  for f in (spec.features if spec is not None else ()):
+    if not _counted(f, need_edges):
+      continue
+    col = frame[f.name]
+    isna = col.isna().to_numpy()
+    labels = cells = None
+    if f.family in _CATEGORICAL and f.bins is None:
+      if f.categories is None:
+        from jtwin import data as jdata
+        vc = jdata._labels(col[~isna]).value_counts(sort=False)
+        labels = {str(k): int(v) for k, v in zip(vc.index, vc.to_numpy())}
+    else:
+      x = _numeric(col, f, source)[~isna]
+      cell = np.searchsorted(GRID, x, side="right")           # 0 .. len(GRID)
+      integer = (x == np.rint(x)).astype(np.int64)
+      cells = np.bincount(cell * 2 + integer, minlength=2 * (len(GRID) + 1)).astype(np.int64)
+    columns[f.name] = ColumnCounts(int(isna.sum()), labels, cells)
+  return DomainCounts(int(len(frame)), columns)
+
+
+def merge_counts(a: DomainCounts, b: DomainCounts) -> DomainCounts:
+  """The counts of the rows of `a` and `b` together (labels: first appearance in a, then b)."""
+  columns = {}
+  for name, ca in a.columns.items():
+    cb = b.columns[name]
+    labels = None
+    if ca.labels is not None:
+      labels = dict(ca.labels)
+      for k, v in cb.labels.items():
+        labels[k] = labels.get(k, 0) + v
+    cells = None if ca.cells is None else ca.cells + cb.cells
+    columns[name] = ColumnCounts(ca.missing + cb.missing, labels, cells)
+  return DomainCounts(a.rows + b.rows, columns)
+
+
+def _noise_params(m: int, m_cat: int, epsilon, delta, rho, threshold_delta) -> tuple:
+  """(noise sd, category threshold) of the histograms of m columns (validated)."""
+  from jtwin.accounting import gaussian
+  if rho is not None:
+    if not (rho > 0 and threshold_delta is not None and 0 < threshold_delta < 1):
+      raise JtwinInputError(f"the domain step needs rho > 0 and 0 < threshold_delta < 1, got "
+                            f"{rho:g}, {threshold_delta}")
+    noise_std = math.sqrt(m / (2.0 * rho))
+    delta_thr = threshold_delta
+  else:
+    if not (epsilon > 0 and 0 < delta < 1):
+      raise JtwinInputError(f"the domain step needs epsilon > 0 and 0 < delta < 1, got "
+                            f"{epsilon:g}, {delta:g}")
+    noise_std = math.sqrt(m) * gaussian.gaussian_noise_multiplier(epsilon, delta / 2)
+    delta_thr = delta / 2 * math.exp(-epsilon)
+  threshold = math.inf
+  if m_cat:
+    threshold = 1.0 + noise_std * statistics.NormalDist().inv_cdf(1.0 - delta_thr / m_cat)
+  return noise_std, threshold
+
+
 def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpec, *,
                    epsilon: float = 0.0, delta: float = 0.0, rho: Optional[float] = None,
                    threshold_delta: Optional[float] = None, need_edges: bool = False,
                    edge_levels: Optional[np.ndarray] = None,
                    max_value_cells: int = 128, source: str = "data") -> DomainRelease:
   """Releases every undeclared domain item of `spec` under (epsilon, delta)-DP.
+
+  `count_domain` (the exact histograms) followed by `release_counts` (the
+  noise); the same as calling those two.
 
   Args:
     rng: numpy Generator for the noise (full-tailed float64 normals).
@@ -187,48 +297,55 @@ def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpe
   Raises:
     DataError: a column has no category frequent enough to be released.
   """
-  from jtwin.accounting import gaussian
+  columns = [f for f in spec.features if _counted(f, need_edges)]
+  if not columns:
+    return DomainRelease(spec)
+  m_cat = sum("categories" in _undeclared(f, need_edges) for f in columns)
+  _noise_params(len(columns), m_cat, epsilon, delta, rho, threshold_delta)   # validate first
+  counts = count_domain(frame, spec, need_edges=need_edges, source=source)
+  return release_counts(rng, counts, spec, epsilon=epsilon, delta=delta, rho=rho,
+                        threshold_delta=threshold_delta, need_edges=need_edges,
+                        edge_levels=edge_levels, max_value_cells=max_value_cells, source=source)
+
+
+def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSpec, *,
+                   epsilon: float = 0.0, delta: float = 0.0, rho: Optional[float] = None,
+                   threshold_delta: Optional[float] = None, need_edges: bool = False,
+                   edge_levels: Optional[np.ndarray] = None,
+                   max_value_cells: int = 128, source: str = "data") -> DomainRelease:
+  """The noisy release of `release_domain`, from exact counts (`count_domain`).
+
+  The noise is added once, to the total counts, in a fixed order (per column
+  in model order: its label or cell counts, then its missing count), so the
+  counts of a file read in chunks (`merge_counts`) give the same release as
+  the whole file for the same `rng`. Arguments and result as in
+  `release_domain`.
+  """
   todo = {f.name: _undeclared(f, need_edges) for f in spec.features}
   columns = [f for f in spec.features if todo[f.name]]
   if not columns:
     return DomainRelease(spec)
-  m = len(columns)
   m_cat = sum("categories" in todo[f.name] for f in columns)
-  if rho is not None:
-    if not (rho > 0 and threshold_delta is not None and 0 < threshold_delta < 1):
-      raise JtwinInputError(f"the domain step needs rho > 0 and 0 < threshold_delta < 1, got "
-                            f"{rho:g}, {threshold_delta}")
-    noise_std = math.sqrt(m / (2.0 * rho))
-    delta_thr = threshold_delta
-  else:
-    if not (epsilon > 0 and 0 < delta < 1):
-      raise JtwinInputError(f"the domain step needs epsilon > 0 and 0 < delta < 1, got "
-                            f"{epsilon:g}, {delta:g}")
-    noise_std = math.sqrt(m) * gaussian.gaussian_noise_multiplier(epsilon, delta / 2)
-    delta_thr = delta / 2 * math.exp(-epsilon)
-  threshold = math.inf
-  if m_cat:
-    threshold = 1.0 + noise_std * statistics.NormalDist().inv_cdf(1.0 - delta_thr / m_cat)
+  noise_std, threshold = _noise_params(len(columns), m_cat, epsilon, delta, rho,
+                                       threshold_delta)
   released, merged, drop, edges, new = [], [], [], {}, []
   for f in spec.features:
     items = todo[f.name]
     if not items:
       new.append(f)
       continue
-    col = frame[f.name]
-    isna = col.isna().to_numpy()
+    c = counts.columns[f.name]
     fields = {}
     if f.family in _CATEGORICAL and f.bins is None:
       if "categories" in items:
-        fields["categories"] = _release_categories(rng, col[~isna], f, noise_std, threshold,
+        fields["categories"] = _release_categories(rng, c.labels, f, noise_std, threshold,
                                                    spec, source)
         merged.append(f.name)
         released.append(f"{f.name}: categories")
-      missing_count = float(isna.sum()) + rng.normal(0.0, noise_std)
+      missing_count = float(c.missing) + rng.normal(0.0, noise_std)
     else:
-      x = _numeric(col, f, source)
-      hist = _numeric_histogram(rng, x[~isna], noise_std)
-      missing_count = float(isna.sum()) + rng.normal(0.0, noise_std)
+      hist = _numeric_histogram(rng, c.cells, noise_std)
+      missing_count = float(c.missing) + rng.normal(0.0, noise_std)
       fields.update(_numeric_items(hist, items, f, noise_std, edge_levels, max_value_cells,
                                    edges))
       released += [f"{f.name}: {i}" for i in items if i not in ("missing", "categories")]
@@ -248,12 +365,12 @@ def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpe
 
 
 # ------------------------------------------------------------ categories
-def _release_categories(rng, obs: pd.Series, f: FeatureSpec, noise_std: float,
+def _release_categories(rng, counts: dict, f: FeatureSpec, noise_std: float,
                         threshold: float, spec: ModelSpec, source: str) -> tuple:
   from jtwin import data as jdata
-  counts = jdata._labels(obs).value_counts(sort=False)
-  noisy = counts.to_numpy(np.float64) + rng.normal(0.0, noise_std, len(counts))
-  kept = [str(v) for v, c in zip(counts.index, noisy) if c > threshold and str(v) != OTHER]
+  noisy = np.fromiter(counts.values(), np.float64, len(counts)) + rng.normal(0.0, noise_std,
+                                                                             len(counts))
+  kept = [str(v) for v, c in zip(counts, noisy) if c > threshold and str(v) != OTHER]
   if not kept:
     raise DataError(f"{source}: column '{f.name}': no category is frequent enough to be "
                     f"released under DP (each needs about {threshold:.0f} rows at this "
@@ -274,11 +391,9 @@ def _numeric(col: pd.Series, f: FeatureSpec, source: str) -> np.ndarray:
   return jdata._numeric(col, f.name, f.family, source)
 
 
-def _numeric_histogram(rng, x: np.ndarray, noise_std: float) -> np.ndarray:
-  """Noisy counts [len(GRID) + 1, 2] (grid cell, is-integer) of finite values."""
-  cell = np.searchsorted(GRID, x, side="right")           # 0 .. len(GRID)
-  integer = (x == np.rint(x)).astype(np.int64)
-  counts = np.bincount(cell * 2 + integer, minlength=2 * (len(GRID) + 1)).astype(np.float64)
+def _numeric_histogram(rng, cells: np.ndarray, noise_std: float) -> np.ndarray:
+  """Noisy counts [len(GRID) + 1, 2] (grid cell, is-integer) from exact `cells`."""
+  counts = np.asarray(cells, np.float64)
   return (counts + rng.normal(0.0, noise_std, counts.shape)).reshape(-1, 2)
 
 
@@ -400,7 +515,9 @@ class PublicPlan(NamedTuple):
   """The public quantities of a run, released before the main mechanism.
 
   Attributes:
-    frame: the rows and columns the main mechanism sees (`DomainRelease.apply`).
+    frame: the rows and columns the main mechanism sees (`DomainRelease.apply`);
+      None when the plan was made from `DomainCounts` (the caller applies
+      `release` to each chunk it reads).
     spec: the model spec with the released domain declared.
     rows: the DP row-count estimate (the exact N only when non-private).
     delta: the run's total delta (given, or 0.1 / rows).
@@ -447,7 +564,11 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
 
   Args:
     rng: numpy Generator (purpose-specific; its draws are the noise).
-    frame: the modelled rows and columns (private).
+    frame: the modelled rows and columns (private), or their `DomainCounts`
+      (`count_domain`, merged over the chunks of a file read in a streaming
+      pass: the same counts give the same release). With counts, the plan's
+      `frame` is None and the caller applies `release` to every chunk (and
+      checks that rows are left).
     spec: the model spec, or None for a custom model (row count only).
     epsilon, delta: the run's total budget; delta None means 0.1 / rows.
     domain: "dp", or "data" to read undeclared items off the data (NOT
@@ -470,7 +591,10 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
   """
   if domain not in ("dp", "data"):
     raise JtwinInputError(f"domain must be 'dp' or 'data', got {domain!r}")
-  n = len(frame)
+  counts = frame if isinstance(frame, DomainCounts) else None
+  if counts is not None:
+    frame = None
+  n = counts.rows if counts is not None else len(frame)
   if non_private:
     return PublicPlan(frame, spec, n, delta if delta is not None else 0.1 / n, 0.0,
                       DomainRelease(spec), epsilon, delta if delta is not None else 0.1 / n,
@@ -489,7 +613,7 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
     thr_delta = _ZCDP_THRESHOLD_DELTA * delta
     rho_total = zcdp.cdp_rho(ref - rows_eps, delta - thr_delta)
     rho_domain = share * rho_total
-    release = release_domain(rng, frame, spec, rho=rho_domain,
+    release = _release(rng, frame, counts, spec, rho=rho_domain,
                              threshold_delta=thr_delta * math.exp(-ref),
                              need_edges=need_edges, edge_levels=edge_levels,
                              max_value_cells=max_value_cells, source=source)
@@ -498,12 +622,13 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
     dom_eps = (DEFAULT_DOMAIN_FRACTION * ref - rows_eps if domain_epsilon is None
                else float(domain_epsilon))
     dom_delta = DEFAULT_DOMAIN_FRACTION * delta
-    release = release_domain(rng, frame, spec, epsilon=dom_eps, delta=dom_delta,
-                             need_edges=need_edges, edge_levels=edge_levels,
-                             max_value_cells=max_value_cells, source=source)
-    frame = release.apply(frame)
+    release = _release(rng, frame, counts, spec, epsilon=dom_eps, delta=dom_delta,
+                       need_edges=need_edges, edge_levels=edge_levels,
+                       max_value_cells=max_value_cells, source=source)
     spec = release.spec
-    if len(frame) == 0:
+    if frame is not None:
+      frame = release.apply(frame)
+    if frame is not None and len(frame) == 0:
       raise DataError(f"{source}: no rows are left after leaving out rows missing in columns "
                       "whose DP missing flag is 'no'; declare 'missing' for them")
   else:
@@ -517,3 +642,13 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
                             "--domain_epsilon or declare the domains in the model file")
   return PublicPlan(frame, spec, rows, delta, rows_eps, release, rest, delta - release.delta,
                     domain)
+
+
+def _release(rng, frame, counts, spec, **kwargs) -> DomainRelease:
+  if counts is None:
+    return release_domain(rng, frame, spec, **kwargs)
+  need_edges = kwargs.get("need_edges", False)
+  columns = [f for f in spec.features if _counted(f, need_edges)]
+  if columns and set(counts.columns) != {f.name for f in columns}:
+    raise ValueError("the DomainCounts were counted for another model spec (or need_edges)")
+  return release_counts(rng, counts, spec, **kwargs)

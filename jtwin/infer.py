@@ -160,7 +160,12 @@ def num_steps(num_epochs: float, sampling_ratio: float) -> int:
   return max(1, int(math.ceil(num_epochs / sampling_ratio - 1e-9)))
 
 
+STREAM_BYTES = 1 << 30   # auto: a table larger than this is gathered per step on the host
+
+
 def _unpack_data(data):
+  if getattr(data, "validated", False) is True:   # a `jtwin.table_store.TableStore`
+    return data.values, data.observed             # memory maps, checked when written
   if hasattr(data, "values") and hasattr(data, "observed") and not callable(data.values):
     values, observed = data.values, data.observed
   else:
@@ -380,7 +385,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
         progress: Optional[Callable[[int, int, dict], None]] = None,
         privacy: Optional[PrivacyRecord] = None, devices: Optional[int] = None,
         checkpoint=None, resume: bool = False, checkpoint_every: int = 10,
-        checkpoint_note: Optional[dict] = None) -> FitResult:
+        checkpoint_note: Optional[dict] = None, stream: Optional[bool] = None) -> FitResult:
   """Fits the mean-field posterior of `model` to `data` under (epsilon, delta)-DP.
 
   Args:
@@ -389,7 +394,9 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
       draws, noise) and each of those per step.
     model: a `jtwin.models.Model` (the automatic mixture or a custom model).
     data: `(values float [N, D], observed bool [N, D])` or an object with
-      `.values`/`.observed` (e.g. `jtwin.data.EncodedData`).
+      `.values`/`.observed` (e.g. `jtwin.data.EncodedData`), or a
+      `jtwin.table_store.TableStore` (a memory-mapped table, data larger than
+      memory: used as it is, never copied whole).
     epsilon: target epsilon; sigma is calibrated so that the certified upper
       bound is <= epsilon. Ignored when `noise_multiplier` is given.
     delta: delta; default 0.1 / N. A warning is given if delta > 1/N.
@@ -434,6 +441,12 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
       refused.
     checkpoint_every: epochs (chunks) between checkpoints.
     checkpoint_note: a JSON-able dict stored with the checkpoint.
+    stream: True: the table stays on the host and each step's batch is
+      gathered there and sent to the device alone (`jtwin._stream_chunk`:
+      device memory independent of N; same result as in memory up to
+      rounding); False: the table is put on the device whole; None (auto):
+      stream when the table is larger than `STREAM_BYTES` (1 GiB). One device
+      only for now (with `devices` > 1 the table is sharded over the devices).
 
   Returns:
     A `FitResult`.
@@ -443,6 +456,9 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     NonFiniteError: the parameters became non-finite.
   """
   values, observed = _unpack_data(data)
+  if stream and devices not in (None, 1):
+    raise JtwinInputError("stream=True (--stream on) trains on one device; with several "
+                          "devices the table is sharded over them (use stream=False)")
   t0 = time.perf_counter()
   plan = plan_fit(model, values.shape[0], privacy=privacy, epsilon=epsilon, delta=delta,
                   sampling_ratio=sampling_ratio, num_epochs=num_epochs,
@@ -451,6 +467,8 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
                   learning_rate=learning_rate, schedule=schedule, average_decay=average_decay,
                   devices=devices)
   t_cal = time.perf_counter() - t0
+  if stream is None:
+    stream = plan.devices == 1 and values.nbytes + observed.nbytes > STREAM_BYTES
   saver, loaded = None, None
   if checkpoint is not None:
     settings = {"learning_rate": learning_rate, "schedule": schedule, "init_method": init_method,
@@ -464,7 +482,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
   if loaded is not None:
     run = run._replace(state=saver.restore(run.state, loaded))
   state, diag, t_compile, t_train = run_loop(
-      plan, run, values, observed, progress=progress,
+      plan, run, values, observed, progress=progress, stream=bool(stream),
       start=None if loaded is None else loaded.position,
       on_chunk=None if saver is None else (
           lambda s, pos: saver.maybe_save(s, pos, plan.num_chunks)))
@@ -649,7 +667,8 @@ def make_chunk_runner(step: Callable, flat_size: int) -> Callable:
 
 def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndarray, *,
              progress: Optional[Callable[[int, int, dict], None]] = None,
-             start=None, on_chunk: Optional[Callable] = None
+             start=None, on_chunk: Optional[Callable] = None, stream: bool = False,
+             gather_cap_bytes: Optional[int] = None
              ) -> tuple[TrainState, dict, float, float]:
   """Runs the plan's T steps, one compiled chunk (an epoch) at a time.
 
@@ -666,6 +685,10 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
       None starts at step 0.
     on_chunk: optional `(state, LoopPosition)` callback after every chunk
       whose parameters are finite (checkpointing).
+    stream: keep the table on the host (it may be a memory map) and gather
+      each step's batch there (`jtwin._stream_chunk`); one device only.
+    gather_cap_bytes: with `stream`, the most bytes of gathered rows per
+      compiled call (default `_stream_chunk.DEFAULT_CAP_BYTES`).
 
   Returns:
     (final state, per-epoch diagnostics, compile seconds, training seconds).
@@ -682,7 +705,14 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
   if start is not None:                  # resume: the sampler exactly where it stopped
     rng.bit_generator.state = start.rng_state
     width = start.width
-  if plan.devices == 1:
+  if plan.devices == 1 and stream:       # the table stays on the host; batches gathered
+    from jtwin import _stream_chunk
+    run_chunk = _stream_chunk.make_streamed_runner(
+        run.step, run.flat.size, gather_cap_bytes or _stream_chunk.DEFAULT_CAP_BYTES)
+    values_d, observed_d = values, observed
+    place = lambda idx, msk, active: (idx, msk, active)
+    fetch = jax.device_get
+  elif plan.devices == 1:
     run_chunk = make_chunk_runner(run.step, run.flat.size)
     values_d, observed_d = jnp.asarray(values), jnp.asarray(observed)
     place = lambda idx, msk, active: (idx, msk, active)

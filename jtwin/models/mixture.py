@@ -239,12 +239,15 @@ def warm_start(layout: MixtureLayout, key: Array, values, observed,
   """
   if not len(layout.cat_idx):
     return {}
-  values = np.asarray(values)
-  observed = np.asarray(observed, bool)
   counts = np.zeros(len(layout.flat_feature))
-  for j, col in enumerate(layout.cat_idx):
-    codes = values[observed[:, col], col].astype(np.int64)
-    counts[layout.pad_index[j, :layout.cat_sizes[j]]] = np.bincount(codes, minlength=layout.cat_sizes[j])
+  block = 1 << 20     # rows at a time: bounded memory for a memory-mapped table
+  for start in range(0, len(values), block):
+    v = np.asarray(values[start:start + block])
+    o = np.asarray(observed[start:start + block], bool)
+    for j, col in enumerate(layout.cat_idx):
+      codes = v[o[:, col], col].astype(np.int64)
+      counts[layout.pad_index[j, :layout.cat_sizes[j]]] += np.bincount(
+          codes, minlength=layout.cat_sizes[j])
   sd = float(noise_multiplier) * np.sqrt(len(layout.cat_idx))
   # Full Gaussian tails (jax.random.normal in float32 stops near 5.4 sigma,
   # which would make the formal delta of this mechanism ~D_cat 2^-23).
