@@ -171,3 +171,13 @@ def test_bench_evaluate_memory_quick(capsys):
   out = capsys.readouterr().out
   _header_ok(out)
   assert "peak RSS, MiB" in out and re.search(r"^\| id \| 300 \+ 300 rows", out, re.M), out
+
+
+@pytest.mark.slow
+def test_bench_large_data_quick(capsys):
+  assert _load("bench_large_data").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  rows = [l.split("|") for l in out.splitlines() if re.match(r"^\s+[23]0,000 \|", l)]
+  assert len(rows) == 2 and rows[1][1].split()[0] == "-"      # the generated store: no encode
+  assert all(len(r[2].split()) == 5 for r in rows)
