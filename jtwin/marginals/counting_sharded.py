@@ -44,7 +44,24 @@ _PAD_FILL = 0
 
 
 def _device_programs(mesh, layout):
-  """(add, reduce): jitted shard_maps accumulating a block, and the one psum."""
+  """(add, reduce): jitted shard_maps accumulating a block, and the one psum.
+
+  Cached per mesh and layout, so counting the same cliques again does not
+  recompile.
+  """
+  key = (mesh, layout.columns.shape, layout.columns.tobytes(), layout.strides.tobytes(),
+         layout.offsets.tobytes())
+  if key not in _PROGRAMS:
+    while len(_PROGRAMS) >= 8:
+      _PROGRAMS.pop(next(iter(_PROGRAMS)))
+    _PROGRAMS[key] = _make_programs(mesh, layout)
+  return _PROGRAMS[key]
+
+
+_PROGRAMS: dict = {}
+
+
+def _make_programs(mesh, layout):
   import jax
   import jax.numpy as jnp
   from jax.sharding import PartitionSpec as P
@@ -99,7 +116,8 @@ def _place_block(codes, n: int, shard_rows: int, block_rows: int, b: int, mesh):
   def block(index):
     lo, real = bounds(index)
     out = np.full((block_rows, f), _PAD_FILL, np.int32)
-    out[:real] = np.asarray(codes[lo:lo + real])
+    if real:                                          # only this shard's own rows
+      out[:real] = np.asarray(codes[lo:lo + real])
     return out[:, index[1]] if len(index) > 1 else out
 
   def valid(index):

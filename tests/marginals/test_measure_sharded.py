@@ -143,6 +143,65 @@ def test_napsumq_two_devices_equal_one(worker):
   assert r["measurements_equal"] and r["posterior_identical"] and r["cli_identical"], r
 
 
+@pytest.mark.slow
+def test_two_processes_each_read_only_their_own_rows():
+  """jax.distributed.initialize on localhost: 2 processes x 1 CPU device each."""
+  import socket
+  with socket.socket() as sock:
+    sock.bind(("localhost", 0))
+    port = sock.getsockname()[1]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  procs = [subprocess.Popen([sys.executable, HERE, "--process", str(i), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+           for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert all(g["devices"] == 2 and g["exact"] for g in got), got
+  assert got[0]["read"] == [0, 502] and got[1]["read"] == [502, 1003]
+
+
+@pytest.mark.slow
+def test_bench_measure_sharded_quick():
+  bench = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), "benchmarks",
+                       "bench_measure_sharded.py")
+  out = subprocess.run([sys.executable, bench, "--quick"], capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 1e+04")]
+  assert [r[2].strip() for r in rows] == ["numpy", "block", "dev1", "dev2"], out.stdout
+  assert all(r[-2].strip() == "yes" for r in rows) and rows[3][3].strip() == "2", out.stdout
+
+
+class _OwnRows:
+  """The codes of rows [lo, hi) of an N-row table: reading any other row fails."""
+
+  def __init__(self, codes, lo, hi):
+    self.codes, self.lo, self.hi, self.shape = codes, lo, hi, codes.shape
+    self.read = [hi, lo]
+
+  def __getitem__(self, rows):
+    start, stop = rows.start, rows.stop
+    assert self.lo <= start and stop <= self.hi, (start, stop, self.lo, self.hi)
+    self.read = [min(self.read[0], start), max(self.read[1], stop)]
+    return self.codes[rows]
+
+
+def _process(index, port):
+  import jax
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=index)
+  n, rows = 1003, 502                          # R = ceil(1003 / 2): process 0 has 502 rows
+  codes, cliques = _codes(n, seed=4), _cliques()
+  own = _OwnRows(codes, index * rows, min(n, (index + 1) * rows))
+  got = counting_sharded.count_tables_sharded(own, SIZES, cliques, jax.device_count(),
+                                              block_rows=37)
+  return {"devices": jax.device_count(), "read": own.read,
+          "exact": _same(got, _oracle(codes, SIZES, cliques))}
+
+
 # ------------------------------------------------------------ the worker
 def _worker():
   import jax
@@ -228,4 +287,7 @@ def _cli(frame, model):
 
 
 if __name__ == "__main__":
+  if len(sys.argv) > 1 and sys.argv[1] == "--process":
+    print(json.dumps(_process(int(sys.argv[2]), int(sys.argv[3]))))
+    raise SystemExit(0)
   print(json.dumps(_worker()))
