@@ -215,7 +215,7 @@ def _fit_prepared(args, prep, key, timer, paths, calibrated) -> int:
   bar = ProgressBar("training", privacy.steps, quiet=args.quiet)
   try:
     data = prep.store if prep.store is not None else (prep.values, prep.observed)
-    stream = None if prep.store is None else args.devices == 1
+    stream = None if prep.store is None else True
     result = infer.fit(k_fit, prep.model, data, privacy=privacy, stream=stream,
                        learning_rate=args.learning_rate, schedule=args.lr_schedule,
                        warm_start=args.warm_start,

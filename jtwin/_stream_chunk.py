@@ -28,7 +28,8 @@ import numpy as np
 
 from jtwin import dp
 
-__all__ = ["DEFAULT_CAP_BYTES", "make_streamed_runner", "steps_per_gather"]
+__all__ = ["DEFAULT_CAP_BYTES", "make_sharded_streamed_runner", "make_streamed_runner",
+           "steps_per_gather"]
 
 DEFAULT_CAP_BYTES = 256 << 20    # gathered rows per compiled call (values + observed)
 
@@ -107,6 +108,78 @@ def make_streamed_runner(step: Callable, flat_size: int,
       # the host gather of this group overlaps the device's previous group
       state, info, finite = body(state, (values[rows], observed[rows], mask[a:b],
                                          active[a:b]), eps[a:b], noise[a:b])
+      infos.append(info)
+    _drop_pages(values)
+    _drop_pages(observed)
+    info = jax.tree.map(lambda *x: jnp.concatenate(x), *infos) if len(infos) > 1 else infos[0]
+    return state, info, finite
+
+  return run_chunk
+
+
+def make_sharded_streamed_runner(step: Callable, flat_size: int, mesh, shard_rows: int,
+                                 cap_bytes: int = DEFAULT_CAP_BYTES) -> Callable:
+  """`run_chunk` for a host-resident table over a data-parallel mesh (`jtwin.parallel`).
+
+  Shard d holds global rows [d R, (d + 1) R) (R = `shard_rows`, as
+  `parallel.shard_table`), and `xs` holds the chunk's batches already split
+  per shard (`parallel.split_batches`: local indices [S, D W'], padding slots
+  pointing to local row R). For each group of steps, every shard's rows are
+  gathered from the host table by that shard's own callback
+  (`jax.make_array_from_callback`: in a multi-host run a process gathers only
+  its own devices' rows) and placed on its device; the posterior draws and
+  the DP noise are drawn inside from the replicated chunk keys, as in
+  `jtwin._chunk.chunk_body`, and sliced at the group's offset; `step` (made
+  with `axis_name`) psums the clipped sums and adds the noise once.
+  """
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from jtwin.parallel import AXIS
+  by_shard = NamedSharding(mesh, P(None, AXIS))
+  replicated = NamedSharding(mesh, P())
+  compiled = {}
+
+  def runner(chunk: int):
+    if chunk not in compiled:
+      def body(state, xs, key_eps, key_noise, offset):
+        rows_v = xs[0]
+        eps, noise = _draws(key_eps, key_noise, chunk, flat_size)
+        eps = jax.lax.dynamic_slice_in_dim(eps, offset, rows_v.shape[0])
+        noise = jax.lax.dynamic_slice_in_dim(noise, offset, rows_v.shape[0])
+        return _group_body(step)(state, xs, eps, noise)
+
+      sharded = jax.shard_map(
+          body, mesh=mesh,
+          in_specs=(P(), (P(None, AXIS), P(None, AXIS), P(None, AXIS), P()), P(), P(), P()),
+          out_specs=(P(), P(), P()))
+      compiled[chunk] = jax.jit(sharded, donate_argnums=(0,))
+    return compiled[chunk]
+
+  def run_chunk(state, xs, key_eps, key_noise, values, observed):
+    indices, mask, active = (np.asarray(x) for x in xs)
+    steps, slots = indices.shape
+    width = slots // mesh.size
+    shard = np.arange(slots) // width                       # the shard of each slot
+    rows = np.where(mask, indices + shard[None, :] * shard_rows, 0)   # global rows
+    group = steps_per_gather(steps, width, values.shape[1], cap_bytes)
+    body = runner(steps)
+    infos, finite = [], None
+    for a in range(0, steps, group):
+      b = min(a + group, steps)
+      g = rows[a:b]
+
+      def gathered(table, g=g):
+        return jax.make_array_from_callback(
+            g.shape + table.shape[1:], by_shard,
+            lambda index: table[g[index[0], index[1]]])
+
+      m = mask[a:b]
+      placed = (gathered(values), gathered(observed),
+                jax.make_array_from_callback(m.shape, by_shard, lambda index, m=m: m[index]),
+                jax.make_array_from_callback((b - a,), replicated,
+                                             lambda index, x=active[a:b]: x[index]))
+      offset = jax.make_array_from_callback((), replicated,
+                                            lambda index, a=a: np.int32(a))
+      state, info, finite = body(state, placed, key_eps, key_noise, offset)
       infos.append(info)
     _drop_pages(values)
     _drop_pages(observed)

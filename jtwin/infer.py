@@ -444,9 +444,9 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     stream: True: the table stays on the host and each step's batch is
       gathered there and sent to the device alone (`jtwin._stream_chunk`:
       device memory independent of N; same result as in memory up to
-      rounding); False: the table is put on the device whole; None (auto):
-      stream when the table is larger than `STREAM_BYTES` (1 GiB). One device
-      only for now (with `devices` > 1 the table is sharded over the devices).
+      rounding); False: the table is put on the device(s) whole; None
+      (auto): stream when the table is larger than `STREAM_BYTES` (1 GiB).
+      With several devices each shard gathers only its own rows.
 
   Returns:
     A `FitResult`.
@@ -456,9 +456,6 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     NonFiniteError: the parameters became non-finite.
   """
   values, observed = _unpack_data(data)
-  if stream and devices not in (None, 1):
-    raise JtwinInputError("stream=True (--stream on) trains on one device; with several "
-                          "devices the table is sharded over them (use stream=False)")
   t0 = time.perf_counter()
   plan = plan_fit(model, values.shape[0], privacy=privacy, epsilon=epsilon, delta=delta,
                   sampling_ratio=sampling_ratio, num_epochs=num_epochs,
@@ -468,7 +465,7 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
                   devices=devices)
   t_cal = time.perf_counter() - t0
   if stream is None:
-    stream = plan.devices == 1 and values.nbytes + observed.nbytes > STREAM_BYTES
+    stream = values.nbytes + observed.nbytes > STREAM_BYTES
   saver, loaded = None, None
   if checkpoint is not None:
     settings = {"learning_rate": learning_rate, "schedule": schedule, "init_method": init_method,
@@ -686,7 +683,8 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
     on_chunk: optional `(state, LoopPosition)` callback after every chunk
       whose parameters are finite (checkpointing).
     stream: keep the table on the host (it may be a memory map) and gather
-      each step's batch there (`jtwin._stream_chunk`); one device only.
+      each step's batch there (`jtwin._stream_chunk`; with several devices,
+      each shard gathers only the rows it holds).
     gather_cap_bytes: with `stream`, the most bytes of gathered rows per
       compiled call (default `_stream_chunk.DEFAULT_CAP_BYTES`).
 
@@ -720,9 +718,17 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
   else:                                   # data parallel: rows sharded, params replicated
     from jtwin import parallel
     mesh = parallel.make_mesh(plan.devices)
-    run_chunk = parallel.make_sharded_chunk_runner(run.step, run.flat.size, mesh)
-    table = parallel.shard_table(values, observed, mesh)
-    values_d, observed_d = table.values, table.observed
+    shard_rows = parallel.rows_per_shard(n, plan.devices)
+    if stream:                            # each shard gathers its own rows on the host
+      from jtwin import _stream_chunk
+      run_chunk = _stream_chunk.make_sharded_streamed_runner(
+          run.step, run.flat.size, mesh, shard_rows,
+          gather_cap_bytes or _stream_chunk.DEFAULT_CAP_BYTES)
+      values_d, observed_d = values, observed
+    else:
+      run_chunk = parallel.make_sharded_chunk_runner(run.step, run.flat.size, mesh)
+      table = parallel.shard_table(values, observed, mesh)
+      values_d, observed_d = table.values, table.observed
     state, eps_keys, noise_keys = parallel.replicate((state, eps_keys, noise_keys), mesh)
     fetch = parallel.to_host
     shard_width = parallel.default_shard_width(n, q, plan.devices)
@@ -731,8 +737,10 @@ def run_loop(plan: FitPlan, run: FitSetup, values: np.ndarray, observed: np.ndar
 
     def place(idx, msk, active):
       nonlocal shard_width
-      idx, msk, shard_width = parallel.split_batches(idx, msk, table.rows, plan.devices,
+      idx, msk, shard_width = parallel.split_batches(idx, msk, shard_rows, plan.devices,
                                                      shard_width)
+      if stream:
+        return idx, msk, active
       return parallel.place_batches(mesh, idx, msk, active)
 
   def next_xs(c):

@@ -209,15 +209,6 @@ def test_streaming_fit_equals_in_memory_fit(csv, tmp_path, monkeypatch):
     np.testing.assert_allclose(ref.diagnostics[k], out.diagnostics[k], rtol=1e-6)
 
 
-def test_stream_with_devices_is_refused(csv, tmp_path):
-  spec = parse_model_text(DECLARED)
-  store = table_store.stream_encode(csv, spec, tmp_path / "store").store
-  model = make_mixture_model(store.domain.features(), 2)
-  with pytest.raises(JtwinInputError, match="one device"):
-    infer.fit(jax.random.key(0), model, store, stream=True, devices=2, num_epochs=1,
-              noise_multiplier=1.0)
-
-
 FAST = ["-e", "2", "-q", "0.1", "--k", "3", "--seed", "3", "--visualize", "none", "--quiet"]
 
 
@@ -279,3 +270,45 @@ def test_auto_streams_large_files(tmp_path, monkeypatch):
   monkeypatch.setattr(_stream_command, "AUTO_BYTES", 100)
   assert _stream_command.wants_stream(args)
   assert not _stream_command.wants_stream(SimpleNamespace(**{**vars(args), "stream": "off"}))
+
+
+_TWO_DEVICES = r"""
+import json, sys, warnings
+import jax, numpy as np
+warnings.simplefilter("ignore")
+from jtwin import _stream_chunk, batching, infer, table_store
+from jtwin.models import make_mixture_model
+store = table_store.open_store(sys.argv[1])
+model = make_mixture_model(store.domain.features(), 3)
+privacy = infer.privacy_plan(store.num_rows, epsilon=1.0, delta=None, sampling_ratio=0.1,
+                             num_epochs=2.5, clipping_threshold=1.0, warm_start=0.1)
+kw = dict(privacy=privacy, warm_start=0.1)
+ref = infer.fit(jax.random.key(7), model, (np.array(store.values), np.array(store.observed)),
+                stream=False, **kw)
+w = batching.default_max_batch(store.num_rows, 0.1)
+_stream_chunk.DEFAULT_CAP_BYTES = 3 * w * 7 * 5      # groups of steps, as on one device
+out = infer.fit(jax.random.key(7), model, store, stream=True, devices=2, **kw)
+diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+           for a, b in zip(jax.tree.leaves(ref.posterior), jax.tree.leaves(out.posterior)))
+print(json.dumps({"devices": jax.device_count(), "diff": diff, "steps": out.privacy.steps,
+                  "batch": [ref.diagnostics["mean_batch_size"].tolist(),
+                            out.diagnostics["mean_batch_size"].tolist()]}))
+"""
+
+
+@pytest.mark.slow
+def test_two_devices_each_gather_their_rows_same_result(csv, tmp_path):
+  import json
+  import subprocess
+  import sys
+  spec = parse_model_text(DECLARED)
+  table_store.stream_encode(csv, spec, tmp_path / "store")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _TWO_DEVICES, str(tmp_path / "store")],
+                        capture_output=True, text=True, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  res = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert res["devices"] == 2 and res["steps"] == 25
+  assert res["batch"][0] == res["batch"][1]            # the same Poisson batches
+  assert res["diff"] < 1e-4                            # the same fit up to the psum's rounding
