@@ -127,6 +127,9 @@ def count_tables(codes, sizes: Sequence[int], cliques: Sequence[Sequence[int]], 
     Q float64 arrays, the tables in C order over each clique's cells, equal
     to `clique_counts(codes, sizes, clique)` for each clique. Counts are
     accumulated in int64 (exact for any N).
+
+  Raises:
+    ValueError: a code outside [0, sizes[c]) in a counted column.
   """
   if not cliques:
     return []
@@ -136,9 +139,23 @@ def count_tables(codes, sizes: Sequence[int], cliques: Sequence[Sequence[int]], 
   groups = _groups(layout)
   scratch = _scratch(groups, codes.shape[1], min(step, max(n, 1)))
   total = np.zeros(layout.total, np.int64)
+  used = np.unique(layout.columns[layout.strides > 0])
+  limits = np.asarray([int(sizes[c]) for c in used])
   for lo in range(0, n, step):              # a loop over blocks, not rows
-    total += _block_counts(np.asarray(codes[lo:lo + step]), groups, layout.total, scratch)
+    block = np.asarray(codes[lo:lo + step])
+    _check_codes(block[:, used], limits, lo)
+    total += _block_counts(block, groups, layout.total, scratch)
   return split_tables(total.astype(np.float64), layout)
+
+
+def _check_codes(block: np.ndarray, limits: np.ndarray, first_row: int) -> None:
+  """Raises ValueError if a code of the block [B, C] is outside [0, limits)."""
+  bad = (block.min(0) < 0) | (block.max(0) >= limits)
+  if bad.any():
+    j = int(np.flatnonzero(bad)[0])
+    row = first_row + int(np.flatnonzero((block[:, j] < 0) | (block[:, j] >= limits[j]))[0])
+    raise ValueError(f"row {row}: code {int(block[row - first_row, j])} outside "
+                     f"[0, {int(limits[j])}) in a counted column")
 
 
 def split_tables(flat: np.ndarray, layout: TableLayout) -> list:

@@ -104,6 +104,14 @@ def test_counter_counts_each_clique_once_per_codes(monkeypatch):
   assert _same(first, _oracle(codes, SIZES, [(0, 1), (2,), (0, 1)]))
 
 
+def test_codes_out_of_range_are_refused():
+  codes = _codes(100)
+  codes[57, 1] = 5                              # column 1 has 5 cells
+  with pytest.raises(ValueError, match="row 57: code 5 outside"):
+    counting.count_tables(codes, SIZES, [(0, 1)], block_rows=10)
+  assert len(counting.count_tables(codes, SIZES, [(0, 2)])) == 1   # column 1 not counted
+
+
 def test_above_int32_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(counting_sharded, "MAX_ROWS", 100)
   with pytest.raises(JtwinInputError, match="int32"):
