@@ -10,6 +10,7 @@ Public API (everything else is reached as `jtwin.models.*`,
   fit_marginals, sample_marginals, MarginalResult               -- marginal queries (napsumq)
   rubin                                                         -- Rubin's rules
   sample_synthetic                                              -- sampling
+  table_store                                                   -- data larger than memory (memmap)
   save_result, load_result, rebuild_result                      -- result files
   calibrate_noise, epsilon                                      -- accounting
   dp_aggregate                                                  -- DP-SGD noise as an optax transform
@@ -49,6 +50,7 @@ _EXPORTS = {
     "rebuild_result": ("jtwin.result_io", "rebuild"),
     "sample_synthetic": ("jtwin.sampling", "sample_synthetic"),
     "parse_model_file": ("jtwin.spec", "parse_model_file"),
+    "table_store": ("jtwin.table_store", None),
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -160,7 +160,7 @@ def fit(args) -> int:
                            source=args.data_path)
   with _stream_command.table_directory(args, streamed) as table_dir:
     if streamed:
-      prep = _stream_command.prepare_streamed(args, table_dir, release=release)
+      prep = Prepared(**_stream_command.prepare_streamed(args, table_dir, release=release))
     else:
       prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na,
                      source=args.data_path, release=release)

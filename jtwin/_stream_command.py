@@ -68,17 +68,16 @@ def table_directory(args, streamed: bool):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare_streamed(args, directory: str, *, release):
-  """`jtwin._commands.Prepared` from a table encoded in chunks into `directory`.
+def prepare_streamed(args, directory: str, *, release) -> dict:
+  """The fields of `jtwin._commands.Prepared` for a table encoded in chunks into `directory`.
 
   The DP row count and domain come from the streamed counts (noise added once
-  to the totals); the model sees the memory-mapped table (`Prepared.store`).
-  Plots get an evenly spaced sample of at most 50,000 rows, decoded.
+  to the totals); the model sees the memory-mapped table (`store`). Plots get
+  an evenly spaced sample of at most 50,000 rows, decoded.
   """
   import numpy as np
   from jtwin import data as jdata
   from jtwin import table_store
-  from jtwin._commands import Prepared
   from jtwin.models import make_mixture_model
   from jtwin.spec import parse_model_file
   if str(args.model_path).endswith(".py"):
@@ -98,5 +97,6 @@ def prepare_streamed(args, directory: str, *, release):
   decode = lambda v, o, rng=None: jdata.decode(v, o, domain, rng=rng)
   rows = table_store.sample_rows(store, _PLOT_ROWS)
   frame = decode(np.asarray(store.values[rows]), np.asarray(store.observed[rows]))
-  return Prepared(model, store.values, store.observed, frame, domain, decode, info,
-                  list(domain.inferred_from_data), streamed.public, store)
+  return dict(model=model, values=store.values, observed=store.observed, frame=frame,
+              domain=domain, decode=decode, model_info=info,
+              inferred=list(domain.inferred_from_data), public=streamed.public, store=store)
