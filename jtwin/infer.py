@@ -307,10 +307,44 @@ def _grad_unscale(model: Model, clip: float) -> Optional[np.ndarray]:
   return None if np.all(scale == 1.0) else scale
 
 
+MICRO_BATCH = 1 << 15   # rows per clipped sum: a larger batch is summed in micro-batches
+
+
+def _micro_batched(clipped_sum: Callable, micro_batch: Optional[int]) -> Callable:
+  """`clipped_sum` over a batch of W rows as a `lax.scan` over micro-batches of
+  `micro_batch` rows (padding rows, mask False, add exactly zero), when W is
+  larger: the per-row work arrays ([rows, K, D] for the mixture) then take
+  O(micro_batch), not O(W), memory. The sum is the same up to float rounding.
+  """
+  if micro_batch is None:
+    return clipped_sum
+
+  def summed(theta, weights, xb, ob, mask, clip):
+    w = xb.shape[0]
+    if w <= micro_batch:
+      return clipped_sum(theta, weights, xb, ob, mask, clip)
+    m = -(-w // micro_batch)
+    pad = m * micro_batch - w
+    parts = (jnp.pad(xb, ((0, pad), (0, 0))).reshape(m, micro_batch, -1),
+             jnp.pad(ob, ((0, pad), (0, 0))).reshape(m, micro_batch, -1),
+             jnp.pad(mask, (0, pad)).reshape(m, micro_batch))
+    shapes = jax.eval_shape(lambda x, o, k: clipped_sum(theta, weights, x, o, k, clip),
+                            *(p[0] for p in parts))
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+    def body(total, part):
+      return jax.tree.map(jnp.add, total, clipped_sum(theta, weights, *part, clip)), None
+
+    return jax.lax.scan(body, zeros, parts)[0]
+
+  return summed
+
+
 def make_step(model: Model, optimizer: optax.GradientTransformation,
               aggregator: optax.GradientTransformation, clip: float,
               flat: _FlatLayout, average_decay: float = 0.0,
-              axis_name: Optional[str] = None) -> Callable:
+              axis_name: Optional[str] = None,
+              micro_batch: Optional[int] = MICRO_BATCH) -> Callable:
   """One DP-VI step `(state, xs, values, observed) -> (state, info)`.
 
   xs = (indices [B], mask [B], active [], eps_next [P], noise [P]): the
@@ -330,8 +364,12 @@ def make_step(model: Model, optimizer: optax.GradientTransformation,
   `observed` and the batch are one shard's; its clipped sum and diagnostics
   are `psum`med over the axis BEFORE the noise, which every replica adds
   identically (same `noise`), so it is added once (`jtwin.parallel`).
+
+  A batch wider than `micro_batch` rows (e.g. q N > 32768) is clipped and
+  summed in micro-batches (`_micro_batched`): memory independent of the
+  batch size, same sum up to rounding; None: in one go.
   """
-  clipped_sum = _clipped_sum_fn(model)
+  clipped_sum = _micro_batched(_clipped_sum_fn(model), micro_batch)
   unscale = _grad_unscale(model, clip)
   grad_prior = model.grad_log_prior or jax.grad(model.log_prior)
   size, unravel = flat.size, flat.unravel

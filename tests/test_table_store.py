@@ -312,3 +312,25 @@ def test_two_devices_each_gather_their_rows_same_result(csv, tmp_path):
   assert res["devices"] == 2 and res["steps"] == 25
   assert res["batch"][0] == res["batch"][1]            # the same Poisson batches
   assert res["diff"] < 1e-4                            # the same fit up to the psum's rounding
+
+
+def test_wide_batches_are_summed_in_micro_batches(monkeypatch):
+  """Memory independent of the batch width: the clipped sum in micro-batches is the same."""
+  import functools
+  from jtwin.models import Feature
+  model = make_mixture_model((Feature("a", "categorical", 4, True),
+                              Feature("b", "normal", 0, False)), 3)
+  rng = np.random.default_rng(0)
+  values = np.stack([rng.integers(0, 4, 2000), rng.normal(size=2000)], 1).astype(np.float32)
+  observed = np.ones_like(values, bool)
+  kw = dict(noise_multiplier=1.0, sampling_ratio=0.2, num_epochs=1)
+  whole = infer.fit(jax.random.key(1), model, (values, observed), **kw)
+  calls = []
+  micro = infer._micro_batched
+  monkeypatch.setattr(infer, "_micro_batched", lambda f, m: calls.append(m) or micro(f, 64))
+  parts = infer.fit(jax.random.key(1), model, (values, observed), **kw)
+  assert calls == [infer.MICRO_BATCH]
+  for a, b in zip(jax.tree.leaves(whole.posterior), jax.tree.leaves(parts.posterior)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(whole.diagnostics["clip_fraction"],
+                                parts.diagnostics["clip_fraction"])
