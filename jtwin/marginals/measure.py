@@ -68,8 +68,15 @@ def make_counter(devices: int = 1, block_rows: Optional[int] = None) -> Callable
   Returns:
     count(codes int [N, F], sizes, cliques) -> list of float64 [cells]
     tables (PRIVATE), equal to `clique_counts` per clique.
+
+  Raises:
+    JtwinInputError: devices is not a positive integer, or more devices
+      than JAX sees.
   """
   from jtwin.marginals.counting import count_tables
+  if not isinstance(devices, (int, np.integer)) or devices < 1:
+    from jtwin.errors import JtwinInputError
+    raise JtwinInputError(f"devices must be a positive integer, got {devices!r}")
   memo = {"codes": None, "sizes": None, "tables": {}}
   mesh = None
   if devices > 1:

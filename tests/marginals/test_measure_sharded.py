@@ -112,6 +112,12 @@ def test_codes_out_of_range_are_refused():
   assert len(counting.count_tables(codes, SIZES, [(0, 2)])) == 1   # column 1 not counted
 
 
+@pytest.mark.parametrize("devices", [0, -1, 2.0])
+def test_bad_device_counts_are_refused(devices):
+  with pytest.raises(JtwinInputError, match="devices must be a positive integer"):
+    make_counter(devices)
+
+
 def test_above_int32_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(counting_sharded, "MAX_ROWS", 100)
   with pytest.raises(JtwinInputError, match="int32"):
