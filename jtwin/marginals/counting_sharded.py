@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from jtwin.errors import JtwinInputError
-from jtwin.marginals.counting import split_tables, table_layout
+from jtwin.marginals.counting import _check_codes, split_tables, table_layout
 
 __all__ = ["count_tables_sharded", "MAX_ROWS"]
 
@@ -98,8 +98,12 @@ def _make_programs(mesh, layout):
   return add, reduce
 
 
-def _place_block(codes, n: int, shard_rows: int, block_rows: int, b: int, mesh):
-  """Block b of every shard, padded: (codes int32 [D B, F], valid bool [D B]) on the mesh."""
+def _place_block(codes, n: int, shard_rows: int, block_rows: int, b: int, mesh, check=None):
+  """Block b of every shard, padded: (codes int32 [D B, F], valid bool [D B]) on the mesh.
+
+  `check`: optional (columns, limits): the real rows' codes of those columns
+  must lie in [0, limits) (ValueError otherwise, as `count_tables`).
+  """
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
   from jtwin.parallel import AXIS
@@ -118,6 +122,8 @@ def _place_block(codes, n: int, shard_rows: int, block_rows: int, b: int, mesh):
     out = np.full((block_rows, f), _PAD_FILL, np.int32)
     if real:                                          # only this shard's own rows
       out[:real] = np.asarray(codes[lo:lo + real])
+      if check is not None:
+        _check_codes(out[:real, check[0]], check[1], lo)
     return out[:, index[1]] if len(index) > 1 else out
 
   def valid(index):
@@ -148,6 +154,7 @@ def count_tables_sharded(codes, sizes: Sequence[int], cliques: Sequence[Sequence
   Raises:
     JtwinInputError: N >= 2^31 (int32 counts could overflow) or more than
       2^31 - 1 cells in all.
+    ValueError: a code outside [0, sizes[c]) in a counted column.
   """
   from jtwin import parallel
   if not cliques:
@@ -163,9 +170,11 @@ def count_tables_sharded(codes, sizes: Sequence[int], cliques: Sequence[Sequence
   shard_rows = max(parallel.rows_per_shard(n, mesh.size), 1)
   step = min(int(block_rows or max(256, _BLOCK_ELEMENTS // len(cliques))), shard_rows)
   add, reduce = _device_programs(mesh, layout)
+  used = np.unique(layout.columns[layout.strides > 0])
+  check = (used, np.asarray([int(sizes[c]) for c in used]))
   acc = _sharded_zeros(mesh, layout.total)
   for b in range(math.ceil(shard_rows / step)):     # a loop over blocks, not rows
-    acc = add(acc, *_place_block(codes, n, shard_rows, step, b, mesh))
+    acc = add(acc, *_place_block(codes, n, shard_rows, step, b, mesh, check))
   flat = parallel.to_host(reduce(acc))
   return split_tables(flat.astype(np.float64), layout)
 

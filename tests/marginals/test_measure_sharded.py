@@ -110,6 +110,8 @@ def test_codes_out_of_range_are_refused():
   with pytest.raises(ValueError, match="row 57: code 5 outside"):
     counting.count_tables(codes, SIZES, [(0, 1)], block_rows=10)
   assert len(counting.count_tables(codes, SIZES, [(0, 2)])) == 1   # column 1 not counted
+  with pytest.raises(ValueError, match="row 57: code 5 outside"):
+    counting_sharded.count_tables_sharded(codes, SIZES, [(0, 1)], 1, block_rows=10)
 
 
 @pytest.mark.parametrize("devices", [0, -1, 2.0])
