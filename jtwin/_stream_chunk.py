@@ -31,7 +31,7 @@ from jtwin import dp
 __all__ = ["DEFAULT_CAP_BYTES", "make_sharded_streamed_runner", "make_streamed_runner",
            "steps_per_gather"]
 
-DEFAULT_CAP_BYTES = 256 << 20    # gathered rows per compiled call (values + observed)
+DEFAULT_CAP_BYTES = 64 << 20     # gathered rows per compiled call (values + observed)
 
 
 def steps_per_gather(steps: int, width: int, columns: int, cap_bytes: int) -> int:
