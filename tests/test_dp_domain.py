@@ -132,12 +132,35 @@ def test_edges_for_the_marginal_method():
                         "w": rng.lognormal(11, 0.5, 30_000)})
   rel = dd.release_domain(np.random.default_rng(3), frame, spec, epsilon=1.0, delta=1e-6,
                           need_edges=True)
-  edges, point = rel.edges["age"]
-  assert all(point) and edges[0] <= 20 and edges[-1] >= 85       # one cell per year
+  edges, point = np.asarray(rel.edges["age"][0]), np.asarray(rel.edges["age"][1])
+  years = edges[:-1][point]
+  assert years[0] <= 20 and years[-1] >= 85                      # one cell per year
+  assert np.all(np.diff(years) == 1) and point[np.argmax(point):][:len(years)].all()
+  assert not point[0] and not point[-1]                            # wider tail cells beyond
+  assert edges[0] >= 0 and edges[-1] <= years[-1] * 10 ** 0.5 + 1
   w_edges, w_point = rel.edges["w"]
   assert not any(w_point) and len(w_edges) > 10
   inside = np.mean((frame["w"] >= w_edges[0]) & (frame["w"] <= w_edges[-1]))
-  assert inside > 0.97
+  assert inside > 0.999
+
+
+@pytest.mark.parametrize("lo,hi", [(5.62, 23.7), (0.0, 100.0), (-50.0, -3.0), (-2.0, 7.5),
+                                   (27_385.0, 133_353.0)])
+def test_tail_cells_double_out_to_half_a_decade_without_crossing_zero(lo, hi):
+  below, above = dd._tail_edges(lo, hi)
+  assert 1 <= len(above) <= 4 and len(below) <= 4
+  assert np.all(below < lo) and np.all(above > hi) and np.all(np.diff(above) > 0)
+  assert np.all(np.isin(np.concatenate([below, above]), np.append(dd.GRID, 0.0)))
+  if lo >= 0:
+    assert np.all(below >= 0)
+  if hi <= 0:
+    assert np.all(above <= 0)
+  if hi > 0:   # out to about half a decade of the grid, widths doubling
+    assert above[-1] <= hi * 10 ** (0.5 + 1.5 / dd._PER_DECADE)
+    if len(above) == 4:
+      assert np.all(np.diff(np.log10(np.concatenate([[hi], above]))[1:]) > 0)
+  if lo > 0:
+    assert below[0] >= lo * 10 ** -(0.5 + 1.5 / dd._PER_DECADE)
 
 
 def test_row_count_is_two_sided_geometric():
