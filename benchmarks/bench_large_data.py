@@ -17,11 +17,12 @@ Then a DP fit (K = 50, q = 0.01, sigma given: the per-step cost of a
 calibrated run, without its calibration) trains from the memory map with
 `infer.run_loop(..., stream=True)` (what `infer.fit(..., stream=True)` and
 `jtwin fit --stream on` run): each step's Poisson batch is gathered on the
-host and only those rows go to the device. It runs two chunks of `--steps`
-steps (default 100, one epoch, or 5 for N >= 10^8): the first compiles and
-is not timed (`compile s` is its time minus the second's), the second is
-timed; the epoch time is its time x 100 / steps (extrapolated when steps <
-100: said in the table).
+host and only those rows go to the device. It runs two chunks of steps as
+`fit` chunks the run (one epoch of 100 steps, fewer when q N > 83,000: 82
+at 10^7, 8 at 10^8 rows; `--steps` caps it): the first compiles and is not
+timed (`compile s` is its time minus the second's), the second is timed; the
+epoch time is its time x 100 / steps (extrapolated when steps < 100: said
+in the table).
 
 Each phase runs in a fresh child process; its peak resident memory is
 reported two ways: `peak RSS` (ru_maxrss: includes the memory-mapped table's
@@ -189,8 +190,9 @@ def _child_encode(csv: str, store: str, chunk_rows: int) -> dict:
 
 
 def _child_fit(store: str, steps: int, k: int) -> dict:
-  """Two chunks of `steps` DP steps from the memory map: the first compiles (and is
-  discarded), the second is timed."""
+  """Two chunks of DP steps from the memory map, as `fit` chunks the run (or of
+  `steps` steps if given, > 0): the first compiles (and is discarded), the second
+  is timed."""
   import jax
   from jtwin import infer, table_store
   from jtwin.models import make_mixture_model
@@ -200,6 +202,9 @@ def _child_fit(store: str, steps: int, k: int) -> dict:
   q = 0.01
   with _AnonPeak() as anon:
     t = time.perf_counter()
+    chunk = infer.plan_fit(model, n, noise_multiplier=1.0, delta=0.1 / n, sampling_ratio=q,
+                           num_epochs=1.0).chunk                # fit's own chunk size
+    steps = min(steps, chunk) if steps > 0 else chunk
     plan = infer.plan_fit(model, n, noise_multiplier=1.0, delta=0.1 / n, sampling_ratio=q,
                           num_epochs=2 * steps * q)
     plan = plan._replace(chunk=steps, num_chunks=2)
@@ -230,8 +235,9 @@ def _human(n: int) -> str:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--rows", type=float, nargs="+", default=[1e6, 1e7])
-  p.add_argument("--steps", type=int, default=None,
-                 help="DP steps timed (default 100 = one epoch; 5 for N >= 10^8)")
+  p.add_argument("--steps", type=int, default=0,
+                 help="DP steps timed (default: one chunk as fit runs it: 100 = one epoch, "
+                 "fewer for q N > 83,000, e.g. 8 at 10^8 rows)")
   p.add_argument("--k", type=int, default=50)
   p.add_argument("--chunk-rows", type=int, default=100_000)
   p.add_argument("--direct-from", type=float, default=1e8,
@@ -263,7 +269,7 @@ def main(argv=None) -> int:
   results = []
   try:
     for rows in (int(r) for r in args.rows):
-      steps = args.steps or (100 if rows < 10**8 else 5)
+      steps = args.steps
       store = os.path.join(work, f"store_{rows}")
       shutil.rmtree(store, ignore_errors=True)
       enc = None

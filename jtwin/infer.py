@@ -308,6 +308,7 @@ def _grad_unscale(model: Model, clip: float) -> Optional[np.ndarray]:
 
 
 MICRO_BATCH = 1 << 15   # rows per clipped sum: a larger batch is summed in micro-batches
+CHUNK_SLOTS = 1 << 23   # batch slots (steps x padded width) per chunk: q N > 83,000 shortens it
 
 
 def _micro_batched(clipped_sum: Callable, micro_batch: Optional[int]) -> Callable:
@@ -564,7 +565,9 @@ class FitPlan(NamedTuple):
     num_examples: N.
     clip: C (inf when non-private).
     noise_std: sigma * C, the noise standard deviation on the clipped sum.
-    chunk: steps per compiled call (one epoch, ceil(1/q), at most T).
+    chunk: steps per compiled call (one epoch, ceil(1/q), at most T, and
+      fewer when the chunk's batches would exceed `CHUNK_SLOTS` row slots: the
+      host draws a chunk's batches at once, so this bounds that memory).
     num_chunks: ceil(T / chunk).
     optimizer: the optax optimiser (Adam with the learning-rate schedule).
     average_decay: the iterate-average decay (None: the last iterate).
@@ -616,7 +619,8 @@ def plan_fit(model: Model, num_examples: int, *, privacy: Optional[PrivacyRecord
   lr = (learning_rate if schedule == "constant" else
         optax.cosine_decay_schedule(learning_rate, steps, alpha=0.05))
   noise_std = privacy.noise_multiplier * (0.0 if math.isinf(clip) else clip)
-  chunk = min(steps, max(1, int(math.ceil(1.0 / q))))
+  chunk = min(steps, max(1, int(math.ceil(1.0 / q))),
+              max(1, CHUNK_SLOTS // batching.default_max_batch(int(num_examples), q)))
   return FitPlan(privacy, int(num_examples), clip, noise_std, chunk,
                  int(math.ceil(steps / chunk)), optax.adam(lr), average_decay, int(devices))
 

@@ -334,3 +334,14 @@ def test_wide_batches_are_summed_in_micro_batches(monkeypatch):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(whole.diagnostics["clip_fraction"],
                                 parts.diagnostics["clip_fraction"])
+
+
+def test_chunks_are_shortened_for_wide_batches():
+  """The host draws a chunk's batches at once: chunk x width stays under CHUNK_SLOTS."""
+  model = make_mixture_model(table_store.declared_domain(parse_model_text(DECLARED)).features(), 2)
+  record = infer.PrivacyRecord("noise_multiplier", 1.0, None, 1.0, 1e-9, 1.0, 0.01, 20000, 1.0,
+                               "prv")
+  for n, chunk in ((32561, 100), (10**6, 100), (10**7, 82), (10**8, 8)):
+    plan = infer.plan_fit(model, n, privacy=record)
+    assert plan.chunk == chunk and plan.num_chunks == -(-20000 // chunk)
+    assert plan.chunk * batching.default_max_batch(n, 0.01) <= infer.CHUNK_SLOTS or chunk == 1
