@@ -89,6 +89,7 @@ def napsumq(args) -> int:
       selection=args.select, target=args.target, queries=forced, non_private=args.non_private,
       one_way_fraction=args.one_way_fraction, rounds=args.rounds, max_cells=args.max_cells,
       final_steps=args.steps, source=args.data_path, devices=args.devices,
+      ensemble=args.ensemble,
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
   _warn_inferred(notes)   # fit_marginals warned about the rest itself
@@ -187,6 +188,10 @@ def add_parser(sub, types):
                  help="query file of cliques that are always measured")
   g.add_argument("--k", type=positive_int("--k"), default=200,
                  help="mixture components (post-processing: costs no privacy)")
+  g.add_argument("--ensemble", type=positive_int("--ensemble"), default=3,
+                 help="fit this many mixtures of K / ENSEMBLE components from different "
+                 "starts and join them into one (averages away what the tables leave "
+                 "undetermined; post-processing) [default: 3]")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
   g.add_argument("--one_way_fraction", type=float, default=0.4,

@@ -46,6 +46,7 @@ import numpy as np
 from jtwin._rng import numpy_generator, root_key
 from jtwin.errors import JtwinInputError
 from jtwin.marginals import cells as cl
+from jtwin.marginals import ensemble as ens
 from jtwin.marginals import fit as mfit
 from jtwin.marginals import mixture_marginals as mm
 from jtwin.marginals import select as sel
@@ -161,7 +162,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   split_bins: int = cl.SPLIT_BINS, coarse_views: bool = True,
                   domain: str = "dp", domain_epsilon: Optional[float] = None,
                   check_delta=None, source: str = "data",
-                  progress=None, devices: int = 1, max_coarse: Optional[int] = None) -> MarginalResult:
+                  progress=None, devices: int = 1, max_coarse: Optional[int] = None,
+                  ensemble: int = 3) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:
@@ -172,7 +174,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     spec: `jtwin.spec.ModelSpec`, or the path of a model file.
     epsilon, delta: the run's total budget, row count and domain step included;
       delta defaults to 0.1 / N-hat, N-hat the DP row count.
-    num_components: K (post-processing: costs no privacy).
+    num_components: K, rounded up to a multiple of `ensemble`
+      (post-processing: costs no privacy).
     selection: "aim", "mst", "all" or "none" (see the module docstring).
     target: a column name: 3-way cliques containing it join the workload.
     queries: cliques (lists of column names) always measured.
@@ -195,6 +198,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     init_peak: each component starts with one raised cell per column (see
       `jtwin.marginals.fit.initial_theta`).
     max_value_cells, num_bins, split_bins: see `jtwin.marginals.cells.build_cells`.
+    ensemble: M, the number of mixtures of K / M components fitted from
+      different starting points to the same noisy tables and joined into one
+      (`jtwin.marginals.ensemble`); 1 fits one mixture of K.
     max_coarse: most cells of an undeclared numeric column's coarse view in
       multi-way tables; default: from the DP row count and the planned noise
       (`_coarse_size`: 16 on Adult, 6 on a 10,000-row table at epsilon = 1).
@@ -230,6 +236,11 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     raise JtwinInputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
   if selection == "none" and not queries:
     raise JtwinInputError("selection 'none' measures only the query cliques, but none were given")
+  if int(ensemble) != ensemble or ensemble < 1 or ensemble > num_components:
+    raise JtwinInputError(f"ensemble must be an integer from 1 to num_components "
+                          f"({num_components}), got {ensemble}")
+  ensemble = int(ensemble)
+  per_member = -(-int(num_components) // ensemble)
   if not 0.0 < one_way_fraction < 1.0:
     raise JtwinInputError(f"one_way_fraction must be in (0, 1), got {one_way_fraction}")
   names = list(spec.names)
@@ -322,7 +333,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   for q in forced:
     if len(q) == 3:
       cond.add(min(multiway(q), key=lambda v: sizes[v]))
-  index = mm.make_index(cells, num_components, cond)
+  index = mm.make_index(cells, per_member, cond)
   fitter = mfit.make_fitter(index, prior_concentration)
   theta = mfit.initial_theta(index, k_init, [m.noisy for m in ones], init_spread, init_peak)
   measurements = list(ones)
@@ -358,9 +369,15 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   timings["select and measure"] = time.perf_counter() - t0 - sum(timings.values())
 
   targets = mfit.make_targets(index, measurements, total)
-  theta, _ = fitter.fit_map(theta, targets, final_steps, learning_rate)
-  post = fitter.fit_posterior(theta, targets, k_post, posterior_steps, learning_rate * 0.2)
-  post = jax.tree.map(np.asarray, post)
+  members = []
+  for r in range(ensemble):   # r = 0 continues from theta (AIM's rounds refined it)
+    start = theta if r == 0 else mfit.initial_theta(
+        index, jax.random.fold_in(k_init, r), [m.noisy for m in ones], init_spread, init_peak)
+    fitted, _ = fitter.fit_map(start, targets, final_steps, learning_rate)
+    members.append(jax.tree.map(np.asarray, fitter.fit_posterior(
+        fitted, targets, k_post if r == 0 else jax.random.fold_in(k_post, r), posterior_steps,
+        learning_rate * 0.2)))
+  post = ens.join_mixtures(members)
   if progress is not None:
     progress(1.0, "fitted")
   timings["fit"] = time.perf_counter() - t0 - sum(timings.values())
@@ -382,6 +399,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
         budget.selections,
         accountant=MarginalPrivacyRecord._field_defaults["accountant"] + parts
         + " (basic composition)", rho_domain=public.release.rho)
+  num_components = per_member * ensemble
   model = make_mixture_model(mm.cell_features(cells), num_components)
   inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in cells if c.from_data]
   if inferred:
