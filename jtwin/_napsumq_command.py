@@ -188,10 +188,10 @@ def add_parser(sub, types):
                  help="query file of cliques that are always measured")
   g.add_argument("--k", type=positive_int("--k"), default=200,
                  help="mixture components (post-processing: costs no privacy)")
-  g.add_argument("--ensemble", type=positive_int("--ensemble"), default=3,
+  g.add_argument("--ensemble", type=positive_int("--ensemble"), default=4,
                  help="fit this many mixtures of K / ENSEMBLE components from different "
                  "starts and join them into one (averages away what the tables leave "
-                 "undetermined; post-processing) [default: 3]")
+                 "undetermined; post-processing) [default: 4]")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
   g.add_argument("--one_way_fraction", type=float, default=0.4,

@@ -163,7 +163,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   domain: str = "dp", domain_epsilon: Optional[float] = None,
                   check_delta=None, source: str = "data",
                   progress=None, devices: int = 1, max_coarse: Optional[int] = None,
-                  ensemble: int = 3) -> MarginalResult:
+                  ensemble: int = 4) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:

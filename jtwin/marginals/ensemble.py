@@ -5,8 +5,9 @@ structure undetermined: fits from different starting points agree on the
 measured tables but not on, say, a 3-way interaction, and each also fits a
 different part of the noise. Averaging M such fits (sampling each row from
 one of them, chosen uniformly) averages those arbitrary parts away: on Adult
-at epsilon = 1, three fits of 67 components gave 3-way TVD 0.077-0.078
-against 0.085 for one fit of 200, at the same cost (benchmarks/README.md §6).
+at epsilon = 1 (seeds 0 / 1), four fits of 50 components gave 3-way TVD
+0.076 / 0.076 against 0.084 / 0.085 for one fit of 200, at the same cost;
+three of 67: 0.078 / 0.077; eight of 25: 0.079 / 0.078 (benchmarks/README.md §6).
 
 The average of M mixtures with weights pi_m / M is itself a mixture of
 M * K components, so the result is an ordinary jtwin mixture posterior and
