@@ -345,3 +345,29 @@ def test_chunks_are_shortened_for_wide_batches():
     plan = infer.plan_fit(model, n, privacy=record)
     assert plan.chunk == chunk and plan.num_chunks == -(-20000 // chunk)
     assert plan.chunk * batching.default_max_batch(n, 0.01) <= infer.CHUNK_SLOTS or chunk == 1
+
+
+def test_streamed_resume_equals_uninterrupted_in_memory_run(csv, tmp_path):
+  spec = parse_model_text(DECLARED)
+  store = table_store.stream_encode(csv, spec, tmp_path / "store").store
+  model = make_mixture_model(store.domain.features(), 2)
+  kw = dict(noise_multiplier=1.0, sampling_ratio=0.2, num_epochs=3)     # 3 chunks of 5 steps
+  ref = infer.fit(jax.random.key(4), model, (np.array(store.values), np.array(store.observed)),
+                  stream=False, **kw)
+
+  class Stop(Exception):
+    pass
+
+  def stop(done, total, epoch):
+    if done >= 10:
+      raise Stop
+  with pytest.raises(Stop):
+    infer.fit(jax.random.key(4), model, store, stream=True, checkpoint=tmp_path / "ckpt",
+              checkpoint_every=1, progress=stop, **kw)
+  out = infer.fit(None, model, store, stream=True, checkpoint=tmp_path / "ckpt", resume=True,
+                  checkpoint_every=1, **kw)
+  assert out.privacy.steps == ref.privacy.steps == 15
+  for a, b in zip(jax.tree.leaves(ref.posterior), jax.tree.leaves(out.posterior)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(ref.diagnostics["mean_batch_size"],
+                                out.diagnostics["mean_batch_size"])
