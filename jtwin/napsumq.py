@@ -301,7 +301,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     cells, maps = cl.compress(cells, [m.noisy for m in ones], compress_sigmas * sigma1)
     ones = [Measurement(m.clique, mp @ m.noisy, mp @ m.variance) for m, mp in zip(ones, maps)]
     group = [np.concatenate([c.base_to_group(), [c.num_cells]]) for c in cells]
-    codes = np.stack([g[base_codes[:, j]] for j, g in enumerate(group)], axis=1)
+    codes = np.stack([g.astype(np.int32)[base_codes[:, j]] for j, g in enumerate(group)], axis=1)
   if coarse_views:
     if max_coarse is None:
       max_coarse = _coarse_size(_weighted_total(ones), rho_rest, d, selection, target_col,
@@ -317,11 +317,11 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
         ": declare bins (or model numeric columns as Normal/Poisson) for them")
   total = max(_weighted_total(ones), 1.0) if not non_private else float(n)
   # views: each column's cells, then the coarse views used in multi-way tables
-  probe = mm.make_index(cells, 2)
-  view_column, mv = list(probe.view_column), probe.multiway_view
-  sizes = [int(s_) for s_ in probe.sizes]
-  codes = np.concatenate([codes] + [cells[j].group_to_coarse()[codes[:, j]][:, None]
-                                    for j in view_column[d:]], axis=1)
+  view_column, sizes, mv = mm.views(cells)
+  view_column, sizes = list(view_column), list(sizes)
+  coarse_maps = [cells[j].group_to_coarse().astype(np.int32) for j in view_column[d:]]
+  codes = np.concatenate([codes] + [m_[codes[:, j], None] for m_, j in
+                                    zip(coarse_maps, view_column[d:])], axis=1)
   multiway = lambda clique: tuple(sorted(mv[c] for c in clique))
   msizes = [sizes[mv[j]] for j in range(d)]
   for q in forced:

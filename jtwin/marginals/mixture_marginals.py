@@ -36,7 +36,7 @@ from jtwin.models.interface import Feature
 Array = jax.Array
 
 __all__ = ["MarginalIndex", "cell_features", "clique_positions", "log_cell_table",
-           "log_prior", "make_index", "marginal_vector"]
+           "log_prior", "make_index", "marginal_vector", "views"]
 
 
 class MarginalIndex(NamedTuple):
@@ -63,6 +63,24 @@ class MarginalIndex(NamedTuple):
 def cell_features(cells) -> tuple:
   """The mixture features of cell columns: categorical over the observed cells."""
   return tuple(Feature(c.name, "categorical", c.num_cells, c.missing) for c in cells)
+
+
+def views(cells) -> tuple:
+  """The views of these cell columns (see `MarginalIndex`), without a model.
+
+  Returns:
+    (view_column, sizes, multiway_view): the column of every view, its
+    number of cells, and per column the view its multi-way tables use.
+  """
+  columns, sizes, multiway = list(range(len(cells))), [c.size for c in cells], []
+  for j, c in enumerate(cells):
+    if c.coarse is None:
+      multiway.append(j)
+    else:
+      multiway.append(len(columns))
+      columns.append(j)
+      sizes.append(c.coarse_size)
+  return tuple(columns), tuple(int(s) for s in sizes), tuple(multiway)
 
 
 def make_index(cells, num_components: int, cond_cols: Sequence[int] = ()) -> MarginalIndex:

@@ -84,6 +84,7 @@ def test_coarse_view_marginals_are_sums_of_fine_cells(use_jit):
   index = mm.make_index((a, b, c), num_components=3, cond_cols=[1])
   assert index.view_column == (0, 1, 2, 2) and index.multiway_view == (0, 1, 3)
   assert list(index.sizes) == [4, 2, 5, 3]
+  assert mm.views((a, b, c)) == (index.view_column, tuple(index.sizes), index.multiway_view)
   rng = np.random.default_rng(7)
   theta = {"mix": rng.normal(size=2).astype(np.float32),
            "cat_logits": rng.normal(size=(3, len(index.layout.flat_free))).astype(np.float32),
