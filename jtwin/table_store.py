@@ -208,6 +208,9 @@ def stream_encode(path, spec: ModelSpec, directory, *, chunk_rows: int = DEFAULT
   directory = os.path.abspath(os.fspath(directory))
   if os.path.exists(directory):
     raise JtwinInputError(f"{directory}: already exists; the table store needs a new directory")
+  parent = os.path.dirname(directory)
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    raise DataError(f"{directory}: its parent directory does not exist or is not writable")
   with contextlib.closing(iter_csv(path, 1)) as rows:
     header = next(rows, None)
   if header is None or len(header) == 0:
@@ -233,7 +236,6 @@ def stream_encode(path, spec: ModelSpec, directory, *, chunk_rows: int = DEFAULT
     public = release(counts, spec)
     spec, domain_release = public.spec, public.release
   domain = declared_domain(spec)
-  parent = os.path.dirname(directory)
   tmp = os.path.join(parent, f".{os.path.basename(directory)}.{secrets.token_hex(6)}.tmp")
   os.mkdir(tmp, 0o700)
   try:

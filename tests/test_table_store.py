@@ -168,6 +168,8 @@ def test_undeclared_without_release_is_refused(csv, tmp_path):
     table_store.stream_encode(csv, parse_model_text(BARE), tmp_path / "store")
   with pytest.raises(JtwinInputError, match="already exists"):
     table_store.stream_encode(csv, parse_model_text(DECLARED), tmp_path)
+  with pytest.raises(DataError, match="parent directory does not exist"):
+    table_store.stream_encode(csv, parse_model_text(DECLARED), tmp_path / "no" / "store")
 
 
 def test_missing_column_and_empty_file(tmp_path):
