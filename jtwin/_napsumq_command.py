@@ -189,9 +189,9 @@ def add_parser(sub, types):
   g.add_argument("--k", type=positive_int("--k"), default=200,
                  help="mixture components (post-processing: costs no privacy)")
   g.add_argument("--ensemble", type=positive_int("--ensemble"), default=4,
-                 help="fit this many mixtures of K / ENSEMBLE components from different "
-                 "starts and join them into one (averages away what the tables leave "
-                 "undetermined; post-processing) [default: 4]")
+                 help="fit up to this many mixtures (at least 50 components each) from "
+                 "different starts and join them into one of K components (averages away "
+                 "what the tables leave undetermined; post-processing) [default: 4]")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
   g.add_argument("--one_way_fraction", type=float, default=0.4,

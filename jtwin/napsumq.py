@@ -56,6 +56,7 @@ __all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_m
 
 SELECTIONS = ("aim", "mst", "all", "none")
 MAX_TOTAL_CELLS = 20_000
+MIN_MEMBER_COMPONENTS = 50   # an ensemble member's fewest components (8 x 25 was worse than 4 x 50)
 _SAMPLE_TAG = 0x73616d70   # "samp"
 _RELEASE_TAG = 0x646F6D     # "dom": the row count and domain step's key
 
@@ -174,7 +175,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     spec: `jtwin.spec.ModelSpec`, or the path of a model file.
     epsilon, delta: the run's total budget, row count and domain step included;
       delta defaults to 0.1 / N-hat, N-hat the DP row count.
-    num_components: K, rounded up to a multiple of `ensemble`
+    num_components: K, rounded up to a multiple of the ensemble's size
       (post-processing: costs no privacy).
     selection: "aim", "mst", "all" or "none" (see the module docstring).
     target: a column name: 3-way cliques containing it join the workload.
@@ -198,9 +199,11 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     init_peak: each component starts with one raised cell per column (see
       `jtwin.marginals.fit.initial_theta`).
     max_value_cells, num_bins, split_bins: see `jtwin.marginals.cells.build_cells`.
-    ensemble: M, the number of mixtures of K / M components fitted from
-      different starting points to the same noisy tables and joined into one
-      (`jtwin.marginals.ensemble`); 1 fits one mixture of K.
+    ensemble: the most mixtures fitted from different starting points to
+      the same noisy tables and joined into one (`jtwin.marginals.ensemble`),
+      each of K / M components; M = min(ensemble, K // 50, at least 1), so
+      that every member keeps 50 components (K = 200: 4 x 50; K < 100: one
+      mixture of K, as with ensemble = 1).
     max_coarse: most cells of an undeclared numeric column's coarse view in
       multi-way tables; default: from the DP row count and the planned noise
       (`_coarse_size`: 16 on Adult, 6 on a 10,000-row table at epsilon = 1).
@@ -236,10 +239,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     raise JtwinInputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
   if selection == "none" and not queries:
     raise JtwinInputError("selection 'none' measures only the query cliques, but none were given")
-  if int(ensemble) != ensemble or ensemble < 1 or ensemble > num_components:
-    raise JtwinInputError(f"ensemble must be an integer from 1 to num_components "
-                          f"({num_components}), got {ensemble}")
-  ensemble = int(ensemble)
+  if int(ensemble) != ensemble or ensemble < 1:
+    raise JtwinInputError(f"ensemble must be a positive integer, got {ensemble}")
+  ensemble = int(min(ensemble, max(1, int(num_components) // MIN_MEMBER_COMPONENTS)))
   per_member = -(-int(num_components) // ensemble)
   if not 0.0 < one_way_fraction < 1.0:
     raise JtwinInputError(f"one_way_fraction must be in (0, 1), got {one_way_fraction}")

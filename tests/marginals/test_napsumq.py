@@ -214,3 +214,21 @@ def test_library_call_with_int_seed_and_model_path(tmp_path, frame):
   twin = napsumq.sample_marginals(5, res, 100)
   assert list(twin.columns) == ["a", "b", "c"] and len(twin) == 100
   assert res.privacy.epsilon <= 2.0
+
+
+@pytest.mark.parametrize("k,ensemble,members", [(100, 4, 2), (200, 4, 4), (40, 4, 1), (100, 1, 1)])
+def test_ensemble_members_keep_fifty_components(frame, k, ensemble, members):
+  res = napsumq.fit_marginals(2, frame, parse_model_text(MODEL), epsilon=1.0, delta=1e-6,
+                              num_components=k, ensemble=ensemble, final_steps=20,
+                              posterior_steps=5)
+  per = -(-k // members)
+  assert res.num_components == per * members
+  assert res.posterior.loc["mix"].shape == (per * members - 1,)
+  assert res.posterior.loc["cat_logits"].shape[0] == per * members
+  twin = napsumq.sample_marginals(3, res, 500)
+  assert len(twin) == 500 and set(twin.columns) == set(frame.columns)
+
+
+def test_ensemble_must_be_a_positive_integer(frame):
+  with pytest.raises(napsumq.JtwinInputError, match="ensemble"):
+    napsumq.fit_marginals(2, frame, parse_model_text(MODEL), ensemble=0, **FAST)
