@@ -191,7 +191,7 @@ def add_parser(sub, types):
   g.add_argument("--ensemble", type=positive_int("--ensemble"), default=4,
                  help="fit up to this many mixtures (at least 50 components each) from "
                  "different starts and join them into one of K components (averages away "
-                 "what the tables leave undetermined; post-processing) [default: 4]")
+                 "what the tables leave undetermined; post-processing)")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
   g.add_argument("--one_way_fraction", type=float, default=0.4,
