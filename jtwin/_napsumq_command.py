@@ -146,6 +146,7 @@ def napsumq(args) -> int:
 def model_info(result) -> dict:
   """The result file's model description (everything `jtwin sample` needs)."""
   return {"kind": "mixture", "method": "napsumq", "num_components": result.num_components,
+          "ensemble": result.ensemble,
           "features": [list(f) for f in result.model.features],
           "cells": [c.to_dict() for c in result.cells]}
 

@@ -113,6 +113,8 @@ class MarginalResult(NamedTuple):
     inferred_from_data: items taken from the private data without noise.
     timings: seconds per phase.
     public: the `jtwin.dp_domain.PublicPlan` (DP row count and domain).
+    ensemble: the number of mixtures joined into `posterior` (members are
+      consecutive blocks of K / ensemble components).
   """
   posterior: Any
   cells: tuple
@@ -124,6 +126,7 @@ class MarginalResult(NamedTuple):
   inferred_from_data: list
   timings: dict
   public: Any = None
+  ensemble: int = 1
 
 
 def _weighted_total(measurements) -> float:
@@ -408,7 +411,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     import warnings
     warnings.warn(jdata.inferred_warning(inferred), stacklevel=2)
   return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
-                        timings, public)
+                        timings, public, ensemble)
 
 
 def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,
@@ -554,7 +557,11 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
   k_sample, k_decode = jax.random.split(key)
   post = MeanFieldParams(*[{k: jax.numpy.asarray(v) for k, v in part.items()}
                            for part in result.posterior])
-  values, observed = sample_synthetic(k_sample, result.model, post, num_rows,
-                                      records_per_draw=records_per_draw)
+  if records_per_draw > 1 and result.ensemble > 1:   # one member per draw (Rubin's rules)
+    values, observed = ens.sample_by_member(k_sample, result.model.features, result.posterior,
+                                            result.ensemble, num_rows, records_per_draw)
+  else:
+    values, observed = sample_synthetic(k_sample, result.model, post, num_rows,
+                                        records_per_draw=records_per_draw)
   return cl.decode_cells(np.rint(values).astype(np.int64), observed, result.cells,
                          numpy_generator(k_decode))

@@ -77,3 +77,63 @@ def join_mixtures(members: Sequence[MeanFieldParams]) -> MeanFieldParams:
     raw[name] = np.concatenate([np.asarray(p.raw_scale[name]) for p in members], axis=0)
   f32 = lambda d: {k: np.asarray(v, np.float32) for k, v in d.items()}
   return MeanFieldParams(f32(loc), f32(raw))
+
+
+def member_posterior(joined: MeanFieldParams, num_members: int, r: int) -> MeanFieldParams:
+  """Member r's own posterior, recovered exactly from the joined one.
+
+  Within a member, differences of the joined "mix" logits are the member's
+  own (the 1 / M cancels); its reference component's scale (made up by
+  `join_mixtures`) is dropped.
+  """
+  k = np.asarray(joined.loc["cat_logits"]).shape[0]
+  per = k // num_members
+  comps = slice(r * per, (r + 1) * per)
+  full = np.concatenate([np.asarray(joined.loc["mix"], np.float64), [0.0]])[comps]
+  raw_full = np.concatenate([np.asarray(joined.raw_scale["mix"], np.float64), [0.0]])[comps]
+  loc, raw = {"mix": full[:-1] - full[-1]}, {"mix": raw_full[:-1]}
+  for name in joined.loc:
+    if name != "mix":
+      loc[name] = np.asarray(joined.loc[name])[comps]
+      raw[name] = np.asarray(joined.raw_scale[name])[comps]
+  f32 = lambda d: {k_: np.asarray(v, np.float32) for k_, v in d.items()}
+  return MeanFieldParams(f32(loc), f32(raw))
+
+
+def sample_by_member(key, features, joined: MeanFieldParams, num_members: int, num_rows: int,
+                     records_per_draw: int):
+  """Rows from the ensemble's posterior predictive, one member per parameter draw.
+
+  The ensemble is a mixture of its members' posteriors (as an ensemble of
+  MAP fits approximates a multimodal posterior): each draw of parameters
+  picks a member uniformly, then draws from that member's posterior. With
+  one row per draw this is the joined mixture's predictive; with
+  `records_per_draw` = m > 1 (twinify's --m, for Rubin's rules) each
+  synthetic data set then carries the spread between the members, which
+  the joined mixture's draws average away.
+
+  Returns:
+    numpy (values float32 [num_rows, D], observed bool [num_rows, D]);
+    rows of one draw are consecutive.
+  """
+  import jax
+  from jtwin.models import make_mixture_model
+  from jtwin.sampling import sample_synthetic
+  m = int(records_per_draw)
+  num_draws = -(-int(num_rows) // m)
+  k_pick, k_rows = jax.random.split(key)
+  pick = np.asarray(jax.random.randint(k_pick, (num_draws,), 0, num_members))
+  k = np.asarray(joined.loc["cat_logits"]).shape[0]
+  model = make_mixture_model(features, k // num_members)
+  d = len(features)
+  values = np.zeros((num_draws, m, d), np.float32)
+  observed = np.zeros((num_draws, m, d), bool)
+  for r, kr in enumerate(jax.random.split(k_rows, num_members)):
+    draws = np.flatnonzero(pick == r)
+    if not len(draws):
+      continue
+    post = member_posterior(joined, num_members, r)
+    post = MeanFieldParams(*[{n: jax.numpy.asarray(v) for n, v in part.items()} for part in post])
+    v, o = sample_synthetic(kr, model, post, len(draws) * m, records_per_draw=m)
+    values[draws], observed[draws] = v.reshape(len(draws), m, d), o.reshape(len(draws), m, d)
+  return values.reshape(-1, d)[:num_rows], observed.reshape(-1, d)[:num_rows]

@@ -67,3 +67,38 @@ def test_one_member_is_returned_unchanged():
   index = mm.make_index(_cells(), 4)
   m = _member(index, jax.random.PRNGKey(0), 0.1)
   assert ens.join_mixtures([m]) is m
+
+
+@pytest.mark.parametrize("num_members,k", [(2, 3), (3, 4)])
+def test_member_posteriors_are_recovered_exactly(num_members, k):
+  index = mm.make_index(_cells(), k)
+  members = [_member(index, jax.random.PRNGKey(i), 0.1 * (i + 1)) for i in range(num_members)]
+  joined = ens.join_mixtures(members)
+  for r, m in enumerate(members):
+    got = ens.member_posterior(joined, num_members, r)
+    for part_got, part_want in ((got.loc, m.loc), (got.raw_scale, m.raw_scale)):
+      assert set(part_got) == set(part_want)
+      for name in part_want:
+        np.testing.assert_allclose(part_got[name], part_want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_each_draw_comes_from_one_member():
+  """Members that put column a on different labels: every block of m rows is pure."""
+  cells = _cells()
+  index = mm.make_index(cells, 2)
+  members = []
+  for r in range(2):
+    m = _member(index, jax.random.PRNGKey(r), 1e-3)
+    logits = np.array(m.loc["cat_logits"], np.float64)
+    pos = index.layout.pad_index[0, :2]           # free logits of column a's cells x, y
+    logits[:, pos] = -30.0
+    logits[:, pos[r]] = 30.0                       # member r: always x (r = 0) or y (r = 1)
+    members.append(m._replace(loc={**m.loc, "cat_logits": logits}))
+  joined = ens.join_mixtures(members)
+  feats = mm.cell_features(cells)
+  values, observed = ens.sample_by_member(jax.random.PRNGKey(5), feats, joined, 2, 2000, 10)
+  assert values.shape == (2000, 3) and observed.shape == (2000, 3)
+  blocks = values[:, 0].reshape(200, 10)
+  assert np.all(blocks == blocks[:, :1])            # one member per draw
+  share = np.mean(blocks[:, 0] == 0)
+  assert 0.4 < share < 0.6                          # members picked uniformly
