@@ -19,6 +19,7 @@ Flow::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -153,6 +154,25 @@ class EncodedData(NamedTuple):
   observed: np.ndarray
 
 
+@contextlib.contextmanager
+def csv_read_errors(path):
+  """Turns pandas' and the OS's errors while reading `path` into one-line `DataError`s."""
+  try:
+    yield
+  except pd.errors.EmptyDataError:
+    raise DataError(f"{path}: the data file is empty; it needs a header line "
+                    "and at least one data row") from None
+  except pd.errors.ParserError as e:
+    msg = " ".join(str(e).split())
+    raise DataError(f"{path}: malformed CSV ({msg}); every row needs as many "
+                    "fields as the header") from None
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                    "save the data as UTF-8 CSV") from None
+  except OSError as e:
+    raise DataError(f"{path}: cannot read the data file ({e.strerror or e})") from None
+
+
 def read_csv(path) -> pd.DataFrame:
   """Reads a CSV file like twinify (`pd.read_csv` defaults).
 
@@ -168,21 +188,8 @@ def read_csv(path) -> pd.DataFrame:
     raise DataError(f"{path}: data file not found; check the path")
   if os.path.isdir(path):
     raise DataError(f"{path}: is a directory, not a CSV file")
-  try:
+  with csv_read_errors(path):
     df = pd.read_csv(path)
-  except pd.errors.EmptyDataError:
-    raise DataError(f"{path}: the data file is empty; it needs a header line "
-                    "and at least one data row") from None
-  except pd.errors.ParserError as e:
-    msg = " ".join(str(e).split())
-    raise DataError(f"{path}: malformed CSV ({msg}); every row needs as many "
-                    "fields as the header") from None
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
-                    "save the data as UTF-8 CSV") from None
-  except OSError as e:
-    raise DataError(f"{path}: cannot read the data file ({e.strerror or e})") \
-        from None
   if len(df) == 0:
     raise DataError(f"{path}: the file has a header but no data rows")
   return df

@@ -105,33 +105,15 @@ def iter_csv(path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFram
     raise DataError(f"{path}: is a directory, not a CSV file")
   if not (isinstance(chunk_rows, (int, np.integer)) and chunk_rows >= 1):
     raise JtwinInputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-  with _csv_errors(path):
+  with jdata.csv_read_errors(path):
     reader = pd.read_csv(path, chunksize=int(chunk_rows))
   with reader:
     while True:
-      with _csv_errors(path):
+      with jdata.csv_read_errors(path):
         chunk = next(reader, None)
       if chunk is None:
         return
       yield chunk
-
-
-@contextlib.contextmanager
-def _csv_errors(path: str):
-  try:
-    yield
-  except pd.errors.EmptyDataError:
-    raise DataError(f"{path}: the data file is empty; it needs a header line "
-                    "and at least one data row") from None
-  except pd.errors.ParserError as e:
-    msg = " ".join(str(e).split())
-    raise DataError(f"{path}: malformed CSV ({msg}); every row needs as many "
-                    "fields as the header") from None
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
-                    "save the data as UTF-8 CSV") from None
-  except OSError as e:
-    raise DataError(f"{path}: cannot read the data file ({e.strerror or e})") from None
 
 
 def declared_domain(spec: ModelSpec) -> jdata.Domain:

@@ -125,19 +125,8 @@ def test_two_and_eight_devices_and_overflow_path():
 @pytest.mark.slow
 def test_two_processes_on_localhost_match_one_device():
   """jax.distributed.initialize on localhost: 2 processes x 1 CPU device each."""
-  import socket
-  with socket.socket() as sock:
-    sock.bind(("localhost", 0))
-    port = sock.getsockname()[1]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["JAX_PLATFORMS"] = "cpu"
-  procs = [subprocess.Popen([sys.executable, HERE, "--process", str(i), str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-           for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (out, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
-  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  from _multiprocess import run_two_processes
+  got = run_two_processes(HERE)
   assert got[0] == got[1]                          # both processes hold the same result
   assert got[0]["devices"] == 2
   one = _fit(1)

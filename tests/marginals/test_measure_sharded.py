@@ -162,19 +162,8 @@ def test_napsumq_two_devices_equal_one(worker):
 @pytest.mark.slow
 def test_two_processes_each_read_only_their_own_rows():
   """jax.distributed.initialize on localhost: 2 processes x 1 CPU device each."""
-  import socket
-  with socket.socket() as sock:
-    sock.bind(("localhost", 0))
-    port = sock.getsockname()[1]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env["JAX_PLATFORMS"] = "cpu"
-  procs = [subprocess.Popen([sys.executable, HERE, "--process", str(i), str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-           for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (out, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
-  got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  from _multiprocess import run_two_processes
+  got = run_two_processes(HERE)
   assert all(g["devices"] == 2 and g["exact"] for g in got), got
   assert got[0]["read"] == [0, 502] and got[1]["read"] == [502, 1003]
 
