@@ -216,7 +216,7 @@ def test_library_call_with_int_seed_and_model_path(tmp_path, frame):
   assert res.privacy.epsilon <= 2.0
 
 
-@pytest.mark.parametrize("k,ensemble,members", [(100, 4, 2), (200, 4, 4), (40, 4, 1), (100, 1, 1)])
+@pytest.mark.parametrize("k,ensemble,members", [(200, 4, 4), (40, 4, 1)])
 def test_ensemble_members_keep_fifty_components(frame, k, ensemble, members):
   res = napsumq.fit_marginals(2, frame, parse_model_text(MODEL), epsilon=1.0, delta=1e-6,
                               num_components=k, ensemble=ensemble, final_steps=20,
