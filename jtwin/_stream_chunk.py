@@ -109,12 +109,16 @@ def make_streamed_runner(step: Callable, flat_size: int,
       state, info, finite = body(state, (values[rows], observed[rows], mask[a:b],
                                          active[a:b]), eps[a:b], noise[a:b])
       infos.append(info)
-    _drop_pages(values)
-    _drop_pages(observed)
-    info = jax.tree.map(lambda *x: jnp.concatenate(x), *infos) if len(infos) > 1 else infos[0]
-    return state, info, finite
+    return state, _finish(infos, values, observed), finite
 
   return run_chunk
+
+
+def _finish(infos: list, values, observed):
+  """A chunk's step diagnostics in one tree; the table's pages released."""
+  _drop_pages(values)
+  _drop_pages(observed)
+  return jax.tree.map(lambda *x: jnp.concatenate(x), *infos) if len(infos) > 1 else infos[0]
 
 
 def make_sharded_streamed_runner(step: Callable, flat_size: int, mesh, shard_rows: int,
@@ -181,9 +185,6 @@ def make_sharded_streamed_runner(step: Callable, flat_size: int, mesh, shard_row
                                             lambda index, a=a: np.int32(a))
       state, info, finite = body(state, placed, key_eps, key_noise, offset)
       infos.append(info)
-    _drop_pages(values)
-    _drop_pages(observed)
-    info = jax.tree.map(lambda *x: jnp.concatenate(x), *infos) if len(infos) > 1 else infos[0]
-    return state, info, finite
+    return state, _finish(infos, values, observed), finite
 
   return run_chunk

@@ -10,11 +10,6 @@ from jtwin.napsumq import _coarse_size
 RHO = zcdp.cdp_rho(1.0, 1e-5) * 0.9 * 0.6     # epsilon = 1: what is left after the 1-way tables
 
 
-def _expected(rows, tables):
-  sigma = math.sqrt(tables / (2.0 * RHO))
-  return min(max(round(rows / (25.0 * sigma)), 4), cl.MAX_COARSE)
-
-
 @pytest.mark.parametrize("rows,d,target,expected", [
     (32561, 15, 14, 16),       # Adult: the full 16
     (10000, 18, None, 6),      # the loans-like table
@@ -23,8 +18,6 @@ def _expected(rows, tables):
     (10**7, 10, None, cl.MAX_COARSE),   # huge: never above the cap
 ])
 def test_coarse_size_follows_rows_over_noise(rows, d, target, expected):
-  tables = d * (d - 1) // 2 + ((d - 1) * (d - 2) // 2 if target is not None else 0)
-  assert _expected(rows, tables) == expected
   assert _coarse_size(float(rows), RHO, d, "all", target, False) == expected
 
 
