@@ -1,14 +1,22 @@
 """One `jtwin.fit_marginals` run with chosen options, scored: for trying settings.
 
-  python benchmarks/ablate_napsumq.py [--data adult|loans] [--seed 0] [--epsilon 1]
-      [--delta D] [--options "target='income', init_peak=0.0"] [--quick]
+  python benchmarks/ablate_napsumq.py [--data adult|adult_twinify|loans] [--seed 0]
+      [--epsilon 1] [--delta D] [--options "target='income', init_peak=0.0"]
+      [--all_triples] [--derive CHILD=PARENT] [--quick]
 
 adult: the bundled Adult example and model file, scored against
-adult_test.csv (target income). loans: the loans-like table of
+adult_test.csv (target income); adult_twinify: the same rows with twinify's
+bare model file (benchmarks/data/adult_twinify_model.txt: numeric columns
+as Poisson/Normal, every domain undeclared). loans: the loans-like table of
 `unseen_napsumq.py`, half A fitted, half B scored (target term). The
 options are keyword arguments of `fit_marginals`, written as in Python.
 Prints 1-/2-/3-way TVD, TSTR AUROC and the per-column 1-way TVD; one seed,
-so differences below about 0.001 in 2-way TVD are seed noise.
+so differences below about 0.001 in 2-way TVD are seed noise. 3-way TVD is
+over `jtwin.evaluate`'s 200 sampled triples, or all of them with
+--all_triples. --derive CHILD=PARENT (an experiment, NOT private as it
+stands) leaves CHILD out of the model and sets the twin's CHILD from its
+PARENT by the most common CHILD of each PARENT value in the private data
+(on Adult, education_num=education, that is the public codebook's map).
 """
 from __future__ import annotations
 
@@ -37,11 +45,14 @@ def _options(text: str) -> dict:
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--data", choices=("adult", "loans"), default="adult")
+  ap.add_argument("--data", choices=("adult", "adult_twinify", "loans"), default="adult")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--epsilon", type=float, default=1.0)
   ap.add_argument("--delta", type=float, default=None, help="default: 0.1/N")
   ap.add_argument("--options", default="", help="fit_marginals keyword arguments")
+  ap.add_argument("--all_triples", action="store_true", help="3-way TVD over every triple")
+  ap.add_argument("--derive", default=None, metavar="CHILD=PARENT",
+                  help="leave CHILD out of the model and derive it from PARENT (NOT private)")
   ap.add_argument("--quick", action="store_true", help="K = 5, 50 steps, no scoring")
   args = ap.parse_args(argv)
   import jtwin
@@ -50,9 +61,10 @@ def main(argv=None) -> int:
   if args.quick:
     options.update(num_components=5, final_steps=50, posterior_steps=10)
   print(common.header(f"fit_marginals on {args.data}: {options}"))
-  if args.data == "adult":
+  if args.data in ("adult", "adult_twinify"):
     frame = jtwin.read_csv(common.ADULT_CSV)
-    spec = jtwin.parse_model_file(common.ADULT_MODEL)
+    spec = jtwin.parse_model_file(common.ADULT_MODEL if args.data == "adult" else
+                                  os.path.join(HERE, "data", "adult_twinify_model.txt"))
     test, target = (None if args.quick else pd.read_csv(TEST)), "income"
   else:
     from unseen_napsumq import MODEL, loans_like
@@ -63,17 +75,28 @@ def main(argv=None) -> int:
     test, target = df.iloc[perm[10000:]].reset_index(drop=True), "term"
     spec = parse_model_text(MODEL)
     test = None if args.quick else test
+  child = parent = None
+  if args.derive:
+    child, parent = args.derive.split("=")
+    import dataclasses
+    spec = dataclasses.replace(spec, features=tuple(f for f in spec.features
+                                                    if f.name != child))
   t0 = time.perf_counter()
-  res = napsumq.fit_marginals(args.seed, frame, spec, epsilon=args.epsilon, delta=args.delta,
-                              **options)
+  res = napsumq.fit_marginals(args.seed, frame.drop(columns=[child] if child else []), spec,
+                              epsilon=args.epsilon, delta=args.delta, **options)
   twin = napsumq.sample_marginals(args.seed + 1, res, len(frame))
+  if child:   # the map is read off the private data (the codebook's map on Adult)
+    mode = frame.groupby(parent)[child].agg(lambda s: s.mode()[0])
+    twin[child] = twin[parent].map(mode).to_numpy()
+    twin = twin[[c for c in frame.columns if c in twin.columns]]
   print(f"# fit {time.perf_counter() - t0:.1f} s, {len(res.measurements)} tables, "
         f"certified epsilon {res.privacy.epsilon:.6f}")
   if test is not None:
     from jtwin.evaluate import evaluate
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
-      r = evaluate(test, twin, test=test, target=target)
+      r = evaluate(test, twin, test=test, target=target,
+                   max_triples=10**9 if args.all_triples else 200)
     print(" ".join(f"{k}={r[k]:.4f}" for k in ("tvd_1way_mean", "tvd_2way_mean",
                                                "tvd_3way_mean", "utility_auroc_synth")))
     print("1-way per column: " + ", ".join(f"{c} {v['tvd']:.3f}"

@@ -423,9 +423,10 @@ def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,
   for this selection's tables, a row against a 25-cell partner holds about
   one noise sd per cell. Between 4 and `cells.MAX_COARSE` (16). Measured
   (epsilon = 1, 2-way TVD, seeds 0 / 1): a 10,000-row loans table gets 6
-  (0.084 / 0.080 vs 0.098 / 0.095 with 16); Adult with twinify's bare model
-  keeps 16 (10 was worse: 0.044 / 0.043 vs 0.043 / 0.039). Public: n is the
-  DP estimate.
+  (0.084 / 0.080 vs 0.098 / 0.095 with 16, `benchmarks/ablate_napsumq.py
+  --data loans`); Adult with twinify's bare model keeps 16 (`--data
+  adult_twinify --options "target='income'"`: 0.0373 / 0.0382, against
+  0.0395 / 0.0383 with `max_coarse=10`). Public: n is the DP estimate.
   """
   if non_private:
     return cl.MAX_COARSE

@@ -166,6 +166,13 @@ def test_ablate_napsumq_quick(capsys):
 
 
 @pytest.mark.slow
+def test_ablate_napsumq_derive_on_twinify_model(capsys):
+  assert _load("ablate_napsumq").main(["--quick", "--data", "adult_twinify",
+                                       "--derive", "education_num=education"]) == 0
+  assert "certified epsilon" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_bench_evaluate_memory_quick(capsys):
   assert _load("bench_evaluate_memory").main(["--quick", "--cases", "id", "--rows", "300"]) == 0
   out = capsys.readouterr().out

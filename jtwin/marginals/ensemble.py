@@ -7,7 +7,10 @@ different part of the noise. Averaging M such fits (sampling each row from
 one of them, chosen uniformly) averages those arbitrary parts away: on Adult
 at epsilon = 1 (seeds 0 / 1), four fits of 50 components gave 3-way TVD
 0.076 / 0.076 against 0.084 / 0.085 for one fit of 200, at the same cost;
-three of 67: 0.078 / 0.077; eight of 25: 0.079 / 0.078 (benchmarks/README.md §6).
+three of 67: 0.078 / 0.077; eight of 25: 0.079 / 0.078 (all 455 triples:
+`python benchmarks/ablate_napsumq.py --delta 1e-5 --all_triples --seed S
+--options "ensemble=M, num_components=K"`; median of 5 seeds over the
+scorer's 200 triples: 0.078 -> 0.073, benchmarks/README.md §6).
 
 The average of M mixtures with weights pi_m / M is itself a mixture of
 M * K components, so the result is an ordinary jtwin mixture posterior and
