@@ -490,7 +490,7 @@ def sample(args) -> int:
   from jtwin._atomic import check_output_path
   from jtwin._rng import numpy_generator, root_key
   from jtwin.result_io import load_result, rebuild
-  from jtwin.sampling import sample_synthetic
+  from jtwin.marginals.ensemble import sample_posterior
   if args.num_synthetic < 0:
     raise JtwinInputError(f"-n must be >= 0, got {args.num_synthetic}")
   check_output_path(args.output, inputs=[args.result] + ([args.model] if args.model else []))
@@ -502,14 +502,9 @@ def sample(args) -> int:
                   "automatic mixture model, which the result file describes completely")
   key = root_key(args.seed)
   _, k_sample, k_decode = jax.random.split(key, 3)
-  members = int(loaded.meta["model"].get("ensemble", 1) or 1)
-  if args.m > 1 and members > 1:   # a napsumq ensemble: one member per draw
-    from jtwin.marginals.ensemble import sample_by_member
-    values, observed = sample_by_member(k_sample, model.features, post, members,
-                                        args.num_synthetic, args.m)
-  else:
-    values, observed = sample_synthetic(k_sample, model, post, args.num_synthetic,
-                                        records_per_draw=args.m)
+  values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
+                                      records_per_draw=args.m,
+                                      members=int(loaded.meta["model"].get("ensemble") or 1))
   jdata.write_csv_atomic(decode(values, observed, numpy_generator(k_decode)), args.output)
   p = loaded.meta.get("privacy", {})
   _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "

@@ -550,7 +550,6 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
     records_per_draw: rows per posterior draw (twinify's --m).
   """
   from jtwin.models.posterior import MeanFieldParams
-  from jtwin.sampling import sample_synthetic
   if isinstance(key, (int, np.integer)):
     # a purpose tag, so that the same int given to fit_marginals and here
     # never makes the sampler reuse the measurement noise's keys
@@ -558,11 +557,8 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
   k_sample, k_decode = jax.random.split(key)
   post = MeanFieldParams(*[{k: jax.numpy.asarray(v) for k, v in part.items()}
                            for part in result.posterior])
-  if records_per_draw > 1 and result.ensemble > 1:   # one member per draw (Rubin's rules)
-    values, observed = ens.sample_by_member(k_sample, result.model.features, result.posterior,
-                                            result.ensemble, num_rows, records_per_draw)
-  else:
-    values, observed = sample_synthetic(k_sample, result.model, post, num_rows,
-                                        records_per_draw=records_per_draw)
+  values, observed = ens.sample_posterior(k_sample, result.model, post, num_rows,
+                                          records_per_draw=records_per_draw,
+                                          members=result.ensemble)
   return cl.decode_cells(np.rint(values).astype(np.int64), observed, result.cells,
                          numpy_generator(k_decode))

@@ -316,14 +316,15 @@ class Synthesizer:
     """
     import jax
     from jtwin._rng import numpy_generator
-    from jtwin.sampling import sample_synthetic
+    from jtwin.marginals.ensemble import sample_posterior
     if not self.fitted:
       raise JtwinInputError("the synthesizer is not fitted: call fit(df) or jtwin.load(path)")
     if not isinstance(num_rows, (int, np.integer)) or num_rows < 0:
       raise ValueError(f"num_rows must be an integer >= 0, got {num_rows!r}")
     k_sample, k_decode = jax.random.split(self._sample_key(seed))
-    values, observed = sample_synthetic(k_sample, self.model, self.posterior, int(num_rows),
-                                        records_per_draw=records_per_draw)
+    values, observed = sample_posterior(
+        k_sample, self.model, self.posterior, int(num_rows), records_per_draw=records_per_draw,
+        members=int((self._model_info or {}).get("ensemble") or 1))
     return self._decode(values, observed, numpy_generator(k_decode))
 
   def fit_sample(self, data, num_rows: Optional[int] = None):

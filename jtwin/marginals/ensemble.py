@@ -140,3 +140,19 @@ def sample_by_member(key, features, joined: MeanFieldParams, num_members: int, n
     v, o = sample_synthetic(kr, model, post, len(draws) * m, records_per_draw=m)
     values[draws], observed[draws] = v.reshape(len(draws), m, d), o.reshape(len(draws), m, d)
   return values.reshape(-1, d)[:num_rows], observed.reshape(-1, d)[:num_rows]
+
+
+def sample_posterior(key, model, posterior, num_rows: int, *, records_per_draw: int = 1,
+                     members: int = 1):
+  """The posterior predictive of a (possibly joined) mixture: every sampling path.
+
+  `jtwin.sampling.sample_synthetic`, except that for an ensemble
+  (`members` > 1) with `records_per_draw` > 1 each draw comes from one
+  member (`sample_by_member`). Used by `jtwin.sample_marginals`,
+  `jtwin sample` and `jtwin.Synthesizer.sample`, so all three agree.
+  """
+  from jtwin.sampling import sample_synthetic
+  if records_per_draw > 1 and members > 1:
+    return sample_by_member(key, model.features, posterior, members, num_rows,
+                            records_per_draw)
+  return sample_synthetic(key, model, posterior, num_rows, records_per_draw=records_per_draw)

@@ -82,8 +82,8 @@ def test_member_posteriors_are_recovered_exactly(num_members, k):
         np.testing.assert_allclose(part_got[name], part_want[name], rtol=1e-5, atol=1e-5)
 
 
-def test_each_draw_comes_from_one_member():
-  """Members that put column a on different labels: every block of m rows is pure."""
+def _two_pure_members():
+  """A joined posterior whose member r always puts column a on label r."""
   cells = _cells()
   index = mm.make_index(cells, 2)
   members = []
@@ -94,7 +94,12 @@ def test_each_draw_comes_from_one_member():
     logits[:, pos] = -30.0
     logits[:, pos[r]] = 30.0                       # member r: always x (r = 0) or y (r = 1)
     members.append(m._replace(loc={**m.loc, "cat_logits": logits}))
-  joined = ens.join_mixtures(members)
+  return cells, ens.join_mixtures(members)
+
+
+def test_each_draw_comes_from_one_member():
+  """Members that put column a on different labels: every block of m rows is pure."""
+  cells, joined = _two_pure_members()
   feats = mm.cell_features(cells)
   values, observed = ens.sample_by_member(jax.random.PRNGKey(5), feats, joined, 2, 2000, 10)
   assert values.shape == (2000, 3) and observed.shape == (2000, 3)
@@ -102,3 +107,17 @@ def test_each_draw_comes_from_one_member():
   assert np.all(blocks == blocks[:, :1])            # one member per draw
   share = np.mean(blocks[:, 0] == 0)
   assert 0.4 < share < 0.6                          # members picked uniformly
+
+
+@pytest.mark.parametrize("records_per_draw,members,pure", [(10, 2, True), (1, 2, False),
+                                                           (10, 1, False)])
+def test_sample_posterior_draws_by_member_only_for_ensembles_with_m(records_per_draw, members,
+                                                                   pure):
+  from jtwin.models import make_mixture_model
+  cells, joined = _two_pure_members()
+  model = make_mixture_model(mm.cell_features(cells), 4)
+  post = MeanFieldParams(*[{k: jax.numpy.asarray(v) for k, v in part.items()} for part in joined])
+  values, _ = ens.sample_posterior(jax.random.PRNGKey(6), model, post, 1000,
+                                   records_per_draw=records_per_draw, members=members)
+  blocks = values[:, 0].reshape(100, 10)
+  assert np.all(blocks == blocks[:, :1]) == pure
