@@ -9,7 +9,7 @@ and train-on-twin/test-on-real logistic AUROC. Prints one Markdown row per
 run and the median over seeds per epsilon.
 
   python benchmarks/quality_napsumq.py [--epsilons 0.3 1 3] [--seeds 0 1 2 3 4]
-      [--args "--target income"] [--quick]
+      [--args "--target income"] [--model MODEL_FILE] [--quick]
 """
 from __future__ import annotations
 
@@ -37,12 +37,14 @@ def main(argv=None) -> int:
   p.add_argument("--args", default="--target income", help="more `jtwin napsumq` options")
   p.add_argument("--test", default=os.path.join(ROOT, "..", "shared", "data", "adult",
                                                 "adult_test.csv"))
+  p.add_argument("--model", default=common.ADULT_MODEL,
+                 help="model file [default: the bundled public-domain one]")
   p.add_argument("--quick", action="store_true", help="one seed, K = 5, 100 steps, no scoring")
   args = p.parse_args(argv)
   if args.quick:
     args.seeds, args.args = [0], args.args + " --k 5 --steps 100"
   print(common.header("jtwin napsumq on Adult (train 32,561 rows, scored on the test rows)"))
-  print(f"# options: {args.args}")
+  print(f"# options: {args.args}; model file {os.path.relpath(args.model, ROOT)}")
   test = None
   if not args.quick:
     if not os.path.isfile(args.test):
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
     rows = []
     for seed in args.seeds:
       prefix = os.path.join(out_dir, f"twin_{eps}_{seed}")
-      cmd = [sys.executable, "-m", "jtwin", "napsumq", common.ADULT_CSV, common.ADULT_MODEL,
+      cmd = [sys.executable, "-m", "jtwin", "napsumq", common.ADULT_CSV, args.model,
              prefix, "--epsilon", eps, "--seed", str(seed), "--visualize", "none", "--quiet"]
       run = common.run_child(cmd + shlex.split(args.args), timeout=1800)
       if run.returncode != 0:

@@ -100,7 +100,8 @@ def napsumq(args) -> int:
   timer.phases["fit"] -= sum(result.timings.values())
   if timer.phases["fit"] < 0.005:
     del timer.phases["fit"]
-  _say(args, f"jtwin napsumq: {len(result.cells)} columns; {privacy_line(result.privacy)}")
+  _say(args, f"jtwin napsumq: {len(result.cells) + len(result.derived)} columns"
+       + (f" ({len(result.derived)} derived from others)" if result.derived else "") + f"; {privacy_line(result.privacy)}")
 
   num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
          else args.num_synthetic)
@@ -148,7 +149,8 @@ def model_info(result) -> dict:
   return {"kind": "mixture", "method": "napsumq", "num_components": result.num_components,
           "ensemble": result.ensemble,
           "features": [list(f) for f in result.model.features],
-          "cells": [c.to_dict() for c in result.cells]}
+          "cells": [c.to_dict() for c in result.cells],
+          "derived": [dc.to_dict() for dc in result.derived]}
 
 
 def add_parser(sub, types):
@@ -210,13 +212,3 @@ def add_parser(sub, types):
   add_domain_flags(p)
   add_output_group(p, rows_default="the DP estimate of N")
   return p
-
-
-def sample_decoder(info: dict):
-  """decode(values, observed, rng) for a napsumq result's model description."""
-  import numpy as np
-  from jtwin.marginals.cells import CellColumn, decode_cells
-  cells = tuple(CellColumn.from_dict(c) for c in info["cells"])
-  return lambda v, o, rng=None: decode_cells(np.rint(v).astype(np.int64), o, cells,
-                                             rng if rng is not None else np.random.default_rng(0))
-

@@ -56,6 +56,7 @@ __all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_m
 
 SELECTIONS = ("aim", "mst", "all", "none")
 MAX_TOTAL_CELLS = 20_000
+DERIVED_SHARE = 4   # a determined column's table gets the budget of this many 1-way tables
 MIN_MEMBER_COMPONENTS = 50   # an ensemble member's fewest components (8 x 25 was worse than 4 x 50)
 _SAMPLE_TAG = 0x73616d70   # "samp"
 _RELEASE_TAG = 0x646F6D     # "dom": the row count and domain step's key
@@ -115,6 +116,8 @@ class MarginalResult(NamedTuple):
     public: the `jtwin.dp_domain.PublicPlan` (DP row count and domain).
     ensemble: the number of mixtures joined into `posterior` (members are
       consecutive blocks of K / ensemble components).
+    derived: the `jtwin.marginals.derived.DerivedColumn`s: columns declared
+      `determined_by` another, decoded from it rather than modelled.
   """
   posterior: Any
   cells: tuple
@@ -127,6 +130,7 @@ class MarginalResult(NamedTuple):
   timings: dict
   public: Any = None
   ensemble: int = 1
+  derived: tuple = ()
 
 
 def _weighted_total(measurements) -> float:
@@ -265,8 +269,22 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   cells = cl.build_cells(frame, spec, resolved, max_value_cells=max_value_cells,
                          num_bins=num_bins, split_bins=split_bins, edges=public.release.edges)
   base_codes = cl.encode_cells(frame, cells, resolved, source=source)
+  # columns declared `determined_by` another leave the model (jtwin.marginals.derived)
+  determined = {f.name: f.determined_by for f in spec.features if f.determined_by}
+  all_cells, all_codes, all_names = cells, base_codes, names
+  if determined:
+    keep = [j for j, name in enumerate(names) if name not in determined]
+    cells, base_codes = tuple(cells[j] for j in keep), base_codes[:, keep]
+    names = [names[j] for j in keep]
   d = len(cells)
   col = {name: j for j, name in enumerate(names)}
+  for clique in list(queries) + ([[target]] if target is not None else []):
+    for x in clique:
+      if x in determined:
+        raise JtwinInputError(
+            f"{'--target' if target is not None and clique == [target] else 'query clique'} "
+            f"'{x}' is declared 'determined_by = {determined[x]}' in the model file, so it is "
+            f"not modelled; use '{determined[x]}' instead")
   forced = [_clique(q, col, source) for q in queries]
   target_col = None
   if target is not None:
@@ -297,10 +315,16 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
 
   # 1-way tables, then compression
   rho_rest = rho
-  sigma1 = math.sqrt(d / (2.0 * one_way_fraction * rho)) if not non_private else 0.0
+  # a determined column's table with its parent replaces its 1-way table, with the
+  # budget of DERIVED_SHARE 1-way tables (its map must be right for rare cells too)
+  shares = d + DERIVED_SHARE * len(determined)
+  sigma1 = math.sqrt(shares / (2.0 * one_way_fraction * rho)) if not non_private else 0.0
   codes, sizes, view_column = base_codes, [c.size for c in cells], list(range(d))
   count(codes, sizes, [(j,) for j in range(d)])
   ones = [measure((j,), sigma1, "one_way") for j in range(d)]
+  derived = _measure_derived(all_cells, all_codes, all_names, determined, count,
+                             sigma1 / math.sqrt(DERIVED_SHARE), noise_rng, budget, log,
+                             non_private)
   if not non_private:
     rho_rest = rho - budget.parts["one_way"]
     cells, maps = cl.compress(cells, [m.noisy for m in ones], compress_sigmas * sigma1)
@@ -406,12 +430,12 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
         + " (basic composition)", rho_domain=public.release.rho)
   num_components = per_member * ensemble
   model = make_mixture_model(mm.cell_features(cells), num_components)
-  inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in cells if c.from_data]
+  inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in all_cells if c.from_data]
   if inferred:
     import warnings
     warnings.warn(jdata.inferred_warning(inferred), stacklevel=2)
   return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
-                        timings, public, ensemble)
+                        timings, public, ensemble, tuple(derived))
 
 
 def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,
@@ -435,6 +459,45 @@ def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,
     tables += (d - 1) * (d - 2) // 2
   sigma = math.sqrt(max(tables, 1) / (2.0 * max(rho_rest, 1e-300)))
   return int(np.clip(round(max(rows, 1.0) / (25.0 * sigma)), 4, cl.MAX_COARSE))
+
+
+def _measure_derived(cells, codes, names, determined, count, sigma, rng, budget, log,
+                     non_private) -> list:
+  """Learns each determined column's map from one noisy table with its parent.
+
+  The table is parent base cell x child cell (missing cells included), noise
+  sd `sigma`, counted on the cell codes before compression (a base cell's
+  code is its index then). Warns when the noisy table says the column is far
+  from a function of its parent (post-processing of that table).
+  """
+  from jtwin.marginals import derived as dv
+  out = []
+  if not determined:
+    return out
+  col = {name: j for j, name in enumerate(names)}
+  pairs = [(col[p], col[c]) for c, p in determined.items()]
+  sizes = [c.size for c in cells]
+  tables = count(codes, sizes, [tuple(sorted(pc)) for pc in pairs])
+  for (jp, jc), counts in zip(pairs, tables):
+    table = counts.reshape(sizes[min(jp, jc)], sizes[max(jp, jc)])
+    table = table if jp < jc else table.T          # [parent, child]
+    if non_private:
+      noisy = table
+    else:
+      noisy = gaussian_measure(table, sigma, rng)
+      budget.measure("one_way", sigma)
+    log.append(([names[jp], names[jc]], int(table.size), 0.0 if non_private else sigma))
+    mapping = dv.learn_map(noisy)
+    share, sd = dv.off_map_share(noisy, mapping, sigma)
+    if share > 0.02 + 3.0 * sd:
+      import warnings
+      warnings.warn(f"'{names[jc]}' is declared 'determined_by = {names[jp]}', but in the "
+                    f"(noisy) data about {100 * share:.0f}% of rows have a different "
+                    f"'{names[jc]}' than the most common one for their '{names[jp]}'; the "
+                    "twin uses the most common one. Remove 'determined_by' if it is not a "
+                    "function", stacklevel=3)
+    out.append(dv.DerivedColumn(names[jc], names[jp], cells[jc], mapping, jc))
+  return out
 
 
 def _clique(names, col, source) -> tuple:
@@ -561,4 +624,4 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
                                           records_per_draw=records_per_draw,
                                           members=result.ensemble)
   return cl.decode_cells(np.rint(values).astype(np.int64), observed, result.cells,
-                         numpy_generator(k_decode))
+                         numpy_generator(k_decode), derived=result.derived)

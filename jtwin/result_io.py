@@ -205,9 +205,12 @@ def cells_decoder(info: dict):
   """`decode(values, observed, rng=None)` for a napsumq result's model description
   (its cells: `jtwin.marginals.cells.CellColumn`)."""
   from jtwin.marginals.cells import CellColumn, decode_cells
+  from jtwin.marginals.derived import DerivedColumn
   cells = tuple(CellColumn.from_dict(c) for c in info["cells"])
+  derived = tuple(DerivedColumn.from_dict(d) for d in info.get("derived", ()))
   return lambda v, o, rng=None: decode_cells(np.rint(v).astype(np.int64), o, cells,
-                                             rng if rng is not None else np.random.default_rng(0))
+                                             rng if rng is not None else np.random.default_rng(0),
+                                             derived=derived)
 
 
 def rebuild_posterior(model, saved_posterior):

@@ -32,6 +32,10 @@ that nothing about it has to be read off the private data:
   loc, scale    Normal                 public standardisation (x - loc)/scale
   integer       Normal, Poisson, bins  round to integers on output
   missing       all                    the column may be missing (yes/no)
+  determined_by all                    `determined_by = education`: the column
+                                       is a function of that column (public
+                                       schema knowledge; `jtwin napsumq`
+                                       derives it instead of modelling it)
   ============  =====================  =======================================
 
 This module is pure Python (no pandas, no JAX) so that it imports instantly.
@@ -64,12 +68,14 @@ _DISPLAY = {
 
 # Options each family accepts, in the order they are listed and written.
 _OPTIONS = {
-    "normal": ("bounds", "loc", "scale", "integer", "missing"),
-    "poisson": ("bounds", "integer", "missing"),
-    "categorical": ("categories", "bins", "points", "bounds", "integer", "missing"),
-    "bernoulli": ("categories", "missing"),
+    "normal": ("bounds", "loc", "scale", "integer", "missing", "determined_by"),
+    "poisson": ("bounds", "integer", "missing", "determined_by"),
+    "categorical": ("categories", "bins", "points", "bounds", "integer", "missing",
+                    "determined_by"),
+    "bernoulli": ("categories", "missing", "determined_by"),
 }
-_ALL_OPTIONS = ("categories", "bins", "points", "bounds", "loc", "scale", "integer", "missing")
+_ALL_OPTIONS = ("categories", "bins", "points", "bounds", "loc", "scale", "integer", "missing",
+                "determined_by")
 # an integer Categorical column declared by its range gets one cell per value,
 # up to this many values (more: give bins)
 MAX_VALUE_CELLS = 1000
@@ -93,6 +99,8 @@ class FeatureSpec:
     scale: declared standardisation scale > 0 (Normal) or None.
     integer: declared integer flag, or None when not declared.
     missing: declared missing flag, or None when not declared.
+    determined_by: the name of the column this one is a function of
+      (declared public knowledge, e.g. a code and its label), or None.
     line: 1-based line number in the model file (0 when not from a file);
       ignored by `==`.
   """
@@ -105,6 +113,7 @@ class FeatureSpec:
   scale: Optional[float] = None
   integer: Optional[bool] = None
   missing: Optional[bool] = None
+  determined_by: Optional[str] = None
   line: int = dataclasses.field(default=0, compare=False)
 
   def to_text(self) -> str:
@@ -129,6 +138,8 @@ class FeatureSpec:
       value = getattr(self, flag)
       if value is not None:
         parts.append(flag if value else f"{flag} = no")
+    if self.determined_by is not None:
+      parts.append(f"determined_by = {self.determined_by}")
     return " ; ".join(parts)
 
 
@@ -209,7 +220,27 @@ def parse_model_text(text: str, path: str = "<string>") -> ModelSpec:
   if not features:
     raise ModelFileError(f"{path}: the model file lists no columns; add lines "
                          "like 'age : Normal'")
+  _check_determined_by(features, path)
   return ModelSpec(features=tuple(features), path=path)
+
+
+def _check_determined_by(features, path) -> None:
+  """`determined_by` names another modelled column that is not itself determined."""
+  by_name = {f.name: f for f in features}
+  for f in features:
+    if f.determined_by is None:
+      continue
+    where = f"{path}:{f.line}"
+    parent = by_name.get(f.determined_by)
+    if parent is None:
+      raise ModelFileError(f"{where}: 'determined_by = {f.determined_by}' for '{f.name}': "
+                           "no such column in this model file; name a modelled column")
+    if parent is f:
+      raise ModelFileError(f"{where}: '{f.name}' cannot be determined by itself")
+    if parent.determined_by is not None:
+      raise ModelFileError(f"{where}: '{f.name}' is determined by '{parent.name}', which is "
+                           f"itself determined by '{parent.determined_by}'; name "
+                           f"'{parent.determined_by}' instead")
 
 
 def parse_model_file(path: str) -> ModelSpec:
@@ -295,6 +326,7 @@ _EXAMPLES = {
     "bounds": "bounds = 0, 100",
     "loc": "loc = 0",
     "scale": "scale = 1",
+    "determined_by": "determined_by = education",
 }
 
 
@@ -451,7 +483,13 @@ def _parse_scale(value, name, family, where) -> float:
   return scale
 
 
+def _parse_determined_by(value, name, family, where) -> str:
+  del name, family, where
+  return value
+
+
 _PARSERS = {
+    "determined_by": _parse_determined_by,
     "categories": _parse_categories,
     "bins": _parse_bins,
     "points": _parse_points,

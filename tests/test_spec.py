@@ -95,12 +95,12 @@ def test_trailing_and_empty_option_segments_are_ignored():
     ("x : \n", "model.txt:1: unknown distribution ''"),
     ("# h\n\nage : Normal ; bound = 1, 2\n",
      "model.txt:3: unknown option 'bound' for 'age' (expected one of: bounds, "
-     "loc, scale, integer, missing)"),
+     "loc, scale, integer, missing, determined_by)"),
     ("age : Normal ; categories = a, b\n",
      "model.txt:1: option 'categories' does not apply to Normal column 'age'"),
     ("s : Bernoulli ; bounds = 0, 1\n",
      "model.txt:1: option 'bounds' does not apply to Bernoulli column 's' "
-     "(expected one of: categories, missing)"),
+     "(expected one of: categories, missing, determined_by)"),
     ("p : Poisson ; loc = 1\n", "model.txt:1: option 'loc' does not apply"),
     ("x : Normal ; integer ; integer = no\n",
      "model.txt:1: option 'integer' given twice for 'x'"),
@@ -132,6 +132,14 @@ def test_trailing_and_empty_option_segments_are_ignored():
     ("  : Normal\n", "model.txt:1: empty column name"),
     ("# nothing here\n\n", "model.txt: the model file lists no columns"),
     ("", "model.txt: the model file lists no columns"),
+    ("a : Normal\nb : Normal ; determined_by = c\n",
+     "model.txt:2: 'determined_by = c' for 'b': no such column in this model file"),
+    ("a : Normal ; determined_by = a\n", "model.txt:1: 'a' cannot be determined by itself"),
+    ("a : Normal ; determined_by = b\nb : Normal ; determined_by = c\nc : Normal\n",
+     "model.txt:1: 'a' is determined by 'b', which is itself determined by 'c'; name 'c'"),
+    ("a : Normal\nb : Normal ; determined_by\n",
+     "model.txt:2: option 'determined_by' for 'b' needs a value, e.g. "
+     "'determined_by = education'"),
 ])
 def test_errors_name_the_line(text, expected):
   with pytest.raises(ModelFileError) as info:
@@ -149,6 +157,7 @@ def test_errors_name_the_line(text, expected):
     ('c : Categorical ; categories = "a, b", "d;e", "q""uote", <=50K, 13 ; '
      "missing\n"),
     "s : Bernoulli ; categories = No, Yes ; missing = no\n",
+    "Level of study : Categorical\nyears : Poisson ; missing ; determined_by = Level of study\n",
 ])
 def test_to_text_round_trip(text):
   spec = parse_model_text(text)

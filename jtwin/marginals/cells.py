@@ -345,30 +345,44 @@ def coarsen(cells, max_coarse: int = MAX_COARSE) -> tuple:
   return tuple(out)
 
 
-def decode_cells(codes: np.ndarray, observed: np.ndarray, cells, rng) -> pd.DataFrame:
+def decode_cells(codes: np.ndarray, observed: np.ndarray, cells, rng,
+                 derived=()) -> pd.DataFrame:
   """Model cell codes [N, D] (and observed [N, D]) -> a DataFrame of values.
 
   A merged cell draws one of its base cells by its weights; a numeric base
   cell is its value (one cell per value) or a uniform draw within its bin
-  (integers where the column is integer). Unobserved cells are NA.
+  (integers where the column is integer). Unobserved cells are NA. Each
+  `jtwin.marginals.derived.DerivedColumn` in `derived` is then set from its
+  parent's drawn base cell and inserted at its position.
   """
   codes = np.asarray(codes)
   observed = np.asarray(observed, bool)
-  out = {}
+  out, parent_base = {}, {}
   for j, c in enumerate(cells):
     obs = observed[:, j] & (codes[:, j] < c.num_cells)
     g = np.clip(codes[:, j], 0, c.num_cells - 1).astype(np.int64)
     base = _draw_members(g, c, rng)
-    if c.kind == "category":
-      out[c.name] = jdata._labels_series(c.labels, base, obs)
-      continue
-    edges = np.asarray(c.edges)
-    point = np.asarray(c.point, bool)[base]
-    drawn = jdata._draw_in_bins(base, edges, c.integer, rng)
-    x = np.where(point, edges[base], drawn)
-    out[c.name] = (jdata._int_series(x, obs) if c.integer
-                   else pd.Series(np.where(obs, jdata._significant(x, 7), np.nan)))
-  return pd.DataFrame(out, columns=[c.name for c in cells])
+    out[c.name] = _base_values(base, obs, c, rng)
+    parent_base[c.name] = np.where(obs, base, c.num_base)
+  names = [c.name for c in cells]
+  for dc in sorted(derived, key=lambda x: x.position):
+    child = dc.child_codes(parent_base[dc.parent])
+    obs = child < dc.cells.num_base
+    out[dc.name] = _base_values(np.minimum(child, dc.cells.num_base - 1), obs, dc.cells, rng)
+    names.insert(dc.position, dc.name)
+  return pd.DataFrame(out, columns=names)
+
+
+def _base_values(base: np.ndarray, obs: np.ndarray, c: CellColumn, rng) -> pd.Series:
+  """A column's values from its base cells [N] (NA where not `obs`)."""
+  if c.kind == "category":
+    return jdata._labels_series(c.labels, base, obs)
+  edges = np.asarray(c.edges)
+  point = np.asarray(c.point, bool)[base]
+  drawn = jdata._draw_in_bins(base, edges, c.integer, rng)
+  x = np.where(point, edges[base], drawn)
+  return (jdata._int_series(x, obs) if c.integer
+          else pd.Series(np.where(obs, jdata._significant(x, 7), np.nan)))
 
 
 def _draw_members(g: np.ndarray, c: CellColumn, rng) -> np.ndarray:
