@@ -161,6 +161,13 @@ def adult_model(k: int, *, group_clip: bool = True):
   return model, data.values, data.observed, domain
 
 
+def without_determined_by(spec):
+  """`spec` with every column modelled (its `determined_by` declarations dropped)."""
+  import dataclasses
+  return dataclasses.replace(spec, features=tuple(
+      dataclasses.replace(f, determined_by=None) for f in spec.features))
+
+
 def python_env() -> dict:
   """The environment for a child Python: unbuffered, the repo importable."""
   env = dict(os.environ)

@@ -45,15 +45,6 @@ def _say(args, *lines):
       print(line, flush=True)
 
 
-def warn_determined_by_unused(spec) -> None:
-  """DP-VI models `determined_by` columns like any other: say so."""
-  names = [f.name for f in spec.features if f.determined_by]
-  if names:
-    warnings.warn(f"'determined_by' is used by 'jtwin napsumq' only; DP-VI ('jtwin fit') "
-                  f"models {', '.join(repr(n) for n in names)} like any other column",
-                  stacklevel=3)
-
-
 def prepare(df, model_path, *, k: int, drop_na: bool, source: str, release=None) -> Prepared:
   """Model file (or custom .py model, or a parsed `ModelSpec`) + data -> model,
   encoded data, decoder."""
@@ -63,7 +54,8 @@ def prepare(df, model_path, *, k: int, drop_na: bool, source: str, release=None)
     return _prepare_custom(df, model_path, drop_na=drop_na, source=source, release=release)
   from jtwin.models import make_mixture_model
   spec = model_path if isinstance(model_path, ModelSpec) else parse_model_file(model_path)
-  warn_determined_by_unused(spec)
+  from jtwin.marginals.derived import warn_unused_by_dp_vi
+  warn_unused_by_dp_vi(spec)
   frame = jdata.select_columns(df, spec, bool(drop_na), source=source)
   if len(frame) == 0:
     raise DataError(f"{source}: no rows left after dropping rows with missing values "

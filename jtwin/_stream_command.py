@@ -84,8 +84,8 @@ def prepare_streamed(args, directory: str, *, release) -> dict:
     raise JtwinInputError(f"{args.model_path}: --stream needs a model file; a custom .py "
                           "model reads the whole table (use --stream off)")
   spec = parse_model_file(args.model_path)
-  from jtwin._commands import warn_determined_by_unused
-  warn_determined_by_unused(spec)
+  from jtwin.marginals.derived import warn_unused_by_dp_vi
+  warn_unused_by_dp_vi(spec)
   streamed = table_store.stream_encode(args.data_path, spec, directory,
                                        chunk_rows=args.chunk_rows, drop_na=bool(args.drop_na),
                                        release=release, source=args.data_path)

@@ -8,6 +8,7 @@ import importlib.util
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 _BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
@@ -188,3 +189,33 @@ def test_bench_large_data_quick(capsys):
   rows = [l.split("|") for l in out.splitlines() if re.match(r"^\s+[23]0,000 \|", l)]
   assert len(rows) == 2 and rows[1][1].split()[0] == "-"      # the generated store: no encode
   assert all(len(r[2].split()) == 5 for r in rows)
+
+
+def test_mst_baseline_quick(capsys):
+  assert _load("mst_baseline").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  assert re.search(r"^\| 1 \| 0 \| .* \| \d+\.\d s \|$", out, re.M), out
+
+
+def test_mst_baseline_tree_model_reproduces_exact_tables():
+  """With exact, consistent tables the tree model samples the tree's own distribution."""
+  mst = _load("mst_baseline")
+  rng = np.random.default_rng(0)
+  sizes = [3, 4, 2]
+  p0 = np.array([0.5, 0.3, 0.2])
+  c01 = rng.dirichlet(np.ones(4), 3)          # P(x1 | x0)
+  c12 = rng.dirichlet(np.ones(2), 4)          # P(x2 | x1)
+  j01 = p0[:, None] * c01
+  j12 = j01.sum(0)[:, None] * c12
+  n = 1e6
+  ones = [n * p0, n * j01.sum(0), n * j12.sum(0)]
+  node, joint = mst._estimate(ones, 1.0, {(0, 1): n * j01.ravel(), (1, 2): n * j12.ravel()},
+                              1.0, sizes)
+  rows = mst._sample(rng, node, joint, 3, 200_000)
+  emp01 = np.zeros((3, 4))
+  np.add.at(emp01, (rows[:, 0], rows[:, 1]), 1)
+  emp12 = np.zeros((4, 2))
+  np.add.at(emp12, (rows[:, 1], rows[:, 2]), 1)
+  np.testing.assert_allclose(emp01 / len(rows), j01, atol=0.005)
+  np.testing.assert_allclose(emp12 / len(rows), j12, atol=0.005)

@@ -17,10 +17,11 @@ it would have been in. Everything here is post-processing of that table.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
-__all__ = ["DerivedColumn", "learn_map", "off_map_share"]
+__all__ = ["DerivedColumn", "learn_map", "off_map_share", "warn_unused_by_dp_vi"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,3 +88,12 @@ def off_map_share(noisy: np.ndarray, mapping, sigma: float) -> tuple[float, floa
   on = noisy[np.arange(noisy.shape[0]), np.asarray(mapping)].sum()
   off_cells = noisy.size - noisy.shape[0]
   return float((total - on) / total), float(sigma * np.sqrt(max(off_cells, 1)) / total)
+
+
+def warn_unused_by_dp_vi(spec) -> None:
+  """DP-VI (`jtwin fit`) models `determined_by` columns like any other: say so."""
+  names = [f.name for f in spec.features if f.determined_by]
+  if names:
+    warnings.warn(f"'determined_by' is used by 'jtwin napsumq' only; DP-VI ('jtwin fit') "
+                  f"models {', '.join(repr(n) for n in names)} like any other column",
+                  stacklevel=3)

@@ -146,3 +146,11 @@ def test_cli_result_file_keeps_the_map(tmp_path, capsys):
     assert list(twin.columns) == ["code", "label", "region", "y"]
     assert (twin["label"] == twin["code"].map(LABEL)).all()
     assert (twin["region"] == twin["code"].map(REGION)).all()
+
+
+def test_dp_vi_says_it_models_determined_columns_as_usual():
+  from jtwin import _commands
+  with pytest.warns(UserWarning, match=r"DP-VI \('jtwin fit'\) models 'label', 'region'"):
+    prep = _commands.prepare(_frame(300), parse_model_text(MODEL), k=2, drop_na=False,
+                             source="data")
+  assert prep.values.shape[1] == 4            # all four columns modelled
