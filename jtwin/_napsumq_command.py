@@ -90,6 +90,7 @@ def napsumq(args) -> int:
       one_way_fraction=args.one_way_fraction, rounds=args.rounds, max_cells=args.max_cells,
       final_steps=args.steps, source=args.data_path, devices=args.devices,
       ensemble=args.ensemble,
+      smoothness=nq.SMOOTHNESS if args.smoothness is None else args.smoothness,
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
   _warn_inferred(notes)   # fit_marginals warned about the rest itself
@@ -195,6 +196,9 @@ def add_parser(sub, types):
                  help="fit up to this many mixtures (at least 50 components each) from "
                  "different starts and join them into one of K components (averages away "
                  "what the tables leave undetermined; post-processing)")
+  g.add_argument("--smoothness", type=float, default=None,
+                 help="weight of the prior that the mixture components' shares of a numeric "
+                 "column's fine cells vary smoothly (0: off) [default: 100]")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
   g.add_argument("--one_way_fraction", type=float, default=0.4,

@@ -62,10 +62,11 @@ def make_targets(index: mm.MarginalIndex, measurements, total: float) -> Targets
                  jnp.asarray(total, jnp.float32))
 
 
-def _neg_log_joint(index, concentration, theta, targets: Targets) -> Array:
+def _neg_log_joint(index, concentration, theta, targets: Targets, smoothness=0.0) -> Array:
   v = mm.marginal_vector(index, theta)[targets.positions]
   r = targets.noisy - targets.total * v
-  return 0.5 * jnp.sum(targets.precision * r * r) - mm.log_prior(index, theta, concentration)
+  out = 0.5 * jnp.sum(targets.precision * r * r) - mm.log_prior(index, theta, concentration)
+  return out + smoothness * mm.roughness(index, theta) if smoothness else out
 
 
 def initial_theta(index: mm.MarginalIndex, key: Array, one_way: list, spread: float,
@@ -112,9 +113,9 @@ def _schedule(lr: float, steps: int):
   return optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.02)
 
 
-def _map_run(index, concentration, theta, targets, steps, lr):
+def _map_run(joint, theta, targets, steps, lr):
   opt = optax.adam(_schedule(1.0, steps))
-  grad = jax.grad(functools.partial(_neg_log_joint, index, concentration))
+  grad = jax.grad(joint)
 
   def step(carry, _):
     params, state = carry
@@ -123,7 +124,7 @@ def _map_run(index, concentration, theta, targets, steps, lr):
     return (optax.apply_updates(params, updates), state), None
 
   (theta, _), _ = jax.lax.scan(step, (theta, opt.init(theta)), None, length=steps)
-  return theta, _neg_log_joint(index, concentration, theta, targets)
+  return theta, joint(theta, targets)
 
 
 class Fitter(NamedTuple):
@@ -132,8 +133,12 @@ class Fitter(NamedTuple):
   fit_posterior: object
 
 
-def make_fitter(index: mm.MarginalIndex, concentration: float) -> Fitter:
+def make_fitter(index: mm.MarginalIndex, concentration: float,
+                smoothness: float = 0.0) -> Fitter:
   """Jit-compiled MAP and posterior fits for this index and prior.
+
+  The prior is Dirichlet(concentration) on every component's cells and the
+  weights, times exp(-smoothness * `mm.roughness`) (0: off).
 
   fit_map(theta, targets, steps, learning_rate) -> (theta, loss): Adam on
     -(log p(y | theta) + log p(theta)) from `theta`.
@@ -142,8 +147,10 @@ def make_fitter(index: mm.MarginalIndex, concentration: float) -> Fitter:
     noisy measurements (ELBO, Adam), starting at loc = theta (the MAP
     estimate) with scale `init_scale`.
   """
-  run_map = jax.jit(functools.partial(_map_run, index, float(concentration)), static_argnums=2)
-  run_vi = jax.jit(functools.partial(_vi_run, index, float(concentration)), static_argnums=3)
+  joint = functools.partial(_neg_log_joint, index, float(concentration),
+                            smoothness=float(smoothness))
+  run_map = jax.jit(functools.partial(_map_run, joint), static_argnums=2)
+  run_vi = jax.jit(functools.partial(_vi_run, joint), static_argnums=3)
 
   def fit_map(theta, targets, steps, learning_rate):
     theta, loss = run_map(theta, targets, int(steps), jnp.float32(learning_rate))
@@ -157,9 +164,8 @@ def make_fitter(index: mm.MarginalIndex, concentration: float) -> Fitter:
   return Fitter(fit_map, fit_posterior)
 
 
-def _vi_run(index, concentration, post, targets, key, steps, lr):
+def _vi_run(joint, post, targets, key, steps, lr):
   opt = optax.adam(_schedule(1.0, steps))
-  joint = functools.partial(_neg_log_joint, index, concentration)
 
   def neg_elbo(params, eps):
     theta = jax.tree.map(lambda m, r, e: m + scale_of(r) * e, params.loc, params.raw_scale, eps)

@@ -36,7 +36,7 @@ from jtwin.models.interface import Feature
 Array = jax.Array
 
 __all__ = ["MarginalIndex", "cell_features", "clique_positions", "log_cell_table",
-           "log_prior", "make_index", "marginal_vector", "views"]
+           "log_prior", "make_index", "marginal_vector", "roughness", "views"]
 
 
 class MarginalIndex(NamedTuple):
@@ -58,6 +58,7 @@ class MarginalIndex(NamedTuple):
   coarse: np.ndarray         # [C, C_coarse] 0/1: fine cell -> coarse cell
   view_column: tuple         # the column of each view
   multiway_view: tuple       # per column: the view used in multi-way tables
+  adjacent: np.ndarray = np.zeros((0, 2), np.int64)   # [P, 2] neighbouring numeric cells
 
 
 def cell_features(cells) -> tuple:
@@ -119,9 +120,14 @@ def make_index(cells, num_components: int, cond_cols: Sequence[int] = ()) -> Mar
   for c in cond_cols:
     cond_start[c] = len(pos)
     pos.extend(cell_pos[c])
+  adjacent = [np.stack([cell_pos[j][:c.num_cells - 2], cell_pos[j][1:c.num_cells - 1],
+                        cell_pos[j][2:c.num_cells]], 1)
+              for j, c in enumerate(cells) if c.kind == "numeric" and c.num_cells > 2 and c.coarse is not None]
+  adjacent = np.concatenate(adjacent) if adjacent else np.zeros((0, 3), np.int64)
   return MarginalIndex(layout, np.asarray(sizes, np.int64), tuple(cell_pos), offset,
                        flat_missing, cond_cols, np.asarray(pos, np.int64), cond_start,
-                       coarse.astype(np.float32), tuple(columns), tuple(multiway))
+                       coarse.astype(np.float32), tuple(columns), tuple(multiway),
+                       adjacent.astype(np.int64))
 
 
 def log_cell_table(index: MarginalIndex, theta: dict) -> Array:
@@ -161,6 +167,26 @@ def log_prior(index: MarginalIndex, theta: dict, concentration: float) -> Array:
   """
   log_pi = fam.categorical_log_probs(theta["mix"])
   return concentration * (jnp.sum(log_cell_table(index, theta)) + jnp.sum(log_pi))
+
+
+def roughness(index: MarginalIndex, theta: dict) -> Array:
+  """How unevenly P(component | value) varies between neighbouring numeric cells.
+
+  With r[k, i] = log Theta[k, i] - log u[i] (a component's share of cell i
+  relative to the mixture; the cells' widths and any spike in the marginal
+  cancel), the roughness is sum_k pi_k sum_(i, i+1) (r[k, i+1] - r[k, i])^2
+  over neighbouring observed cells of every numeric column. Multi-way tables
+  see numeric columns through coarse views, so within a coarse cell nothing
+  but this prior shapes how the components share the fine cells.
+  """
+  if not len(index.adjacent):
+    return jnp.float32(0.0)
+  log_pi = fam.categorical_log_probs(theta["mix"])
+  table = log_cell_table(index, theta)                               # [K, C]
+  rel = table - jax.nn.logsumexp(table + log_pi[:, None], axis=0)
+  a, b, c = (rel[:, index.adjacent[:, i]] for i in range(3))
+  step = c - 2.0 * b + a
+  return jnp.sum(jnp.exp(log_pi)[:, None] * step * step)
 
 
 def clique_positions(index: MarginalIndex, clique: Sequence[int]) -> np.ndarray:
