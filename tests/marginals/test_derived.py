@@ -154,3 +154,16 @@ def test_dp_vi_says_it_models_determined_columns_as_usual():
     prep = _commands.prepare(_frame(300), parse_model_text(MODEL), k=2, drop_na=False,
                              source="data")
   assert prep.values.shape[1] == 4            # all four columns modelled
+
+
+def test_synthesizer_save_load_keeps_the_map(tmp_path):
+  import jtwin
+  synth = jtwin.Synthesizer(parse_model_text(MODEL), method="napsumq", epsilon=1.0, seed=0,
+                            num_components=3, final_steps=40, posterior_steps=5)
+  synth.fit(_frame(1500))
+  synth.save(tmp_path / "m.jtwin.npz")
+  again = jtwin.load(tmp_path / "m.jtwin.npz")
+  for twin in (synth.sample(300, seed=1), again.sample(300, seed=1)):
+    assert list(twin.columns) == ["code", "label", "region", "y"]
+    assert (twin["label"] == twin["code"].map(LABEL)).all()
+  pd.testing.assert_frame_equal(again.sample(50, seed=2), synth.sample(50, seed=2))

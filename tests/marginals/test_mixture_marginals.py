@@ -97,3 +97,51 @@ def test_coarse_view_marginals_are_sums_of_fine_cells(use_jit):
   for clique, other in [((3,), (0, 1)), ((0, 3), (1,)), ((1, 3), (0,)), ((0, 1, 3), ())]:
     expected = coarse.sum(axis=other).ravel() if other else coarse.ravel()
     np.testing.assert_allclose(vector[mm.clique_positions(index, clique)], expected, atol=2e-6)
+
+
+def _random_theta(index, k, seed):
+  rng = np.random.default_rng(seed)
+  return {"mix": rng.normal(size=k - 1).astype(np.float32),
+          "cat_logits": rng.normal(size=(k, len(index.layout.flat_free))).astype(np.float32),
+          "missing_logit": rng.normal(size=(k, 2)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_roughness_matches_its_definition(use_jit, seed):
+  import dataclasses
+  a, b, c = _cells()
+  c = dataclasses.replace(c, coarse=((0, 1), (2, 3)))
+  index = mm.make_index((a, b, c), num_components=3)
+  # only the numeric column with a coarse view: its 4 observed cells, 2 triples
+  np.testing.assert_array_equal(index.adjacent, np.stack(
+      [index.cell_pos[2][:2], index.cell_pos[2][1:3], index.cell_pos[2][2:4]], 1))
+  theta = _random_theta(index, 3, seed)
+  fn = lambda th: mm.roughness(index, th)
+  got = float((jax.jit(fn) if use_jit else fn)(theta))
+  table = np.exp(np.asarray(mm.log_cell_table(index, theta), np.float64))       # [K, C]
+  pi = np.exp(np.asarray(jax.nn.log_softmax(np.append(theta["mix"], 0.0)), np.float64))
+  share = np.log(table[:, index.cell_pos[2][:4]]) - np.log(pi @ table[:, index.cell_pos[2][:4]])
+  expected = sum(pi[k] * np.sum(np.diff(share[k], 2) ** 2) for k in range(3))
+  assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_roughness_is_zero_when_shares_are_linear_and_without_coarse_views():
+  import dataclasses
+  a, b, c = _cells()
+  index = mm.make_index((a, b, c), num_components=2)
+  assert index.adjacent.shape == (0, 3)                          # no coarse view: no prior
+  assert float(mm.roughness(index, _random_theta(index, 2, 0))) == 0.0
+  c = dataclasses.replace(c, coarse=((0, 1), (2, 3)))
+  index = mm.make_index((a, b, c), num_components=2)
+  theta = _random_theta(index, 2, 1)
+  # components whose numeric cells all have the same probability: log shares are
+  # constant across cells, so their second differences vanish
+  logits = np.asarray(theta["cat_logits"]).copy()
+  layout = index.layout
+  free = [i for i, f in enumerate(layout.flat_feature[:len(layout.flat_free)]) if f == 2]
+  logits[:, free] = 0.0
+  theta["cat_logits"] = logits
+  assert float(mm.roughness(index, theta)) == pytest.approx(0.0, abs=1e-8)
+  logits[0, free[0]] = 2.0                                       # a kink in component 0
+  assert float(mm.roughness(index, theta)) > 0.01

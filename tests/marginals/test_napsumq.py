@@ -150,6 +150,7 @@ def test_cli_separate_output_per_posterior_draw(files):
     ("a, , b\n", [], 3, "empty column name"),
     ("a, b, c\n", ["--max_cells", "10"], 1, "more than the cap"),
     ("a, b\n", ["--target", "zz"], 1, "--target 'zz'"),
+    ("a, b\n", ["--smoothness", "-1"], 1, "smoothness must be a finite number >= 0"),
 ])
 def test_cli_bad_queries(files, capsys, queries, extra, code, message):
   tmp, data, _ = files
@@ -232,3 +233,9 @@ def test_ensemble_members_keep_fifty_components(frame, k, ensemble, members):
 def test_ensemble_must_be_a_positive_integer(frame):
   with pytest.raises(napsumq.JtwinInputError, match="ensemble"):
     napsumq.fit_marginals(2, frame, parse_model_text(MODEL), ensemble=0, **FAST)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_smoothness_must_be_finite_and_non_negative(frame, value):
+  with pytest.raises(napsumq.JtwinInputError, match="smoothness must be a finite number >= 0"):
+    napsumq.fit_marginals(2, frame, parse_model_text(MODEL), smoothness=value, **FAST)
