@@ -516,6 +516,31 @@ def sample(args) -> int:
   return 0
 
 
+def _check_determined_by(spec, frame) -> list:
+  """Prints whether each `determined_by` declaration holds in the data; problems (> 1%
+  of rows off the most common value for their parent). Local to the data holder."""
+  problems = []
+  for f in spec.features:
+    if f.determined_by is None:
+      continue
+    pair = frame[[f.determined_by, f.name]].astype(object).astype(str).where(
+        frame[[f.determined_by, f.name]].notna(), "<missing>")
+    counts = pair.groupby([f.determined_by, f.name]).size()
+    off = int(len(pair) - counts.groupby(level=0).max().sum())
+    share = off / max(len(pair), 1)
+    what = f"'{f.name}' determined_by '{f.determined_by}'"
+    if off == 0:
+      print(f"  {what}: holds on every row")
+    elif share <= 0.01:
+      print(f"  {what}: {off} rows ({100 * share:.2g}%) differ from the most common "
+            f"'{f.name}' for their '{f.determined_by}'; the twin will not have them")
+    else:
+      problems.append(f"{what}: {off} rows ({100 * share:.2g}%) differ from the most common "
+                      f"'{f.name}' for their '{f.determined_by}', so it is not a function of "
+                      "it; remove 'determined_by' from the model file")
+  return problems
+
+
 def check(args) -> int:
   import jax
   import jax.numpy as jnp
@@ -557,6 +582,9 @@ def check(args) -> int:
     print("  no declared bounds, so synthetic values are not clipped (they may leave the "
           "real range, e.g. go negative): " + ", ".join(unbounded) + "; declare "
           "'bounds = lo, hi' where the range is public")
+  if not str(args.model_path).endswith(".py"):
+    from jtwin.spec import parse_model_file
+    problems += _check_determined_by(parse_model_file(args.model_path), prep.frame)
   if problems:
     for p in problems:
       print(f"  problem: {p}", file=sys.stderr)

@@ -167,3 +167,21 @@ def test_synthesizer_save_load_keeps_the_map(tmp_path):
     assert list(twin.columns) == ["code", "label", "region", "y"]
     assert (twin["label"] == twin["code"].map(LABEL)).all()
   pd.testing.assert_frame_equal(again.sample(50, seed=2), synth.sample(50, seed=2))
+
+
+@pytest.mark.parametrize("shuffled,code,message", [
+    (0, 0, "'label' determined_by 'code': holds on every row"),
+    (4, 0, "4 rows (0.2%) differ from the most common 'label'"),
+    (400, 1, "so it is not a function of it; remove 'determined_by'"),
+])
+def test_check_reports_whether_the_declaration_holds(tmp_path, capsys, shuffled, code, message):
+  frame = _frame(2000)
+  rng = np.random.default_rng(0)
+  rows = rng.choice(np.flatnonzero(frame["code"] == 1), shuffled, replace=False)
+  frame.loc[rows, "label"] = "two"                       # code 1 is "one" elsewhere
+  data, model = tmp_path / "d.csv", tmp_path / "m.txt"
+  frame.to_csv(data, index=False)
+  model.write_text(MODEL)
+  assert main(["check", str(data), str(model)]) == code
+  out = capsys.readouterr()
+  assert message in out.out + out.err
