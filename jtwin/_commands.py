@@ -516,6 +516,14 @@ def sample(args) -> int:
   return 0
 
 
+def _narrow(column) -> bool:
+  """Values of one sign whose largest is under 1.5 times their smallest in size."""
+  import pandas as pd
+  x = pd.to_numeric(column, errors="coerce").dropna().to_numpy(float)
+  return bool(len(x) and (np.all(x > 0) or np.all(x < 0))
+              and np.abs(x).max() < 1.5 * np.abs(x).min())
+
+
 def _check_determined_by(spec, frame) -> list:
   """Prints whether each `determined_by` declaration holds in the data; problems (> 1%
   of rows off the most common value for their parent). Local to the data holder."""
@@ -582,6 +590,12 @@ def check(args) -> int:
     print("  no declared bounds, so synthetic values are not clipped (they may leave the "
           "real range, e.g. go negative): " + ", ".join(unbounded) + "; declare "
           "'bounds = lo, hi' where the range is public")
+  narrow = [c for c in unbounded if _narrow(prep.frame[c])]
+  if narrow:
+    print("  values far from zero with a narrow spread (such as years), finer than the DP "
+          "domain step's grid (16 cells per decade) resolves, so 'jtwin napsumq' would "
+          "bin them coarsely: " + ", ".join(narrow) + "; declare their public range "
+          "('bounds = lo, hi', with 'integer' where they are whole numbers)")
   if not str(args.model_path).endswith(".py"):
     from jtwin.spec import parse_model_file
     problems += _check_determined_by(parse_model_file(args.model_path), prep.frame)

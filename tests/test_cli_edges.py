@@ -185,3 +185,15 @@ def test_check_names_columns_whose_synthetic_values_are_not_clipped(tmp_path, ca
   line = next(l for l in out.splitlines() if "not clipped" in l)
   named = line.split("go negative): ")[1].split(";")[0]
   assert named == "w"
+
+
+def test_check_names_narrow_columns_far_from_zero(tmp_path, capsys):
+  rng = np.random.default_rng(0)
+  frame = pd.DataFrame({"year": rng.integers(2000, 2016, 500), "x": rng.normal(size=500),
+                        "count": rng.poisson(3, 500) + 1})
+  data, model = tmp_path / "d.csv", tmp_path / "m.txt"
+  frame.to_csv(data, index=False)
+  model.write_text("year : Poisson\nx : Normal\ncount : Poisson\n")
+  assert main(["check", str(data), str(model)]) == 0
+  line = [l for l in capsys.readouterr().out.splitlines() if "narrow spread" in l]
+  assert len(line) == 1 and line[0].split(": ")[1].startswith("year;")

@@ -185,3 +185,4 @@ def test_check_reports_whether_the_declaration_holds(tmp_path, capsys, shuffled,
   assert main(["check", str(data), str(model)]) == code
   out = capsys.readouterr()
   assert message in out.out + out.err
+
