@@ -168,10 +168,14 @@ class ColumnCounts(NamedTuple):
       None.
     cells: int64 [2 (len(GRID) + 1)] rows per (grid cell, is-integer) of the
       finite values, flattened (numeric and binned columns), or None.
+    fine: int64 [(len(GRID) + 1) FINE_CELLS] rows per equal-width sub-cell
+      of every grid cell (columns that need bin edges), or None; released
+      only for a narrow column (`_narrow_cells`).
   """
   missing: int
   labels: Optional[dict] = None
   cells: Optional[np.ndarray] = None
+  fine: Optional[np.ndarray] = None
 
 
 class DomainCounts(NamedTuple):
@@ -213,7 +217,7 @@ def count_domain(frame: pd.DataFrame, spec: Optional[ModelSpec], *, need_edges: 
       continue
     col = frame[f.name]
     isna = col.isna().to_numpy()
-    labels = cells = None
+    labels = cells = fine = None
     if f.family in _CATEGORICAL and f.bins is None:
       if f.categories is None:
         from jtwin import data as jdata
@@ -224,7 +228,9 @@ def count_domain(frame: pd.DataFrame, spec: Optional[ModelSpec], *, need_edges: 
       cell = np.searchsorted(GRID, x, side="right")           # 0 .. len(GRID)
       integer = (x == np.rint(x)).astype(np.int64)
       cells = np.bincount(cell * 2 + integer, minlength=2 * (len(GRID) + 1)).astype(np.int64)
-    columns[f.name] = ColumnCounts(int(isna.sum()), labels, cells)
+      if need_edges and "edges" in _undeclared(f, need_edges):
+        fine = _fine_counts(x, cell)
+    columns[f.name] = ColumnCounts(int(isna.sum()), labels, cells, fine)
   return DomainCounts(int(len(frame)), columns)
 
 
@@ -239,7 +245,8 @@ def merge_counts(a: DomainCounts, b: DomainCounts) -> DomainCounts:
       for k, v in cb.labels.items():
         labels[k] = labels.get(k, 0) + v
     cells = None if ca.cells is None else ca.cells + cb.cells
-    columns[name] = ColumnCounts(ca.missing + cb.missing, labels, cells)
+    fine = None if ca.fine is None else ca.fine + cb.fine
+    columns[name] = ColumnCounts(ca.missing + cb.missing, labels, cells, fine)
   return DomainCounts(a.rows + b.rows, columns)
 
 
@@ -329,6 +336,8 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
   noise_std, threshold = _noise_params(len(columns), m_cat, epsilon, delta, rho,
                                        threshold_delta)
   released, merged, drop, edges, new = [], [], [], {}, []
+  fine_released = 0
+  fine_rng = _child_generator(rng)   # the fine stage's noise leaves rng's stream as it was
   for f in spec.features:
     items = todo[f.name]
     if not items:
@@ -348,6 +357,14 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
       missing_count = float(c.missing) + rng.normal(0.0, noise_std)
       fields.update(_numeric_items(hist, items, f, noise_std, edge_levels, max_value_cells,
                                    edges))
+      if rho is not None and f.name in edges and c.fine is not None:
+        drawn, refined = _fine_edges(fine_rng, c.fine, hist, noise_std, edge_levels,
+                                     fields.get("integer", f.integer if f.family != "poisson"
+                                                else True), max_value_cells)
+        fine_released += drawn          # released (and paid for) whether used or not
+        if refined is not None:
+          edges[f.name] = refined
+          released.append(f"{f.name}: fine bin edges")
       released += [f"{f.name}: {i}" for i in items if i not in ("missing", "categories")]
     if "missing" in items:
       fields["missing"] = bool(missing_count > 2.0 * noise_std)
@@ -357,9 +374,10 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
     new.append(dataclasses.replace(f, **fields))
   out_spec = ModelSpec(tuple(new), spec.path)
   if rho is not None:
+    # each fine histogram is one more released histogram at the same noise sd
     return DomainRelease(out_spec, 0.0, float(threshold_delta), float(noise_std),
                          float(threshold), tuple(released), tuple(merged), tuple(drop), edges,
-                         rho=float(rho))
+                         rho=float(rho) + fine_released / (2.0 * noise_std**2))
   return DomainRelease(out_spec, float(epsilon), float(delta), float(noise_std),
                        float(threshold), tuple(released), tuple(merged), tuple(drop), edges)
 
@@ -513,6 +531,119 @@ def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_valu
 
 
 _TAIL_STEPS = (1, 2, 4, 8)   # grid cells beyond each end: out to half a decade
+
+
+FINE_CELLS = 256    # equal-width sub-cells of a grid cell for a narrow column's edges
+NARROW_CELLS = 4    # a column whose DP edges span at most this many grid cells is narrow
+FINE_SHARE = 0.5    # ... and its fine edges are used when the data fill at most this share
+
+
+def _child_generator(rng: np.random.Generator) -> np.random.Generator:
+  """An independent Generator spawned from rng's seed sequence, without drawing from rng."""
+  seed_seq = getattr(rng.bit_generator, "seed_seq", None)
+  if seed_seq is None or not hasattr(seed_seq, "spawn"):
+    return rng
+  return np.random.Generator(np.random.PCG64(seed_seq.spawn(1)[0]))
+
+
+def _fine_counts(x: np.ndarray, cell: np.ndarray) -> np.ndarray:
+  """Exact rows per (grid cell, equal-width sub-cell) of finite values `x` (PRIVATE)."""
+  lo, hi = _cell_edges()
+  width = np.maximum(hi[cell] - lo[cell], 1e-300)
+  sub = np.clip(((x - lo[cell]) / width * FINE_CELLS).astype(np.int64), 0, FINE_CELLS - 1)
+  return np.bincount(cell * FINE_CELLS + sub,
+                     minlength=(len(GRID) + 1) * FINE_CELLS).astype(np.int64)
+
+
+def _narrow_cells(span) -> Optional[np.ndarray]:
+  """The grid cells the DP range `span` = (lo, hi) covers, when they are few and on
+  one side of zero (the tails of `_tail_edges` are not part of it)."""
+  if span is None:
+    return None
+  lo, hi = float(span[0]), float(span[-1])
+  if lo <= 0.0 <= hi:
+    return None
+  first = int(np.searchsorted(GRID, lo, side="right"))
+  last = int(np.searchsorted(GRID, np.nextafter(hi, -np.inf), side="right"))
+  if last - first + 1 > NARROW_CELLS:
+    return None
+  return np.arange(first, last + 1)
+
+
+def _fine_edges(rng, fine: np.ndarray, hist: np.ndarray, noise_std: float, edge_levels,
+                integer, max_value_cells: int):
+  """Finer DP edges for a narrow column: one more noisy histogram, of its sub-cells.
+
+  The coarse grid has 16 cells a decade, so a column such as years (2000 to
+  2015) sits inside one or two cells about 300 wide, and its DP edges would
+  make bins that wide. When the DP edges span at most `NARROW_CELLS` grid
+  cells (a public fact), the exact counts of those cells' `FINE_CELLS`
+  equal-width sub-cells are released with the same noise sd as every other
+  histogram (one more histogram of sensitivity 1, which the caller adds to
+  the budget), and the edges are recomputed from them: one cell per integer
+  value when the column is integer with at most `max_value_cells` values in
+  its new range, else quantile bins. As in `_denoised`, a sub-cell counts
+  when its noisy count passes the threshold, and what a grid cell's noisy
+  total holds beyond its counted sub-cells, when that is above its noise, is
+  spread evenly over its other sub-cells (a thin tail is kept, an empty
+  stretch is not).
+
+  Args:
+    hist: the column's released coarse histogram [len(GRID) + 1, 2].
+
+  The fine edges replace the coarse ones only when the data fill at most
+  half of the grid cells' width (`FINE_SHARE`): a column such as a year
+  fills 16 of about 300, while one whose grid cells it fills anyway (a
+  spiky measurement with thin tails, such as diamonds' depth) keeps the
+  coarse edges and their tail cells.
+
+  Returns:
+    (drawn, edges): drawn is 1 when the fine histogram was released (its
+    budget counts even when it is not used), else 0; edges are (edges,
+    point flags), or None to keep the coarse edges.
+  """
+  cells = _narrow_cells(_quantiles(hist, [0.0, 1.0], noise_std))
+  if cells is None:
+    return 0, None
+  counts = fine.reshape(-1, FINE_CELLS)[cells].ravel().astype(np.float64)
+  noisy = counts + rng.normal(0.0, noise_std, counts.shape)
+  keep = noisy > _cell_threshold(noise_std / math.sqrt(2.0), len(noisy))
+  if not keep.any():
+    return 1, None
+  weight = np.where(keep, noisy, 0.0).reshape(len(cells), FINE_CELLS)
+  kept = keep.reshape(len(cells), FINE_CELLS)
+  z = statistics.NormalDist().inv_cdf(1.0 - _FALSE_CELL / len(cells))
+  for i, c in enumerate(cells):      # the rest of each grid cell's noisy total
+    rest = float(hist[c].sum()) - weight[i].sum()
+    sd = noise_std * math.sqrt(2.0 + kept[i].sum())
+    free = ~kept[i]
+    if free.any() and rest > z * sd:
+      weight[i, free] = rest / free.sum()
+  weight = weight.ravel()
+  keep = weight > 0
+  lo, hi = _cell_edges()
+  sub_lo = np.concatenate([lo[c] + (hi[c] - lo[c]) * np.arange(FINE_CELLS) / FINE_CELLS
+                           for c in cells])
+  sub_w = np.concatenate([np.full(FINE_CELLS, (hi[c] - lo[c]) / FINE_CELLS) for c in cells])
+  first, last = np.flatnonzero(keep)[[0, -1]]
+  a, b = sub_lo[first], sub_lo[last] + sub_w[last]
+  if b - a > FINE_SHARE * (hi[cells[-1]] - lo[cells[0]]):
+    return 1, None
+  if integer:   # a kept sub-cell holds integers: the first and last ones bound the values
+    a, b = math.ceil(a), math.ceil(b)
+    if b - a <= max_value_cells:
+      values = np.arange(a, b, dtype=np.float64)
+      return 1, (tuple(float(v) for v in np.append(values, b)), (True,) * len(values))
+  levels = edge_levels if edge_levels is not None else np.linspace(0.0, 1.0, 33)
+  cum = np.concatenate([[0.0], np.cumsum(weight)]) / weight.sum()
+  grid = np.append(sub_lo, sub_lo[-1] + sub_w[-1])
+  e = np.unique(np.interp(np.clip(levels, 0.0, 1.0), cum, grid))
+  e = np.unique(np.concatenate([[a], e[(e > a) & (e < b)], [b]]))
+  if integer:
+    e = np.unique(np.ceil(e))
+  if len(e) < 2:
+    e = np.array([a, a + 1.0])
+  return 1, (tuple(float(v) for v in e), (False,) * (len(e) - 1))
 
 
 def _tail_edges(lo: float, hi: float) -> tuple:

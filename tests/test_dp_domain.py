@@ -281,3 +281,60 @@ def test_zcdp_composition_shares_rho_and_budgets_the_threshold():
   basic = dd.plan_release(np.random.default_rng(0), frame, parse_model_text(BARE), epsilon=1.0,
                           delta=1e-6).release
   assert rel.noise_std < 0.5 * basic.noise_std
+
+
+def _narrow_frame(n, seed=0):
+  rng = np.random.default_rng(seed)
+  return pd.DataFrame({"year": rng.integers(2000, 2016, n),
+                       "lat": np.round(rng.uniform(30.0, 31.0, n), 4),
+                       "income": np.round(rng.lognormal(10.5, 0.6, n))})
+
+
+def test_narrow_columns_get_fine_edges_from_one_more_histogram():
+  spec = parse_model_text("year : Poisson\nlat : Normal\nincome : Normal\n")
+  frame = _narrow_frame(20_000)
+  rel = dd.release_domain(np.random.default_rng(1), frame, spec, rho=0.01,
+                          threshold_delta=1e-7, need_edges=True)
+  # years 2000..2015 sit inside one or two grid cells about 300 wide: one cell per year
+  edges, point = rel.edges["year"]
+  assert edges == tuple(float(y) for y in range(2000, 2017)) and all(point)
+  # a narrow non-integer column: quantile edges inside its range, no wider than it
+  lat = np.asarray(rel.edges["lat"][0])
+  assert 29.9 <= lat[0] <= 30.02 and 30.98 <= lat[-1] <= 31.1 and len(lat) > 20
+  assert not any(rel.edges["lat"][1])
+  # a wide column keeps the coarse path (tail cells included)
+  assert rel.edges["income"][0][0] < frame["income"].min()
+  fine = [r for r in rel.released if r.endswith("fine bin edges")]
+  assert sorted(fine) == ["lat: fine bin edges", "year: fine bin edges"]
+  # each fine histogram is one more histogram of sensitivity 1 at the same noise sd
+  assert rel.noise_std == pytest.approx(math.sqrt(3 / (2 * 0.01)), rel=1e-12)
+  assert rel.rho == pytest.approx(0.01 + 2 / (2 * rel.noise_std**2), rel=1e-12)
+
+
+def test_fine_edges_only_in_zcdp_and_same_from_merged_chunks():
+  spec = parse_model_text("year : Poisson\nlat : Normal\nincome : Normal\n")
+  frame = _narrow_frame(6_000, seed=2)
+  basic = dd.release_domain(np.random.default_rng(1), frame, spec, epsilon=1.0, delta=1e-6,
+                            need_edges=True)
+  assert not [r for r in basic.released if "fine" in r]        # basic composition: coarse only
+  whole = dd.count_domain(frame, spec, need_edges=True)
+  parts = dd.merge_counts(dd.count_domain(frame.iloc[:2500], spec, need_edges=True),
+                          dd.count_domain(frame.iloc[2500:], spec, need_edges=True))
+  np.testing.assert_array_equal(parts.columns["year"].fine, whole.columns["year"].fine)
+  a = dd.release_counts(np.random.default_rng(5), whole, spec, rho=0.01, threshold_delta=1e-7,
+                        need_edges=True)
+  b = dd.release_counts(np.random.default_rng(5), parts, spec, rho=0.01, threshold_delta=1e-7,
+                        need_edges=True)
+  assert a.edges == b.edges and a.rho == b.rho and a.rho > 0.01
+
+
+@pytest.mark.parametrize("span,expected", [((2000.0, 2016.0), True), ((-31.0, -30.0), True),
+                                           ((-1.0, 5.0), False), ((1.0, 100.0), False),
+                                           ((17.0, 91.0), False)])
+def test_narrow_cells_rule(span, expected):
+  cells = dd._narrow_cells(span)
+  assert (cells is not None) == expected
+  if expected:
+    assert 1 <= len(cells) <= dd.NARROW_CELLS
+    lo, hi = dd._cell_edges()
+    assert lo[cells[0]] <= span[0] and hi[cells[-1]] >= span[1]
