@@ -365,6 +365,8 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
         if refined is not None:
           edges[f.name] = refined
           released.append(f"{f.name}: fine bin edges")
+        elif drawn:
+          released.append(f"{f.name}: fine histogram (coarse edges kept)")
       released += [f"{f.name}: {i}" for i in items if i not in ("missing", "categories")]
     if "missing" in items:
       fields["missing"] = bool(missing_count > 2.0 * noise_std)

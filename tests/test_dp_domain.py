@@ -304,7 +304,7 @@ def test_narrow_columns_get_fine_edges_from_one_more_histogram():
   assert not any(rel.edges["lat"][1])
   # a wide column keeps the coarse path (tail cells included)
   assert rel.edges["income"][0][0] < frame["income"].min()
-  fine = [r for r in rel.released if r.endswith("fine bin edges")]
+  fine = [r for r in rel.released if ": fine " in r]
   assert sorted(fine) == ["lat: fine bin edges", "year: fine bin edges"]
   # each fine histogram is one more histogram of sensitivity 1 at the same noise sd
   assert rel.noise_std == pytest.approx(math.sqrt(3 / (2 * 0.01)), rel=1e-12)
@@ -338,3 +338,16 @@ def test_narrow_cells_rule(span, expected):
     assert 1 <= len(cells) <= dd.NARROW_CELLS
     lo, hi = dd._cell_edges()
     assert lo[cells[0]] <= span[0] and hi[cells[-1]] >= span[1]
+
+
+def test_a_fine_histogram_that_is_not_used_is_still_paid_for():
+  # depth-like: a spike with thin tails that fills its grid cells
+  rng = np.random.default_rng(4)
+  frame = pd.DataFrame({"depth": np.round(np.clip(rng.normal(61.7, 1.4, 20_000), 43, 79), 1)})
+  frame.loc[:150, "depth"] = rng.uniform(45, 79, 151).round(1)
+  rel = dd.release_domain(np.random.default_rng(1), frame, parse_model_text("depth : Normal\n"),
+                          rho=0.01, threshold_delta=1e-7, need_edges=True)
+  drawn = [r for r in rel.released if ": fine " in r]
+  assert drawn == ["depth: fine histogram (coarse edges kept)"]
+  assert rel.rho == pytest.approx(0.01 + 1 / (2 * rel.noise_std**2), rel=1e-12)
+  assert rel.edges["depth"][0][0] < 45 and rel.edges["depth"][0][-1] > 79   # coarse tails
