@@ -339,7 +339,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                              non_private)
   if not non_private:
     rho_rest = rho - budget.parts["one_way"]
-    cells, maps = cl.compress(cells, [m.noisy for m in ones], compress_sigmas * sigma1)
+    cells, maps = cl.compress(cells, [m.noisy for m in ones], compress_sigmas * sigma1,
+                              noise_sd=sigma1)
     ones = [Measurement(m.clique, mp @ m.noisy, mp @ m.variance) for m, mp in zip(ones, maps)]
     group = [np.concatenate([c.base_to_group(), [c.num_cells]]) for c in cells]
     codes = np.stack([g.astype(np.int32)[base_codes[:, j]] for j, g in enumerate(group)], axis=1)

@@ -262,7 +262,7 @@ def encode_cells(frame: pd.DataFrame, cells, domain, *, source: str = "data") ->
   return out
 
 
-def compress(cells, noisy_counts, threshold: float):
+def compress(cells, noisy_counts, threshold: float, noise_sd: float = 0.0):
   """MST-style domain compression from noisy 1-way counts.
 
   Args:
@@ -270,6 +270,14 @@ def compress(cells, noisy_counts, threshold: float):
     noisy_counts: per column, the noisy counts of its cells (incl. the
       missing cell last where present).
     threshold: cells whose noisy count is below this are merged.
+    noise_sd: the counts' noise sd (0: as MST). With it, a numeric run of k
+      cells must hold threshold * sqrt(k) (its noise grows as sqrt(k)), else
+      it joins its neighbour: a stretch of empty tail cells whose noise adds
+      up to the threshold does not become a cell of its own, which the model
+      would fit and the decoder spread over the empty range. And a merged
+      numeric cell decodes to its interval members in proportion to
+      max(count - noise_sd, 0), so empty bins are rarely drawn for their
+      noise alone (categories and one-value cells keep max(count, 0)).
 
   Returns:
     (new cells, per column the [new size, old size] 0/1 matrix that maps old
@@ -297,12 +305,17 @@ def compress(cells, noisy_counts, threshold: float):
           runs[-1] = runs[-1] + current
         else:
           runs.append(current)
+      if noise_sd > 0:
+        runs = _join_weak_runs(runs, y_obs, threshold)
     if len(runs) < 2:
       runs = [[i] for i in range(c.num_cells)]
     groups, weights = [], []
     for run in runs:
       members = tuple(m for g in run for m in c.groups[g])
-      w = np.concatenate([np.asarray(c.weights[g]) * max(y_obs[g], 0.0) for g in run])
+      shift = [noise_sd if c.kind == "numeric" and not c.point[c.groups[g][0]] else 0.0
+               for g in run]
+      w = np.concatenate([np.asarray(c.weights[g]) * max(y_obs[g] - d, 0.0)
+                          for g, d in zip(run, shift)])
       w = w + 1e-6 * max(w.sum(), 1.0) + 1e-12
       groups.append(members)
       weights.append(tuple(float(v) for v in w / w.sum()))
@@ -314,6 +327,23 @@ def compress(cells, noisy_counts, threshold: float):
     new.append(dataclasses.replace(c, groups=tuple(groups), weights=tuple(weights)))
     maps.append(m)
   return tuple(new), maps
+
+
+def _join_weak_runs(runs, y, threshold):
+  """Runs whose total is below threshold * sqrt(length) join a neighbour."""
+  runs = [list(r) for r in runs]
+  i = 0
+  while len(runs) > 1 and i < len(runs):
+    if y[runs[i]].sum() >= threshold * np.sqrt(len(runs[i])):
+      i += 1
+      continue
+    if i == 0:
+      runs[1] = runs[0] + runs[1]
+    else:
+      runs[i - 1] = runs[i - 1] + runs[i]
+    del runs[i]
+    i = max(i - 1, 0)
+  return runs
 
 
 def coarsen(cells, max_coarse: int = MAX_COARSE) -> tuple:

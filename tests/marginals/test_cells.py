@@ -85,3 +85,37 @@ def test_cell_column_dict_round_trip():
   cells, _ = _build(_frame())
   for c in cells:
     assert cl.CellColumn.from_dict(c.to_dict()) == c
+
+
+
+def test_weak_runs_join_a_neighbour_and_empty_bins_are_not_drawn():
+  cells, _ = _build(_frame())
+  big = cells[2]                                  # interval (non-point) cells
+  assert not any(big.point)
+  m = big.num_cells
+  # real mass up to cell m - 7; the last 6 cells are empty, but their noise
+  # (+10.5 each) adds up to the threshold of 30 every 3 cells
+  y = np.zeros(m + int(big.missing))
+  y[: m - 6] = 200.0
+  y[m - 6: m] = 10.5
+  plain, _ = cl.compress([big], [y], threshold=30.0)
+  assert plain[0].groups[-2:] == ((m - 6, m - 5, m - 4), (m - 3, m - 2, m - 1))  # noise cells
+  new, maps = cl.compress([big], [y], threshold=30.0, noise_sd=10.0)
+  assert new[0].groups[-1] == tuple(range(m - 7, m))   # joined to the last real cell
+  w = np.asarray(new[0].weights[-1])
+  assert w[1:].sum() < 0.02                          # 10.5 - 10 each: rarely drawn
+  np.testing.assert_allclose((maps[0] @ y).sum(), y.sum())
+  # categories keep their noisy counts as weights
+  color = cells[0]
+  new, _ = cl.compress([color], [np.array([100.0, 5.0, 3.0, 7.0])], threshold=10.0,
+                       noise_sd=4.0)
+  np.testing.assert_allclose(new[0].weights[1], [5 / 8, 3 / 8], atol=1e-4)
+
+
+@pytest.mark.parametrize("runs,y,expected", [
+    ([[0], [1], [2]], [50.0, 50.0, 50.0], [[0], [1], [2]]),
+    ([[0], [1, 2]], [50.0, 20.0, 20.0], [[0, 1, 2]]),           # 40 < 30 sqrt(2): joins [0]
+    ([[0, 1], [2], [3]], [20.0, 20.0, 50.0, 50.0], [[0, 1, 2], [3]]),   # the first joins the next
+])
+def test_join_weak_runs(runs, y, expected):
+  assert cl._join_weak_runs(runs, np.asarray(y), 30.0) == expected
