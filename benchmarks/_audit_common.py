@@ -1003,3 +1003,50 @@ def missing_flag_audit(name: str, *, epsilon: float, delta: float, count: Option
                   p1 - p0, math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0), lower, n1,
                   {"count": c, "s": s, "rate0": r0, "rate0_expected": p0, "rate1": r1,
                    "rate1_expected": p1, "columns": m})
+
+
+def fine_domain_audit(name: str, *, rho: float, delta: float, n: int = 800,
+                      num_runs: int = 2000, seed: int = 0, alpha: float = 0.05) -> AuditRow:
+  """Two-world test of the fine stage of a narrow numeric column's DP domain.
+
+  One Poisson column of years, n / 16 rows at each of 2000..2015 (inside one
+  grid cell of the public log grid, so `dp_domain._fine_edges` releases a
+  second histogram of its sub-cells), released in the zCDP form with
+  `rho` for the column's histogram; the fine histogram adds the same rho
+  (m = 1), so the claim is (cdp_epsilon(2 rho, delta), delta) for add one
+  row. D' = D plus one row at 2016, just past the top year. Each run
+  releases the first and last fine edge and the number of edges (from the
+  released `edges`); `multi_statistic_epsilon_lower_bound` picks one.
+
+  Returns:
+    An `AuditRow`; extra["statistic"] names the statistic the bound used,
+    extra["fine_share"] the share of runs that used the fine edges.
+  """
+  import pandas as pd
+  from jtwin import dp_domain
+  from jtwin.accounting import zcdp
+  from jtwin.spec import parse_model_text
+  base = np.repeat(np.arange(2000, 2016), n // 16).astype(float)
+  other = np.append(base, 2016.0)
+  spec = parse_model_text("y : poisson ; missing = no\n")
+  worlds, fine_used = [], []
+  for world, values in ((0, base), (1, other)):
+    frame = pd.DataFrame({"y": values})
+    counts = dp_domain.count_domain(frame, spec, need_edges=True)
+    out = []
+    for run in range(num_runs):
+      rel = dp_domain.release_counts(np.random.default_rng([seed, world, run]), counts, spec,
+                                     rho=rho, threshold_delta=1e-9, need_edges=True)
+      e = np.asarray(rel.edges["y"][0])
+      out.append((e[0], e[-1], len(e)))
+      fine_used.append("y: fine bin edges" in rel.released)
+    worlds.append(np.array(out, np.float64))
+  null, alt = worlds
+  claim = float(zcdp.cdp_epsilon(2.0 * rho, delta))
+  lower, tau, j = multi_statistic_epsilon_lower_bound(null, alt, delta, alpha)
+  sd, sd_se = sd_with_se(null[:, 1])
+  shift = float(alt[:, 1].mean() - null[:, 1].mean())
+  shift_se = math.sqrt(null[:, 1].var(ddof=1) / num_runs + alt[:, 1].var(ddof=1) / num_runs)
+  return AuditRow(name, claim, delta, sd, math.nan, sd_se, shift, math.nan, shift_se, lower,
+                  num_runs, {"statistic": ("first edge", "last edge", "edges")[j],
+                             "threshold": tau, "fine_share": float(np.mean(fine_used))})

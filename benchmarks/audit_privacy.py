@@ -20,7 +20,8 @@ docs/privacy_audit.md):
       a label's count c against c + 1 near the threshold and 0 against 1,
       also in the zCDP form; and of the DP missing flag;
   (g) two-world test of a numeric column's DP domain (loc, scale, bin
-      edges): one outlier added, one value moved across a grid edge.
+      edges): one outlier added, one value moved across a grid edge; and of
+      the fine stage of a narrow column (years), one row added past the top.
 
 Prints one row per configuration: the certified epsilon (the claim), the
 measured noise sd against its expectation, the canary's mean shift against
@@ -185,6 +186,9 @@ def _rows_g(quick: bool):
     yield ac.numeric_domain_audit(f"(g) numeric: ε={eps:g}, δ=1e-6, 100 at 9.9 + 100 at 10.1, "
                                   "one 9.9 moved to 10.1 (replace one: 2ε)", epsilon=eps,
                                   delta=1e-6, change="move", num_runs=runs, seed=41 + i)
+  yield ac.fine_domain_audit("(g) narrow numeric, zCDP form with the fine stage: ρ=0.02 (+0.02 "
+                             "fine), δ=1e-6, 50 rows at each year 2000..2015 vs + one at 2016",
+                             rho=0.02, delta=1e-6, num_runs=runs, seed=45)
 
 
 def main(argv=None) -> int:
