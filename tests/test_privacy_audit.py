@@ -298,6 +298,14 @@ def test_numeric_domain_value_moved_across_a_grid_edge():
   assert row.epsilon == 8.0 and row.delta == pytest.approx((1 + math.exp(4.0)) * 1e-6)
 
 
+def test_fine_stage_of_a_narrow_column():
+  from jtwin.accounting import zcdp
+  row = ac.fine_domain_audit("fine", rho=0.02, delta=1e-6, num_runs=150, seed=27)
+  _assert_passed(row)
+  assert row.epsilon == pytest.approx(zcdp.cdp_epsilon(0.04, 1e-6))   # two histograms
+  assert row.extra["fine_share"] > 0.8         # the fine edges were used (years 2000..2015)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("change,epsilon", [("outlier", 1.0), ("move", 1.0), ("move", 4.0)])
 def test_numeric_domain_two_world(change, epsilon):
