@@ -593,9 +593,10 @@ def check(args) -> int:
   narrow = [c for c in unbounded if _narrow(prep.frame[c])]
   if narrow:
     print("  values far from zero with a narrow spread (such as years), finer than the DP "
-          "domain step's grid (16 cells per decade) resolves, so 'jtwin napsumq' would "
-          "bin them coarsely: " + ", ".join(narrow) + "; declare their public range "
-          "('bounds = lo, hi', with 'integer' where they are whole numbers)")
+          "domain step's grid (16 cells per decade) resolves: 'jtwin fit' standardises Normal "
+          "ones from that coarse grid, and 'jtwin napsumq' spends a second, fine histogram on "
+          "them: " + ", ".join(narrow) + "; declare their public range ('bounds = lo, hi', "
+          "with 'integer' where they are whole numbers) to avoid both")
   if not str(args.model_path).endswith(".py"):
     from jtwin.spec import parse_model_file
     problems += _check_determined_by(parse_model_file(args.model_path), prep.frame)

@@ -101,8 +101,9 @@ def napsumq(args) -> int:
   timer.phases["fit"] -= sum(result.timings.values())
   if timer.phases["fit"] < 0.005:
     del timer.phases["fit"]
-  _say(args, f"jtwin napsumq: {len(result.cells) + len(result.derived)} columns"
-       + (f" ({len(result.derived)} derived from others)" if result.derived else "") + f"; {privacy_line(result.privacy)}")
+  derived = f" ({len(result.derived)} derived from others)" if result.derived else ""
+  _say(args, f"jtwin napsumq: {len(result.cells) + len(result.derived)} columns{derived}; "
+       f"{privacy_line(result.privacy)}")
 
   num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
          else args.num_synthetic)

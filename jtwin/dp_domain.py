@@ -581,8 +581,8 @@ def _fine_edges(rng, fine: np.ndarray, hist: np.ndarray, noise_std: float, edge_
   make bins that wide. When the DP edges span at most `NARROW_CELLS` grid
   cells (a public fact), the exact counts of those cells' `FINE_CELLS`
   equal-width sub-cells are released with the same noise sd as every other
-  histogram (one more histogram of sensitivity 1, which the caller adds to
-  the budget), and the edges are recomputed from them: one cell per integer
+  histogram (one more histogram of sensitivity 1, which `release_counts`
+  adds to the release's rho), and the edges are recomputed from them: one cell per integer
   value when the column is integer with at most `max_value_cells` values in
   its new range, else quantile bins. As in `_denoised`, a sub-cell counts
   when its noisy count passes the threshold, and what a grid cell's noisy
@@ -590,14 +590,17 @@ def _fine_edges(rng, fine: np.ndarray, hist: np.ndarray, noise_std: float, edge_
   spread evenly over its other sub-cells (a thin tail is kept, an empty
   stretch is not).
 
-  Args:
-    hist: the column's released coarse histogram [len(GRID) + 1, 2].
-
   The fine edges replace the coarse ones only when the data fill at most
   half of the grid cells' width (`FINE_SHARE`): a column such as a year
   fills 16 of about 300, while one whose grid cells it fills anyway (a
   spiky measurement with thin tails, such as diamonds' depth) keeps the
   coarse edges and their tail cells.
+
+  Args:
+    rng: the fine stage's own generator (`_child_generator`).
+    fine: the column's exact sub-cell counts (`ColumnCounts.fine`, PRIVATE).
+    hist: the column's released coarse histogram [len(GRID) + 1, 2].
+    noise_std, edge_levels, integer, max_value_cells: as for the coarse edges.
 
   Returns:
     (drawn, edges): drawn is 1 when the fine histogram was released (its

@@ -200,10 +200,11 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       second differences, `jtwin.marginals.mixture_marginals.roughness`),
       for columns that multi-way tables see through a coarse view: within a
       coarse cell only this prior tells how the components share the fine
-      cells. 0 turns it off. Measured (epsilon = 1, 2-way / 3-way TVD):
-      Adult 0.0324 / 0.0658 -> 0.0315 / 0.0645 (seed 0; seeds 1, 2 smaller
-      gains), loans-like table 0.0607 -> 0.0581, Adult with twinify's bare
-      model 0.0373 -> 0.0367 (benchmarks/README.md §6).
+      cells. 0 turns it off. Measured at epsilon = 1 (benchmarks/README.md
+      §6): Adult, median of 5 seeds, 2-way / 3-way TVD 0.0333 / 0.0677 ->
+      0.0326 / 0.0666; per seed (0 / 1), diamonds 0.0534 / 0.0575 -> 0.0476 /
+      0.0485, the loans-like table 0.0607 / 0.0619 -> 0.0581 / 0.0604, Adult
+      with twinify's bare model 0.0373 / 0.0382 -> 0.0367 / 0.0372.
     round_steps, final_steps, posterior_steps: Adam steps per AIM round, for
       the final MAP fit and for the posterior. The posterior is NOT run to
       convergence: on Adult its scales are about 0.19 everywhere after 300
@@ -290,13 +291,12 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     names = [names[j] for j in keep]
   d = len(cells)
   col = {name: j for j, name in enumerate(names)}
-  for clique in list(queries) + ([[target]] if target is not None else []):
-    for x in clique:
-      if x in determined:
-        raise JtwinInputError(
-            f"{'--target' if target is not None and clique == [target] else 'query clique'} "
-            f"'{x}' is declared 'determined_by = {determined[x]}' in the model file, so it is "
-            f"not modelled; use '{determined[x]}' instead")
+  named = [("--target", target)] if target is not None else []
+  named += [("query clique", x) for q in queries for x in q]
+  for what, x in named:
+    if x in determined:
+      raise JtwinInputError(f"{what} '{x}' is declared 'determined_by = {determined[x]}' in the "
+                            f"model file, so it is not modelled; use '{determined[x]}' instead")
   forced = [_clique(q, col, source) for q in queries]
   target_col = None
   if target is not None:

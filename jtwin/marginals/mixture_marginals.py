@@ -58,7 +58,7 @@ class MarginalIndex(NamedTuple):
   coarse: np.ndarray         # [C, C_coarse] 0/1: fine cell -> coarse cell
   view_column: tuple         # the column of each view
   multiway_view: tuple       # per column: the view used in multi-way tables
-  adjacent: np.ndarray = np.zeros((0, 2), np.int64)   # [P, 2] neighbouring numeric cells
+  adjacent: np.ndarray = np.zeros((0, 3), np.int64)   # [P, 3] runs of 3 neighbouring cells
 
 
 def cell_features(cells) -> tuple:
@@ -120,9 +120,11 @@ def make_index(cells, num_components: int, cond_cols: Sequence[int] = ()) -> Mar
   for c in cond_cols:
     cond_start[c] = len(pos)
     pos.extend(cell_pos[c])
+  # the smoothness prior's neighbours: numeric columns that multi-way tables see coarsely
   adjacent = [np.stack([cell_pos[j][:c.num_cells - 2], cell_pos[j][1:c.num_cells - 1],
                         cell_pos[j][2:c.num_cells]], 1)
-              for j, c in enumerate(cells) if c.kind == "numeric" and c.num_cells > 2 and c.coarse is not None]
+              for j, c in enumerate(cells)
+              if c.kind == "numeric" and c.num_cells > 2 and c.coarse is not None]
   adjacent = np.concatenate(adjacent) if adjacent else np.zeros((0, 3), np.int64)
   return MarginalIndex(layout, np.asarray(sizes, np.int64), tuple(cell_pos), offset,
                        flat_missing, cond_cols, np.asarray(pos, np.int64), cond_start,
@@ -174,10 +176,12 @@ def roughness(index: MarginalIndex, theta: dict) -> Array:
 
   With r[k, i] = log Theta[k, i] - log u[i] (a component's share of cell i
   relative to the mixture; the cells' widths and any spike in the marginal
-  cancel), the roughness is sum_k pi_k sum_(i, i+1) (r[k, i+1] - r[k, i])^2
-  over neighbouring observed cells of every numeric column. Multi-way tables
-  see numeric columns through coarse views, so within a coarse cell nothing
-  but this prior shapes how the components share the fine cells.
+  cancel), the roughness is the pi-weighted sum of squared second
+  differences, sum_k pi_k sum_i (r[k, i+1] - 2 r[k, i] + r[k, i-1])^2, over
+  the observed cells of every numeric column that has a coarse view
+  (`index.adjacent`). Multi-way tables see those columns only through their
+  coarse views, so within a coarse cell nothing but this prior shapes how
+  the components share the fine cells.
   """
   if not len(index.adjacent):
     return jnp.float32(0.0)

@@ -113,7 +113,7 @@ def test_decode_missing_parent_and_child():
   assert out["c"][0] == "v" and pd.isna(out["c"][1]) and out["c"][2] == "u"
 
 
-def test_a_declared_non_function_is_warned(fitted):
+def test_a_declared_non_function_is_warned():
   frame = _frame()
   frame["label"] = np.random.default_rng(5).permutation(frame["label"].to_numpy())
   with pytest.warns(UserWarning, match="determined_by = code.*most common"):
