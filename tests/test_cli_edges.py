@@ -196,4 +196,4 @@ def test_check_names_narrow_columns_far_from_zero(tmp_path, capsys):
   model.write_text("year : Poisson\nx : Normal\ncount : Poisson\n")
   assert main(["check", str(data), str(model)]) == 0
   line = [l for l in capsys.readouterr().out.splitlines() if "narrow spread" in l]
-  assert len(line) == 1 and line[0].split(": ")[1].startswith("year;")
+  assert len(line) == 1 and ": year; declare" in line[0]
