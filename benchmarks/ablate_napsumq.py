@@ -2,7 +2,7 @@
 
   python benchmarks/ablate_napsumq.py [--data adult|adult_twinify|loans] [--seed 0]
       [--epsilon 1] [--delta D] [--options "target='income', init_peak=0.0"]
-      [--all_triples] [--derive CHILD=PARENT] [--quick]
+      [--all_triples] [--pairs N] [--quick]
 
 adult: the bundled Adult example and model file, scored against
 adult_test.csv (target income); adult_twinify: the same rows with twinify's
@@ -13,10 +13,10 @@ options are keyword arguments of `fit_marginals`, written as in Python.
 Prints 1-/2-/3-way TVD, TSTR AUROC and the per-column 1-way TVD; one seed,
 so differences below about 0.001 in 2-way TVD are seed noise. 3-way TVD is
 over `jtwin.evaluate`'s 200 sampled triples, or all of them with
---all_triples. --derive CHILD=PARENT (an experiment, NOT private as it
-stands) leaves CHILD out of the model and sets the twin's CHILD from its
-PARENT by the most common CHILD of each PARENT value in the private data
-(on Adult, education_num=education, that is the public codebook's map).
+--all_triples; --pairs N also prints the N pairs with the largest 2-way
+TVD. (Its former --derive CHILD=PARENT experiment, which read the map off
+the private data, became the model-file option `determined_by`; it was
+removed after commit 85ef05a.)
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def main(argv=None) -> int:
   ap.add_argument("--delta", type=float, default=None, help="default: 0.1/N")
   ap.add_argument("--options", default="", help="fit_marginals keyword arguments")
   ap.add_argument("--all_triples", action="store_true", help="3-way TVD over every triple")
-  ap.add_argument("--derive", default=None, metavar="CHILD=PARENT",
-                  help="leave CHILD out of the model and derive it from PARENT (NOT private)")
+  ap.add_argument("--pairs", type=int, default=0, metavar="N",
+                  help="also print the N pairs with the largest 2-way TVD")
   ap.add_argument("--quick", action="store_true", help="K = 5, 50 steps, no scoring")
   args = ap.parse_args(argv)
   import jtwin
@@ -75,20 +75,10 @@ def main(argv=None) -> int:
     test, target = df.iloc[perm[10000:]].reset_index(drop=True), "term"
     spec = parse_model_text(MODEL)
     test = None if args.quick else test
-  child = parent = None
-  if args.derive:
-    child, parent = args.derive.split("=")
-    import dataclasses
-    spec = dataclasses.replace(spec, features=tuple(f for f in spec.features
-                                                    if f.name != child))
   t0 = time.perf_counter()
-  res = napsumq.fit_marginals(args.seed, frame.drop(columns=[child] if child else []), spec,
-                              epsilon=args.epsilon, delta=args.delta, **options)
+  res = napsumq.fit_marginals(args.seed, frame, spec, epsilon=args.epsilon, delta=args.delta,
+                              **options)
   twin = napsumq.sample_marginals(args.seed + 1, res, len(frame))
-  if child:   # the map is read off the private data (the codebook's map on Adult)
-    mode = frame.groupby(parent)[child].agg(lambda s: s.mode()[0])
-    twin[child] = twin[parent].map(mode).to_numpy()
-    twin = twin[[c for c in frame.columns if c in twin.columns]]
   print(f"# fit {time.perf_counter() - t0:.1f} s, {len(res.measurements)} tables, "
         f"certified epsilon {res.privacy.epsilon:.6f}")
   if test is not None:
@@ -101,7 +91,23 @@ def main(argv=None) -> int:
                                                "tvd_3way_mean", "utility_auroc_synth")))
     print("1-way per column: " + ", ".join(f"{c} {v['tvd']:.3f}"
                                            for c, v in r["per_column"].items()))
+    if args.pairs:
+      print(f"largest 2-way TVDs: {_largest_pairs(test, twin, args.pairs)}")
   return 0
+
+
+def _largest_pairs(test, twin, n: int) -> str:
+  """The n column pairs with the largest 2-way TVD (the scorer's encoding)."""
+  import itertools
+  from jtwin.evaluate import encoding, metrics
+  coders = encoding.make_coders(test, [twin, test])
+  sizes = [c.num_codes for c in coders]
+  pairs = list(itertools.combinations(range(len(coders)), 2))
+  tvd = metrics.kway_tvds(encoding.encode_frame(test, coders),
+                          encoding.encode_frame(twin, coders), sizes, pairs)
+  names = list(test.columns)
+  return ", ".join(f"{names[pairs[i][0]]} x {names[pairs[i][1]]} {tvd[i]:.3f}"
+                   for i in np.argsort(-tvd)[:n])
 
 
 if __name__ == "__main__":
