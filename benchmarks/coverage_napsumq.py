@@ -88,7 +88,12 @@ def main(argv=None) -> int:
                                        n_synthetic=n, n_original=n)
     covered.append((lo <= beta_real) & (beta_real <= hi))
     widths.append(hi - lo)
+    # where the miss comes from: the interval's centre off the real value, in half-widths
+    bias = ((lo + hi) / 2 - beta_real) / ((hi - lo) / 2)
+    young = lambda df: float((df.loc[df["age"] < 21, "income"] == ">50K").mean())
     print(f"repeat {r}: covered " + " ".join("y" if c else "n" for c in covered[-1]) +
+          "; centre - real in half-widths " + " ".join(f"{b:+.1f}" for b in bias) +
+          f"; income rate at age < 21: twin {young(twin):.3f}, real {young(frame):.3f}"
           f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
   cov = np.mean(covered, 0)
   print("| coefficient | real | coverage of 95% intervals | median width |")

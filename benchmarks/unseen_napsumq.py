@@ -16,10 +16,12 @@ With `--csv PATH --target COL` any CSV is used instead (e.g. ggplot2's
 diamonds, 53,940 rows, from the plotnine wheel's data folder), with a model
 file written as a twinify user would: Normal for numeric columns with
 fractions, Poisson for non-negative integer ones, Bernoulli for two values,
-Categorical otherwise.
+Categorical otherwise (or `--model FILE`). After the table it prints the
+napsumq twin's 1-way TVD per column and the range of its numeric columns.
 
   python benchmarks/unseen_napsumq.py [--rows 20000] [--domain data|dp] [--quick]
-      [--csv PATH --target COL] [--seed S] [--napsumq_args "--smoothness 0"] [--no_fit]
+      [--csv PATH --target COL [--model FILE]] [--seed S] [--napsumq_args "--smoothness 0"]
+      [--no_fit]
 """
 from __future__ import annotations
 
@@ -101,6 +103,7 @@ def main(argv=None) -> int:
   ap.add_argument("--target", default="term", help="TSTR target column [default: term]")
   ap.add_argument("--seed", type=int, default=0, help="the commands' --seed")
   ap.add_argument("--napsumq_args", default="", help="more `jtwin napsumq` options")
+  ap.add_argument("--model", default=None, help="with --csv: this model file instead")
   ap.add_argument("--no_fit", action="store_true", help="skip `jtwin fit` (DP-VI)")
   args = ap.parse_args(argv)
   name = os.path.basename(args.csv) if args.csv else "a loans-like table"
@@ -109,7 +112,11 @@ def main(argv=None) -> int:
     df = pd.read_csv(args.csv)
     df = df.iloc[:2000] if args.quick else df
     n = len(df)
-    model_text = twinify_style_model(df)
+    if args.model:
+      with open(args.model) as f:
+        model_text = f.read()
+    else:
+      model_text = twinify_style_model(df)
     print("# model file: " + "; ".join(model_text.strip().splitlines()))
   else:
     n = 2000 if args.quick else args.rows
@@ -149,8 +156,17 @@ def main(argv=None) -> int:
         warnings.simplefilter("ignore")
         r = evaluate(b, twin, test=b, target=args.target)
       scores = [r[k] for k in KEYS]
+      if label.startswith("jtwin napsumq"):
+        per_column = r["per_column"]
     sd = np.median([twin[c].std() / a[c].std() for c in numeric])
     print(f"| {label} | " + " | ".join(f"{x:.4f}" for x in scores) + f" | {sd:.2f} |", flush=True)
+  napsumq = next(t for lbl, t in runs.items() if lbl.startswith("jtwin napsumq"))
+  if not args.quick:
+    print("# napsumq 1-way TVD per column: " + ", ".join(
+        f"{c} {v['tvd']:.3f}" for c, v in per_column.items()))
+  print("# napsumq twin's numeric ranges: " + ", ".join(
+      f"{c} {napsumq[c].min():.6g}..{napsumq[c].max():.6g}" for c in numeric
+      if pd.api.types.is_numeric_dtype(napsumq[c])))
   return 0
 
 
