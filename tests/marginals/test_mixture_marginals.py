@@ -126,7 +126,7 @@ def test_roughness_matches_its_definition(use_jit, seed):
   assert got == pytest.approx(expected, rel=1e-4)
 
 
-def test_roughness_is_zero_when_shares_are_linear_and_without_coarse_views():
+def test_roughness_is_zero_for_constant_shares_and_without_coarse_views():
   import dataclasses
   a, b, c = _cells()
   index = mm.make_index((a, b, c), num_components=2)
