@@ -46,7 +46,7 @@ KEYS = ("tvd_1way_mean", "tvd_2way_mean", "tvd_3way_mean", "utility_auroc_synth"
 def _tree(rng, ones, cells, codes, eps0):
   """MST's tree: d - 1 exponential-mechanism picks among edges joining two components."""
   from jtwin.marginals.measure import clique_counts
-  from jtwin.marginals.select import exponential_mechanism
+  from jtwin.marginals.select import spanning_tree
   d = len(cells)
   sizes = [c.size for c in cells]
   p1 = [np.maximum(m, 0) / max(np.maximum(m, 0).sum(), 1e-12) for m in ones]
@@ -54,20 +54,7 @@ def _tree(rng, ones, cells, codes, eps0):
   pairs = [(a, b) for a in range(d) for b in range(a + 1, d)]
   err = {e: np.abs(clique_counts(codes, sizes, e) - n * np.outer(p1[e[0]], p1[e[1]]).ravel()).sum()
          for e in pairs}                                    # PRIVATE scores
-  comp = list(range(d))
-
-  def find(x):
-    while comp[x] != x:
-      x = comp[x]
-    return x
-
-  tree = []
-  for _ in range(d - 1):
-    cand = [e for e in pairs if find(e[0]) != find(e[1])]
-    e = cand[exponential_mechanism(np.array([err[c] for c in cand]), eps0, 1.0, rng)]
-    comp[find(e[0])] = find(e[1])
-    tree.append(e)
-  return tree
+  return spanning_tree(d, err, eps0, rng)
 
 
 def _estimate(ones, var1, edges, var2, sizes, iters=50):

@@ -594,22 +594,10 @@ def _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, bud
     indep = total * np.outer(p1[first], p1[second]).ravel()
     err[(a, b)] = np.abs(count(codes, sizes, [views])[0] - indep).sum()   # PRIVATE
   eps0 = math.sqrt(8.0 * (rho_rest / 2.0) / max(d - 1, 1)) if not non_private else math.inf
-  parent = list(range(d))
-
-  def find(x):
-    while parent[x] != x:
-      parent[x] = parent[parent[x]]
-      x = parent[x]
-    return x
-
-  tree = []
-  for _ in range(d - 1):
-    cand = [e for e in pairs if find(e[0]) != find(e[1])]
-    pick = cand[sel.exponential_mechanism(np.array([err[e] for e in cand]), eps0, 1.0, rng)]
-    if not non_private:
+  tree = sel.spanning_tree(d, err, eps0, rng)
+  if not non_private:
+    for _ in tree:
       budget.select(eps0)
-    parent[find(pick[0])] = find(pick[1])
-    tree.append(pick)
   sigma = math.sqrt(max(d - 1, 1) / (2.0 * (rho_rest / 2.0))) if not non_private else 0.0
   for e in tree:
     measurements.append(measure(multiway(e), sigma, "measurement"))

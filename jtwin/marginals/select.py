@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["exponential_mechanism", "l1_errors", "workload"]
+__all__ = ["exponential_mechanism", "l1_errors", "spanning_tree", "workload"]
 
 
 def workload(num_columns: int, sizes, *, target: Optional[int] = None,
@@ -67,3 +67,37 @@ def exponential_mechanism(scores: np.ndarray, epsilon0: float, sensitivity: floa
     return int(np.argmax(scores))
   logits = epsilon0 * (scores - scores.max()) / (2.0 * sensitivity)
   return int(np.argmax(logits + rng.gumbel(size=scores.shape)))
+
+
+def spanning_tree(num_columns: int, errors: dict, epsilon0: float, rng) -> list:
+  """MST's tree (McKenna et al. 2021): num_columns - 1 exponential-mechanism picks.
+
+  Each pick is among the pairs that join two components of the tree so far,
+  scored by `errors` (the L1 error of the independent estimate, sensitivity
+  1); every pick is epsilon0^2 / 8-zCDP.
+
+  Args:
+    num_columns: d.
+    errors: {(a, b): score} for every pair a < b (PRIVATE).
+    epsilon0: the exponential mechanism's parameter (inf: argmax).
+    rng: numpy Generator.
+
+  Returns:
+    the d - 1 picked pairs, in order.
+  """
+  pairs = sorted(errors)
+  parent = list(range(num_columns))
+
+  def find(x):
+    while parent[x] != x:
+      parent[x] = parent[parent[x]]
+      x = parent[x]
+    return x
+
+  tree = []
+  for _ in range(num_columns - 1):
+    cand = [e for e in pairs if find(e[0]) != find(e[1])]
+    pick = cand[exponential_mechanism(np.array([errors[e] for e in cand]), epsilon0, 1.0, rng)]
+    parent[find(pick[0])] = find(pick[1])
+    tree.append(pick)
+  return tree
