@@ -49,6 +49,7 @@ from jtwin.marginals import cells as cl
 from jtwin.marginals import ensemble as ens
 from jtwin.marginals import fit as mfit
 from jtwin.marginals import mixture_marginals as mm
+from jtwin.marginals import residual as rs
 from jtwin.marginals import select as sel
 from jtwin.marginals.measure import Measurement, gaussian_measure, make_counter, table_size
 
@@ -149,8 +150,8 @@ class _Budget:
     self.tables = 0
     self.selections = 0
 
-  def measure(self, part, sigma):
-    self.parts[part] += 1.0 / (2.0 * sigma**2) if sigma > 0 else math.inf
+  def measure(self, part, sigma, sensitivity=1.0):
+    self.parts[part] += sensitivity**2 / (2.0 * sigma**2) if sigma > 0 else math.inf
     self.tables += 1
 
   def select(self, epsilon0):
@@ -172,7 +173,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   domain: str = "dp", domain_epsilon: Optional[float] = None,
                   check_delta=None, source: str = "data",
                   progress=None, devices: int = 1, max_coarse: Optional[int] = None,
-                  ensemble: int = 4, smoothness: float = SMOOTHNESS) -> MarginalResult:
+                  ensemble: int = 4, smoothness: float = SMOOTHNESS,
+                  residuals: str = "none") -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:
@@ -314,16 +316,20 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   log = []
   count = make_counter(devices)   # exact tables (PRIVATE), many per pass over the rows
 
-  def measure(views, sigma, part):
+  def measure(views, sigma, part, centred=()):
     counts = count(codes, sizes, [views])[0]
+    shape = tuple(int(sizes[v]) for v in views)
+    s = rs.sensitivity(shape, centred)
     if non_private:
       noisy, var = counts, np.ones_like(counts)
     else:
       noisy, var = gaussian_measure(counts, sigma, noise_rng), np.full(counts.shape, sigma**2)
-      budget.measure(part, sigma)
+      budget.measure(part, sigma, s)
+    if centred:
+      noisy = rs.centre(noisy, shape, centred)
     log.append(([names[view_column[v]] for v in views], int(counts.size),
-                0.0 if non_private else sigma))
-    return Measurement(tuple(views), noisy, var)
+                0.0 if non_private else sigma, s))
+    return Measurement(tuple(views), noisy, var, tuple(centred), shape)
 
   # 1-way tables, then compression
   rho_rest = rho
@@ -404,10 +410,12 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
          select_rng, non_private, count)
   elif selection == "all":
     cand = [multiway(r) for r in sel.workload(d, msizes, target=target_col, max_cells=max_cells)]
-    sigma = math.sqrt(len(cand) / (2.0 * rho_rest)) if not non_private and cand else 0.0
+    axes = [_centred_axes(r, residuals, None if target_col is None else mv[target_col]) for r in cand]
+    load = sum(rs.sensitivity([sizes[v] for v in r], a)**2 for r, a in zip(cand, axes))
+    sigma = math.sqrt(load / (2.0 * rho_rest)) if not non_private and cand else 0.0
     count(codes, sizes, cand)
-    for r in cand:
-      measurements.append(measure(r, sigma, "measurement"))
+    for r, a in zip(cand, axes):
+      measurements.append(measure(r, sigma, "measurement", a))
   timings["select and measure"] = time.perf_counter() - t0 - sum(timings.values())
 
   targets = mfit.make_targets(index, measurements, total)
@@ -474,6 +482,15 @@ def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,
   return int(np.clip(round(max(rows, 1.0) / (25.0 * sigma)), 4, cl.MAX_COARSE))
 
 
+def _centred_axes(views, residuals: str, target_view) -> tuple:
+  """Which axes of a selected table are centred (`jtwin.marginals.residual`)."""
+  if residuals == "all":
+    return tuple(range(len(views)))
+  if residuals == "target" and target_view in views and len(views) == 3:
+    return (list(views).index(target_view),)
+  return ()
+
+
 def _measure_derived(cells, codes, names, determined, count, sigma, rng, budget, log,
                      non_private) -> list:
   """Learns each determined column's map from one noisy table with its parent.
@@ -499,7 +516,7 @@ def _measure_derived(cells, codes, names, determined, count, sigma, rng, budget,
     else:
       noisy = gaussian_measure(table, sigma, rng)
       budget.measure("one_way", sigma)
-    log.append(([names[jp], names[jc]], int(table.size), 0.0 if non_private else sigma))
+    log.append(([names[jp], names[jc]], int(table.size), 0.0 if non_private else sigma, 1.0))
     mapping = dv.learn_map(noisy)
     share, sd = dv.off_map_share(noisy, mapping, sigma)
     if share > 0.02 + 3.0 * sd:

@@ -42,11 +42,19 @@ class Targets(NamedTuple):
     noisy: float32 [M] noisy counts.
     precision: float32 [M] 1 / noise variance (0 for padding).
     total: float32 [] n, the (noisy) number of rows.
+    low_positions: int32 [L] or None: for centred measurements
+      (`jtwin.marginals.residual`), positions in the marginal vector of the
+      lower-order margins in their likelihood; None when all are plain.
+    low_weight: float32 [L] or None: each such cell's signed weight (0:
+      padding): the centred tables' loss is the plain one minus
+      1/2 sum low_weight * (n * marginal)^2.
   """
   positions: Array
   noisy: Array
   precision: Array
   total: Array
+  low_positions: Array = None
+  low_weight: Array = None
 
 
 def make_targets(index: mm.MarginalIndex, measurements, total: float) -> Targets:
@@ -56,16 +64,46 @@ def make_targets(index: mm.MarginalIndex, measurements, total: float) -> Targets
   prec = np.concatenate([1.0 / m.variance for m in measurements])
   size = 1 << int(np.ceil(np.log2(max(len(pos), 2))))
   pad = size - len(pos)
+  low_pos = low_weight = None
+  if any(m.centred for m in measurements):
+    low_pos, low_weight = _lower_order_terms(index, measurements)
   return Targets(jnp.asarray(np.pad(pos, (0, pad)), jnp.int32),
                  jnp.asarray(np.pad(y, (0, pad)), jnp.float32),
                  jnp.asarray(np.pad(prec, (0, pad)), jnp.float32),
-                 jnp.asarray(total, jnp.float32))
+                 jnp.asarray(total, jnp.float32), low_pos, low_weight)
+
+
+def _lower_order_terms(index: mm.MarginalIndex, measurements):
+  """Positions and weights of the centred tables' lower-order margins (padded).
+
+  A centred measurement z = R (T + e) with precision w has log-likelihood
+  -w/2 ||R x - z||^2 = -w/2 (||x - z||^2 - x' (I - R) x) (z = R z), and
+  x' (I - R) x = sum_S c_S ||margin_S(x)||^2 (`residual.lower_order_terms`):
+  each margin cell enters with weight w * c_S.
+  """
+  from jtwin.marginals import residual
+  pos, weight = [], []
+  for m in measurements:
+    if not m.centred:
+      continue
+    w = 1.0 / float(np.max(m.variance))
+    for c, kept in residual.lower_order_terms(m.shape, m.centred):
+      p = mm.clique_positions(index, tuple(m.clique[a] for a in kept))
+      pos.append(p)
+      weight.append(np.full(len(p), w * c))
+  pos, weight = np.concatenate(pos), np.concatenate(weight)
+  size = 1 << int(np.ceil(np.log2(max(len(pos), 2))))
+  return (jnp.asarray(np.pad(pos, (0, size - len(pos))), jnp.int32),
+          jnp.asarray(np.pad(weight, (0, size - len(pos))), jnp.float32))
 
 
 def _neg_log_joint(index, concentration, theta, targets: Targets, smoothness=0.0) -> Array:
-  v = mm.marginal_vector(index, theta)[targets.positions]
-  r = targets.noisy - targets.total * v
+  vector = mm.marginal_vector(index, theta)
+  r = targets.noisy - targets.total * vector[targets.positions]
   out = 0.5 * jnp.sum(targets.precision * r * r) - mm.log_prior(index, theta, concentration)
+  if targets.low_positions is not None:     # centred tables (`_lower_order_terms`)
+    low = targets.total * vector[targets.low_positions]
+    out = out - 0.5 * jnp.sum(targets.low_weight * low * low)
   return out + smoothness * mm.roughness(index, theta) if smoothness else out
 
 

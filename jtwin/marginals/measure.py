@@ -29,10 +29,16 @@ class Measurement(NamedTuple):
     clique: the column indices.
     noisy: float64 [cells] noisy counts, in C order over the clique's cells.
     variance: float64 [cells] noise variance of each count.
+    centred: the axes of the table that were centred before it was released
+      (`jtwin.marginals.residual`): `noisy` is then R (T + noise), and
+      `variance` the noise variance within R's range. () for a plain table.
+    shape: the table's shape (needed when `centred` is not empty).
   """
   clique: tuple
   noisy: np.ndarray
   variance: np.ndarray
+  centred: tuple = ()
+  shape: tuple = ()
 
 
 def table_size(sizes, clique) -> int:
