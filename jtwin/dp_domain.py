@@ -758,6 +758,9 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
       adds it to what it spends), and the category threshold gets 5% of
       delta. Composing Gaussian mechanisms in zCDP costs far less than
       adding epsilons: at epsilon 1 the noise per count is a third.
+      "gdp": the same, for a main mechanism made of Gaussian mechanisms
+      only, whose composition is accounted exactly
+      (`jtwin.accounting.gaussian.composed_rho` replaces `cdp_rho`).
 
   Raises:
     JtwinInputError: an unknown mode, or shares that leave nothing for the
@@ -779,13 +782,16 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
   delta = float(delta) if delta is not None else 0.1 / rows
   todo = needs_release(spec, need_edges=need_edges) if spec is not None else []
   rho_total = rho_domain = 0.0
-  if domain == "dp" and todo and composition == "zcdp":
-    from jtwin.accounting import zcdp
+  if composition not in ("basic", "zcdp", "gdp"):
+    raise JtwinInputError(f"composition must be 'basic', 'zcdp' or 'gdp', got {composition!r}")
+  if domain == "dp" and todo and composition in ("zcdp", "gdp"):
+    from jtwin.accounting import gaussian, zcdp
     share = DEFAULT_DOMAIN_FRACTION if domain_epsilon is None else float(domain_epsilon) / ref
     if not 0 < share < 1:
       raise JtwinInputError(f"domain_epsilon must be below epsilon, got {domain_epsilon:g}")
     thr_delta = _ZCDP_THRESHOLD_DELTA * delta
-    rho_total = zcdp.cdp_rho(ref - rows_eps, delta - thr_delta)
+    to_rho = gaussian.composed_rho if composition == "gdp" else zcdp.cdp_rho
+    rho_total = to_rho(ref - rows_eps, delta - thr_delta)
     rho_domain = share * rho_total
     release = _release(rng, frame, counts, spec, rho=rho_domain,
                              threshold_delta=thr_delta * math.exp(-ref),

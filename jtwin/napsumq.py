@@ -60,6 +60,8 @@ MAX_TOTAL_CELLS = 20_000
 SMOOTHNESS = 100.0   # the fit's roughness penalty (`mixture_marginals.roughness`)
 DERIVED_SHARE = 4   # a determined column's table gets the budget of this many 1-way tables
 MIN_MEMBER_COMPONENTS = 50   # an ensemble member's fewest components (8 x 25 was worse than 4 x 50)
+_GDP_ACCOUNTANT = ("Gaussian mechanisms composed exactly (mu-GDP, Dong, Roth & Su 2022; "
+                   "analytic Gaussian conversion, Balle & Wang 2018)")
 _SAMPLE_TAG = 0x73616d70   # "samp"
 _RELEASE_TAG = 0x646F6D     # "dom": the row count and domain step's key
 
@@ -247,7 +249,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     a `MarginalResult`.
   """
   from jtwin import data as jdata
-  from jtwin.accounting import zcdp
+  from jtwin.accounting import gaussian, zcdp
   from jtwin.models import make_mixture_model
   t0 = time.perf_counter()
   if isinstance(key, (int, np.integer)):
@@ -270,11 +272,13 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   names = list(spec.names)
   from jtwin import dp_domain
   jdata.select_columns(frame, spec, source=source)   # every model column is there
+  # only Gaussian mechanisms (no selection): their composition is accounted exactly
+  composition = "gdp" if selection in ("all", "none") else "zcdp"
   public = dp_domain.plan_release(
       numpy_generator(jax.random.fold_in(key, _RELEASE_TAG)), frame, spec, epsilon=epsilon,
       delta=delta, domain=domain, domain_epsilon=domain_epsilon, non_private=non_private,
       need_edges=True, edge_levels=cl._quantile_levels(num_bins),
-      max_value_cells=max_value_cells, composition="zcdp", source=source)
+      max_value_cells=max_value_cells, composition=composition, source=source)
   frame, spec, delta = public.frame, public.spec, public.delta
   if check_delta is not None and delta > 1.0 / public.rows:
     raise check_delta(delta, public.rows)
@@ -307,9 +311,11 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     target_col = col[target]
   timings["cells"] = time.perf_counter() - t0
 
-  # the DP domain's histograms (if any) took their share of this zCDP budget
+  # the DP domain's histograms (if any) took their share of this budget
+  to_rho, to_epsilon = ((gaussian.composed_rho, gaussian.composed_epsilon)
+                        if composition == "gdp" else (zcdp.cdp_rho, zcdp.cdp_epsilon))
   rho = (math.inf if non_private else
-         zcdp.cdp_rho(public.epsilon_rest, public.delta_rest) - public.release.rho)
+         to_rho(public.epsilon_rest, public.delta_rest) - public.release.rho)
   k_noise, k_select, k_init, k_post = jax.random.split(key, 4)
   noise_rng, select_rng = numpy_generator(k_noise), numpy_generator(k_select)
   budget = _Budget()
@@ -442,13 +448,14 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
              + (" + category threshold delta" if public.release.rho > 0
                 and public.release.merged else ""))
     record = MarginalPrivacyRecord(
-        "calibrated", float(zcdp.cdp_epsilon(spent, public.delta_rest) + public.epsilon),
+        "calibrated", float(to_epsilon(spent, public.delta_rest) + public.epsilon),
         float(epsilon), float(delta),
         float(spent), budget.parts["one_way"], budget.parts["queries"],
         budget.parts["selection"], budget.parts["measurement"], budget.tables,
         budget.selections,
-        accountant=MarginalPrivacyRecord._field_defaults["accountant"] + parts
-        + " (basic composition)", rho_domain=public.release.rho)
+        accountant=(_GDP_ACCOUNTANT if composition == "gdp" else
+                    MarginalPrivacyRecord._field_defaults["accountant"])
+        + parts + " (basic composition)", rho_domain=public.release.rho)
   num_components = per_member * ensemble
   model = make_mixture_model(mm.cell_features(cells), num_components)
   inferred = [f"{c.name}: {', '.join(c.from_data)}" for c in all_cells if c.from_data]

@@ -54,3 +54,25 @@ def gaussian_noise_multiplier(epsilon: float, delta: float) -> float:
   sigma = optimize.brentq(f, lo, hi, xtol=1e-12) * (1 + 1e-9)
   assert gaussian_delta(epsilon, sigma) <= delta
   return sigma
+
+
+def composed_rho(epsilon: float, delta: float) -> float:
+  """The most rho that Gaussian mechanisms alone may spend for (epsilon, delta)-DP.
+
+  Gaussian mechanisms with sensitivities Delta_i and noise sds sigma_i, composed
+  (adaptively, in any order), are exactly one Gaussian mechanism with noise
+  multiplier 1 / mu, mu^2 = sum Delta_i^2 / sigma_i^2 = 2 rho (mu-GDP composes
+  as sqrt(sum mu_i^2): Dong, Roth & Su 2022), whose (epsilon, delta) curve is the analytic
+  Gaussian one above. So rho = 1 / (2 sigma^2), sigma =
+  `gaussian_noise_multiplier(epsilon, delta)`. This is about 16% more than
+  zCDP's `cdp_rho` at epsilon = 1 (zCDP's conversion is exact for no single
+  mechanism); it does not apply once another mechanism (an exponential
+  mechanism) joins the composition.
+  """
+  return 0.5 / gaussian_noise_multiplier(epsilon, delta)**2
+
+
+def composed_epsilon(rho: float, delta: float) -> float:
+  """Certified epsilon of Gaussian mechanisms alone that spent `rho` in all."""
+  rho = _validate.positive("rho", rho)
+  return gaussian_epsilon(1.0 / math.sqrt(2.0 * rho), delta)
