@@ -654,9 +654,12 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
                                   num_components=2, round_steps=1, final_steps=1,
                                   posterior_steps=1)
     claimed = res.privacy
-    recorded = [sd for _, _, sd in res.measurements]
+    recorded = [sd for _, _, sd, _ in res.measurements]
+    sensitivity = [s for _, _, _, s in res.measurements]
     if len(recorded) != len(calls):
       raise AssertionError(f"{len(calls)} Gaussian measurements, {len(recorded)} recorded")
+    if any(s != 1.0 for s in sensitivity):
+      raise AssertionError("centred tables: this audit's statistic assumes plain tables")
     stat = np.zeros(num_slots)
     for call, sd_rec in zip(calls, recorded):
       if call["sigma"] != sd_rec:

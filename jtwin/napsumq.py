@@ -27,9 +27,13 @@ model, which scales to many columns:
 
 Privacy. Only steps 2 and 3 read the data; every release there is a Gaussian
 measurement (rho = 1/(2 sigma^2) per table of sensitivity 1) or an
-exponential-mechanism selection (rho = eps0^2 / 8). The rhos add up, and the
-total is converted to (epsilon, delta) with the tight zCDP conversion
-(`jtwin.accounting.zcdp`); the budget is spent once (twinify's NAPSU-MQ with
+exponential-mechanism selection (rho = eps0^2 / 8). The rhos add up. With
+selection "all" or "none" every release is a Gaussian mechanism, and their
+composition is exactly one Gaussian mechanism with mu^2 = 2 rho (mu-GDP), so
+the total is converted with the exact analytic-Gaussian curve
+(`jtwin.accounting.gaussian.composed_epsilon`: 16% more rho than zCDP allows
+at epsilon = 1); with "aim" or "mst" with the tight zCDP conversion
+(`jtwin.accounting.zcdp`). The budget is spent once (twinify's NAPSU-MQ with
 automatic selection spends it twice). K, the fit and the sampling are
 post-processing and cost nothing. The number of rows is not released: the
 fit uses n estimated from the noisy 1-way tables.
@@ -71,11 +75,13 @@ class MarginalPrivacyRecord(NamedTuple):
 
   Attributes:
     mode: "calibrated" or "non-private".
-    epsilon: certified upper bound on epsilon (zCDP -> (epsilon, delta)).
+    epsilon: certified upper bound on epsilon (exact Gaussian composition, or
+      zCDP when exponential-mechanism selections ran; see `accountant`).
     epsilon_target: the requested epsilon.
     delta: delta.
-    rho: total zCDP budget actually spent (sum of the parts below, the DP
-      domain's histograms included).
+    rho: total budget actually spent, as rho = sum of sensitivity^2 / (2
+      sigma^2) (+ eps0^2 / 8 per selection): the sum of the parts below, the
+      DP domain's histograms included.
     rho_one_way: spent on the 1-way tables.
     rho_queries: spent on the cliques forced by a query file.
     rho_selection: spent on exponential-mechanism selections.

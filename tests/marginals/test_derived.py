@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from jtwin import napsumq
-from jtwin.accounting import zcdp
+from jtwin.accounting import gaussian
 from jtwin.cli import main
 from jtwin.marginals import cells as cl
 from jtwin.marginals import derived as dv
@@ -84,15 +84,16 @@ def test_budget_of_the_determined_tables(fitted):
   p = res.privacy
   # one (parent, child) table per determined column replaces its 1-way table, at
   # sigma1 / sqrt(DERIVED_SHARE): the 1-way part is still one_way_fraction of rho
-  logged = {tuple(names): sigma for names, _, sigma in res.measurements}
+  logged = {tuple(names): sigma for names, _, sigma, _ in res.measurements}
   sigma1 = logged[("code",)]
   assert logged[("code", "label")] == pytest.approx(sigma1 / math.sqrt(napsumq.DERIVED_SHARE))
   assert ("label",) not in logged and ("label", "y") not in logged
   assert sum(1 / (2 * s**2) for names, s in logged.items()) == pytest.approx(
       p.rho_one_way + p.rho_measurement, rel=1e-9)
-  rest = zcdp.cdp_rho(res.public.epsilon_rest, res.public.delta_rest) - p.rho_domain
+  rest = gaussian.composed_rho(res.public.epsilon_rest, res.public.delta_rest) - p.rho_domain
   assert p.rho_one_way == pytest.approx(0.4 * rest, rel=1e-9)
-  assert p.rho <= zcdp.cdp_rho(res.public.epsilon_rest, res.public.delta_rest) * (1 + 1e-9)
+  assert p.rho <= gaussian.composed_rho(res.public.epsilon_rest, res.public.delta_rest) * (
+      1 + 1e-9)
   assert p.epsilon <= 1.0
   assert len(res.measurements) == 2 + 2 + 1      # 1-way code, y; two derived; code x y
 

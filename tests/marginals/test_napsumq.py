@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from jtwin import napsumq
 from jtwin.accounting import zcdp
@@ -41,8 +42,9 @@ def test_privacy_record_recomputed(frame, selection):
   res = napsumq.fit_marginals(jax.random.key(1), frame, spec, epsilon=1.0, delta=1e-6,
                               selection=selection, rounds=6, **FAST)
   p = res.privacy
-  # every released table's rho, recomputed from the public measurement log
-  rho_tables = sum(1 / (2 * sigma**2) for _, _, sigma in res.measurements)
+  # every released table's rho, recomputed from the public measurement log:
+  # sensitivity^2 / (2 sigma^2) (sensitivity < 1 for centred tables)
+  rho_tables = sum(s**2 / (2 * sigma**2) for _, _, sigma, s in res.measurements)
   assert rho_tables == pytest.approx(p.rho_one_way + p.rho_queries + p.rho_measurement, rel=1e-9)
   assert p.num_measurements == len(res.measurements)
   # the DP domain's histograms share the zCDP budget: rho = m / (2 s^2) for m histograms
@@ -56,11 +58,25 @@ def test_privacy_record_recomputed(frame, selection):
   assert pub.rows_epsilon == pytest.approx(0.01) and pub.delta == 1e-6
   assert pub.epsilon_rest == pytest.approx(1.0 - pub.rows_epsilon, rel=1e-12)
   assert pub.delta_rest == pytest.approx(1e-6 - pub.release.delta, rel=1e-12)
-  rest_rho = zcdp.cdp_rho(pub.epsilon_rest, pub.delta_rest)
-  assert p.rho <= rest_rho * (1 + 1e-9)
-  assert p.epsilon == pytest.approx(zcdp.cdp_epsilon(p.rho, pub.delta_rest) + pub.epsilon,
-                                    rel=1e-9)
+  if selection == "all":
+    # Gaussian mechanisms only: one Gaussian mechanism with mu^2 = 2 rho, whose exact
+    # delta(epsilon) (Balle & Wang 2018), recomputed here with scipy, is delta_rest at
+    # the certified epsilon minus the pure-DP row count's share
+    mu = math.sqrt(2 * p.rho)
+    eps = p.epsilon - pub.epsilon
+    exact_delta = lambda e: (stats.norm.cdf(-e / mu + mu / 2)
+                             - math.exp(e) * stats.norm.cdf(-e / mu - mu / 2))
+    assert exact_delta(eps) <= pub.delta_rest
+    assert exact_delta(eps * 0.999) > pub.delta_rest          # and it is tight
+    assert "GDP" in p.accountant
+  else:   # exponential-mechanism selections: zCDP
+    rest_rho = zcdp.cdp_rho(pub.epsilon_rest, pub.delta_rest)
+    assert p.rho <= rest_rho * (1 + 1e-9)
+    assert p.epsilon == pytest.approx(zcdp.cdp_epsilon(p.rho, pub.delta_rest) + pub.epsilon,
+                                      rel=1e-9)
+    assert "zCDP" in p.accountant
   assert p.epsilon <= 1.0 and p.delta == 1e-6
+  assert p.epsilon > 0.999                        # the budget is spent, not wasted
   if selection == "all":
     assert p.num_selections == 0 and p.rho_selection == 0
     assert len(res.measurements) == 3 + 3          # 1-way tables + every pair
