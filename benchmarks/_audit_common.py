@@ -607,7 +607,8 @@ def capture_measurements(calls: list):
 
 
 def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots: int = 400,
-                    num_runs: int = 1, seed: int = 0, alpha: float = 0.05) -> AuditRow:
+                    num_runs: int = 1, seed: int = 0, alpha: float = 0.05,
+                    residuals: Optional[str] = None) -> AuditRow:
   """Two-world test of the Gaussian measurements released by `jtwin.fit_marginals`.
 
   Two fully declared categorical columns A and B (categories and
@@ -621,7 +622,10 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
   Pearson) statistic for one slot is S_i = sum_t (y_ti - base) / sigma_t^2,
   N(0, mu^2) without the canary and N(mu^2, mu^2) with it,
   mu^2 = sum_t 1 / sigma_t^2 (= 2 rho of the measurements; each run is
-  `num_slots` / 2 trials per world). The noise sd is checked per table
+  `num_slots` / 2 trials per world). A centred table (`residuals`,
+  `jtwin.marginals.residual`) releases R (T + noise): the canary moves it by
+  R e_cell, the statistic's term is <R e_cell, release - R T_null> / sigma_t^2
+  and its mu^2 term s_t^2 / sigma_t^2, s_t the recorded sensitivity. The noise sd is checked per table
   against the sigma that the result records (`MarginalResult.measurements`);
   the row's sd columns are on S_i (expected mu). The fit after the
   measurements is cut to one step (post-processing; its settings do not
@@ -633,6 +637,7 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
   """
   import pandas as pd
   from jtwin import napsumq
+  from jtwin.marginals import residual as rs
   from jtwin.spec import parse_model_text
   num_slots -= num_slots % 2
   cats = ", ".join(f"s{i}" for i in range(num_slots))
@@ -652,19 +657,19 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
       res = napsumq.fit_marginals(jax.random.key(seed * 7919 + run), frame, spec,
                                   epsilon=epsilon, delta=delta, selection="all",
                                   num_components=2, round_steps=1, final_steps=1,
-                                  posterior_steps=1)
+                                  posterior_steps=1,
+                                  **({} if residuals is None else {"residuals": residuals}))
     claimed = res.privacy
     recorded = [sd for _, _, sd, _ in res.measurements]
     sensitivity = [s for _, _, _, s in res.measurements]
     if len(recorded) != len(calls):
       raise AssertionError(f"{len(calls)} Gaussian measurements, {len(recorded)} recorded")
-    if any(s != 1.0 for s in sensitivity):
-      raise AssertionError("centred tables: this audit's statistic assumes plain tables")
     stat = np.zeros(num_slots)
-    for call, sd_rec in zip(calls, recorded):
+    for call, sd_rec, sens in zip(calls, recorded, sensitivity):
       if call["sigma"] != sd_rec:
         raise AssertionError(f"measured with sigma {call['sigma']}, recorded {sd_rec}")
-      tables.setdefault(call["clique"], (sd_rec, []))[1].append(call["noisy"] - call["counts"])
+      noise = call["noisy"] - call["counts"]
+      tables.setdefault(call["clique"], (sd_rec, sens, []))[2].append(noise)
       if call["clique"] is None:
         continue
       dims = tuple(int(call["sizes"][v]) for v in call["clique"])
@@ -672,17 +677,26 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
                                   dims)
       if len(np.unique(cell)) != num_slots:
         raise AssertionError("slots share a cell: the test's data do not separate them")
-      stat += (call["noisy"][cell] - base) / call["sigma"]**2
+      if sens != 1.0:
+        # a centred table (`jtwin.marginals.residual`, every axis here): the release is
+        # R (counts + noise); a canary moves it by R e_cell, and the optimal statistic
+        # <R e_cell, release - R counts_null> / sigma^2 = ((R noise)[cell] + canary s^2) / sigma^2
+        axes = tuple(range(len(dims)))
+        if not math.isclose(sens, rs.sensitivity(dims, axes), rel_tol=1e-12):
+          raise AssertionError(f"recorded sensitivity {sens} is not that of a centred table")
+        noise = rs.centre(noise, dims, axes)
+      canary = call["counts"][cell] - base
+      stat += (noise[cell] + canary * sens**2) / call["sigma"]**2
     alt.append(stat[0::2])
     null.append(stat[1::2])
   null, alt = np.concatenate(null), np.concatenate(alt)
-  mu2 = sum(1.0 / sd**2 for sd, _ in tables.values())
+  mu2 = sum(sens**2 / sd**2 for sd, sens, _ in tables.values())
   sd, sd_se = sd_with_se(null)
   shift = float(alt.mean() - null.mean())
   shift_se = math.sqrt(mu2) * math.sqrt(1.0 / len(null) + 1.0 / len(alt))
   lower, _ = threshold_epsilon_lower_bound(null, alt, delta, alpha)
   per_table = []
-  for clique, (sd_rec, noise) in tables.items():
+  for clique, (sd_rec, _, noise) in tables.items():
     t_sd, t_se = sd_with_se(np.concatenate(noise))
     per_table.append((clique, sd_rec, t_sd, t_se))
   return AuditRow(name, claimed.epsilon, claimed.delta, sd, math.sqrt(mu2), sd_se, shift, mu2,

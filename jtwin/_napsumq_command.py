@@ -1,6 +1,7 @@
 """The work behind `jtwin napsumq` (called by `jtwin.cli`)."""
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import warnings
@@ -91,6 +92,7 @@ def napsumq(args) -> int:
       final_steps=args.steps, source=args.data_path, devices=args.devices,
       ensemble=args.ensemble,
       smoothness=nq.SMOOTHNESS if args.smoothness is None else args.smoothness,
+      residuals=nq.RESIDUALS if args.residuals is None else args.residuals,
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
   _warn_inferred(notes)   # fit_marginals warned about the rest itself
@@ -200,6 +202,10 @@ def add_parser(sub, types):
   g.add_argument("--smoothness", type=float, default=None,
                  help="weight of the prior that the mixture components' shares of a numeric "
                  "column's fine cells vary smoothly (0: off) [default: 100]")
+  g.add_argument("--residuals", action=argparse.BooleanOptionalAction, default=None,
+                 help="with --select all: release each 2- and 3-way table centred (its "
+                 "1-way parts removed, measured once by the 1-way tables), which needs "
+                 "less noise for the same budget [default: off]")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
   g.add_argument("--one_way_fraction", type=float, default=0.4,

@@ -62,6 +62,7 @@ __all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_m
 SELECTIONS = ("aim", "mst", "all", "none")
 MAX_TOTAL_CELLS = 20_000
 SMOOTHNESS = 100.0   # the fit's roughness penalty (`mixture_marginals.roughness`)
+RESIDUALS = False     # centred multi-way tables with selection "all" (`jtwin.marginals.residual`)
 DERIVED_SHARE = 4   # a determined column's table gets the budget of this many 1-way tables
 MIN_MEMBER_COMPONENTS = 50   # an ensemble member's fewest components (8 x 25 was worse than 4 x 50)
 _GDP_ACCOUNTANT = ("Gaussian mechanisms composed exactly (mu-GDP, Dong, Roth & Su 2022; "
@@ -182,7 +183,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   check_delta=None, source: str = "data",
                   progress=None, devices: int = 1, max_coarse: Optional[int] = None,
                   ensemble: int = 4, smoothness: float = SMOOTHNESS,
-                  residuals: str = "none") -> MarginalResult:
+                  residuals: bool = RESIDUALS, density_smoothness=None) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:
@@ -394,7 +395,10 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     if len(q) == 3:
       cond.add(min(multiway(q), key=lambda v: sizes[v]))
   index = mm.make_index(cells, per_member, cond)
-  fitter = mfit.make_fitter(index, prior_concentration, smoothness)
+  density = None
+  if density_smoothness:
+    density = (density_smoothness[0], density_smoothness[1], _log_widths(index, cells))
+  fitter = mfit.make_fitter(index, prior_concentration, smoothness, density)
   theta = mfit.initial_theta(index, k_init, [m.noisy for m in ones], init_spread, init_peak)
   measurements = list(ones)
   timings["one-way"] = time.perf_counter() - t0 - timings["cells"]
@@ -422,7 +426,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
          select_rng, non_private, count)
   elif selection == "all":
     cand = [multiway(r) for r in sel.workload(d, msizes, target=target_col, max_cells=max_cells)]
-    axes = [_centred_axes(r, residuals, None if target_col is None else mv[target_col]) for r in cand]
+    axes = [tuple(range(len(r))) if residuals else () for r in cand]
     load = sum(rs.sensitivity([sizes[v] for v in r], a)**2 for r, a in zip(cand, axes))
     sigma = math.sqrt(load / (2.0 * rho_rest)) if not non_private and cand else 0.0
     count(codes, sizes, cand)
@@ -495,13 +499,17 @@ def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,
   return int(np.clip(round(max(rows, 1.0) / (25.0 * sigma)), 4, cl.MAX_COARSE))
 
 
-def _centred_axes(views, residuals: str, target_view) -> tuple:
-  """Which axes of a selected table are centred (`jtwin.marginals.residual`)."""
-  if residuals == "all":
-    return tuple(range(len(views)))
-  if residuals == "target" and target_view in views and len(views) == 3:
-    return (list(views).index(target_view),)
-  return ()
+def _log_widths(index, cells) -> np.ndarray:
+  """log width of every fine cell of the numeric columns (0 elsewhere), [C_ext]."""
+  out = np.zeros(index.num_theta)
+  for j, c in enumerate(cells):
+    if c.kind != "numeric":
+      continue
+    edges = np.asarray(c.edges, float)
+    base = np.where(np.asarray(c.point, bool), 1.0, np.diff(edges))
+    for g, members in enumerate(c.groups):
+      out[index.cell_pos[j][g]] = np.log(max(float(base[list(members)].sum()), 1e-12))
+  return out
 
 
 def _measure_derived(cells, codes, names, determined, count, sigma, rng, budget, log,

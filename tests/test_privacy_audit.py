@@ -154,8 +154,11 @@ def test_warm_start_tails_through_the_mechanism():
 
 
 # ------------------------------------------------------------------ (d) marginals
-def test_marginals_two_world():
-  row = ac.marginals_audit("marginals eps=1", epsilon=1.0, num_slots=200, seed=18)
+@pytest.mark.parametrize("residuals", [None, "none", "all"])
+def test_marginals_two_world(residuals):
+  # None: the default; "all": the pair table is centred (sensitivity < 1)
+  row = ac.marginals_audit("marginals eps=1", epsilon=1.0, num_slots=200, seed=18,
+                           residuals=residuals)
   _assert_passed(row)
   assert row.extra["rho_measured"] == pytest.approx(row.extra["rho_claimed"], rel=1e-12)
   for clique, recorded, sd, se in row.extra["tables"]:
