@@ -183,7 +183,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   check_delta=None, source: str = "data",
                   progress=None, devices: int = 1, max_coarse: Optional[int] = None,
                   ensemble: int = 4, smoothness: float = SMOOTHNESS,
-                  residuals: bool = RESIDUALS, density_smoothness=None) -> MarginalResult:
+                  residuals: bool = RESIDUALS) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:
@@ -206,6 +206,12 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     compress_sigmas: cells with a noisy count below this many noise sds are merged.
     max_cells: largest table measured (cells).
     prior_concentration: Dirichlet concentration of each component's cells.
+    residuals: with selection "all", release every 2- and 3-way table
+      centred (`jtwin.marginals.residual`): its 1-way parts, which the 1-way
+      tables measure once, are projected out, which lowers the table's L2
+      sensitivity to sqrt(prod (1 - 1/cells)) and so its noise for the same
+      rho (by sqrt(2) for a table with a binary column). The fit uses the
+      exact likelihood of the centred release.
     smoothness: weight of the prior that each component's share of a numeric
       column's cells varies smoothly across neighbouring cells (a penalty on
       second differences, `jtwin.marginals.mixture_marginals.roughness`),
@@ -395,10 +401,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     if len(q) == 3:
       cond.add(min(multiway(q), key=lambda v: sizes[v]))
   index = mm.make_index(cells, per_member, cond)
-  density = None
-  if density_smoothness:
-    density = (density_smoothness[0], density_smoothness[1], _log_widths(index, cells))
-  fitter = mfit.make_fitter(index, prior_concentration, smoothness, density)
+  fitter = mfit.make_fitter(index, prior_concentration, smoothness)
   theta = mfit.initial_theta(index, k_init, [m.noisy for m in ones], init_spread, init_peak)
   measurements = list(ones)
   timings["one-way"] = time.perf_counter() - t0 - timings["cells"]
@@ -497,19 +500,6 @@ def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,
     tables += (d - 1) * (d - 2) // 2
   sigma = math.sqrt(max(tables, 1) / (2.0 * max(rho_rest, 1e-300)))
   return int(np.clip(round(max(rows, 1.0) / (25.0 * sigma)), 4, cl.MAX_COARSE))
-
-
-def _log_widths(index, cells) -> np.ndarray:
-  """log width of every fine cell of the numeric columns (0 elsewhere), [C_ext]."""
-  out = np.zeros(index.num_theta)
-  for j, c in enumerate(cells):
-    if c.kind != "numeric":
-      continue
-    edges = np.asarray(c.edges, float)
-    base = np.where(np.asarray(c.point, bool), 1.0, np.diff(edges))
-    for g, members in enumerate(c.groups):
-      out[index.cell_pos[j][g]] = np.log(max(float(base[list(members)].sum()), 1e-12))
-  return out
 
 
 def _measure_derived(cells, codes, names, determined, count, sigma, rng, budget, log,

@@ -97,17 +97,10 @@ def _lower_order_terms(index: mm.MarginalIndex, measurements):
           jnp.asarray(np.pad(weight, (0, size - len(pos))), jnp.float32))
 
 
-def _neg_log_joint(index, concentration, theta, targets: Targets, smoothness=0.0,
-                   density=None) -> Array:
+def _neg_log_joint(index, concentration, theta, targets: Targets, smoothness=0.0) -> Array:
   vector = mm.marginal_vector(index, theta)
   r = targets.noisy - targets.total * vector[targets.positions]
   out = 0.5 * jnp.sum(targets.precision * r * r) - mm.log_prior(index, theta, concentration)
-  if density is not None:       # (weight, scale, log widths [C_ext]): robust smoothness of u
-    weight, scale, log_width = density
-    logd = jnp.log(jnp.maximum(vector[:log_width.shape[0]], 1e-30)) - log_width
-    a, b, c = (logd[index.adjacent[:, i]] for i in range(3))
-    step = (c - 2.0 * b + a) / scale
-    out = out + weight * scale**2 * jnp.sum(jnp.log1p(step * step))
   if targets.low_positions is not None:     # centred tables (`_lower_order_terms`)
     low = targets.total * vector[targets.low_positions]
     out = out - 0.5 * jnp.sum(targets.low_weight * low * low)
@@ -179,7 +172,7 @@ class Fitter(NamedTuple):
 
 
 def make_fitter(index: mm.MarginalIndex, concentration: float,
-                smoothness: float = 0.0, density=None) -> Fitter:
+                smoothness: float = 0.0) -> Fitter:
   """Jit-compiled MAP and posterior fits for this index and prior.
 
   The prior is Dirichlet(concentration) on every component's cells and the
@@ -193,10 +186,7 @@ def make_fitter(index: mm.MarginalIndex, concentration: float,
     estimate) with scale `init_scale`.
   """
   joint = functools.partial(_neg_log_joint, index, float(concentration),
-                            smoothness=float(smoothness),
-                            density=None if density is None else
-                            (float(density[0]), float(density[1]),
-                             jnp.asarray(density[2], jnp.float32)))
+                            smoothness=float(smoothness))
   run_map = jax.jit(functools.partial(_map_run, joint), static_argnums=2)
   run_vi = jax.jit(functools.partial(_vi_run, joint), static_argnums=3)
 
