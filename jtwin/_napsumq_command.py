@@ -205,7 +205,7 @@ def add_parser(sub, types):
   g.add_argument("--residuals", action=argparse.BooleanOptionalAction, default=None,
                  help="with --select all: release each 2- and 3-way table centred (its "
                  "1-way parts removed, measured once by the 1-way tables), which needs "
-                 "less noise for the same budget [default: off]")
+                 "less noise for the same budget [default: on]")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
   g.add_argument("--one_way_fraction", type=float, default=0.4,

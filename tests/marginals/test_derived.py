@@ -85,10 +85,11 @@ def test_budget_of_the_determined_tables(fitted):
   # one (parent, child) table per determined column replaces its 1-way table, at
   # sigma1 / sqrt(DERIVED_SHARE): the 1-way part is still one_way_fraction of rho
   logged = {tuple(names): sigma for names, _, sigma, _ in res.measurements}
+  sens = {tuple(names): s for names, _, _, s in res.measurements}
   sigma1 = logged[("code",)]
   assert logged[("code", "label")] == pytest.approx(sigma1 / math.sqrt(napsumq.DERIVED_SHARE))
   assert ("label",) not in logged and ("label", "y") not in logged
-  assert sum(1 / (2 * s**2) for names, s in logged.items()) == pytest.approx(
+  assert sum(sens[names]**2 / (2 * s**2) for names, s in logged.items()) == pytest.approx(
       p.rho_one_way + p.rho_measurement, rel=1e-9)
   rest = gaussian.composed_rho(res.public.epsilon_rest, res.public.delta_rest) - p.rho_domain
   assert p.rho_one_way == pytest.approx(0.4 * rest, rel=1e-9)

@@ -36,11 +36,13 @@ def frame():
   return _frame()
 
 
-@pytest.mark.parametrize("selection", ["all", pytest.param("aim", marks=pytest.mark.slow), "mst"])
-def test_privacy_record_recomputed(frame, selection):
+@pytest.mark.parametrize("selection,residuals", [
+    ("all", False), ("all", True), pytest.param("aim", False, marks=pytest.mark.slow),
+    ("mst", False)])
+def test_privacy_record_recomputed(frame, selection, residuals):
   spec = parse_model_text(MODEL)
   res = napsumq.fit_marginals(jax.random.key(1), frame, spec, epsilon=1.0, delta=1e-6,
-                              selection=selection, rounds=6, **FAST)
+                              selection=selection, rounds=6, residuals=residuals, **FAST)
   p = res.privacy
   # every released table's rho, recomputed from the public measurement log:
   # sensitivity^2 / (2 sigma^2) (sensitivity < 1 for centred tables)
@@ -80,6 +82,16 @@ def test_privacy_record_recomputed(frame, selection):
   if selection == "all":
     assert p.num_selections == 0 and p.rho_selection == 0
     assert len(res.measurements) == 3 + 3          # 1-way tables + every pair
+    # centred pair tables have sensitivity sqrt(prod (1 - 1/cells)) < 1; 1-way ones 1
+    sens = [s for _, _, _, s in res.measurements]
+    assert sens[:3] == [1.0] * 3
+    if residuals:
+      sizes = {m[0][0]: m[1] for m in res.measurements[:3]}
+      for names, cells, _, s in res.measurements[3:]:
+        want = math.sqrt(np.prod([1 - 1 / sizes[x] for x in names]))
+        assert s == pytest.approx(want, rel=1e-12) and s < 1
+    else:
+      assert sens[3:] == [1.0] * 3
   if selection == "mst":
     assert p.num_selections == 2                     # a spanning tree of 3 columns
     assert p.rho_selection == pytest.approx(p.rho_measurement, rel=1e-9)
@@ -256,3 +268,31 @@ def test_ensemble_must_be_a_positive_integer(frame):
 def test_smoothness_must_be_finite_and_non_negative(frame, value):
   with pytest.raises(napsumq.JtwinInputError, match="smoothness must be a finite number >= 0"):
     napsumq.fit_marginals(2, frame, parse_model_text(MODEL), smoothness=value, **FAST)
+
+
+def test_residuals_lower_the_noise_and_still_fit_the_pairs(frame):
+  # the same rho buys centred tables less noise (sigma times their sensitivity, on
+  # average); non-privately, the fit to centred tables and 1-way tables recovers the
+  # pair tables as well as the fit to plain ones
+  spec = parse_model_text(MODEL)
+  kw = dict(epsilon=1.0, delta=1e-6, **FAST)
+  plain = napsumq.fit_marginals(2, frame, spec, residuals=False, **kw)
+  centred = napsumq.fit_marginals(2, frame, spec, residuals=True, **kw)
+  sd = lambda r: [m[2] for m in r.measurements[3:]]
+  sens = [m[3] for m in centred.measurements[3:]]
+  assert all(a < b for a, b in zip(sd(centred), sd(plain)))
+  rms = math.sqrt(np.mean(np.square(sens)))
+  assert sd(centred)[0] == pytest.approx(sd(plain)[0] * rms, rel=1e-9)
+  assert centred.privacy.rho == pytest.approx(plain.privacy.rho, rel=1e-9)
+  exact = {}
+  for residuals in (False, True):
+    res = napsumq.fit_marginals(3, frame, spec, non_private=True, residuals=residuals,
+                                num_components=6, final_steps=600, posterior_steps=10)
+    twin = napsumq.sample_marginals(3, res, 20_000)
+    for x, y in (("a", "b"), ("b", "c"), ("a", "c")):
+      real = pd.crosstab(frame[x].fillna("NA"), frame[y], normalize=True)
+      synth = pd.crosstab(twin[x].fillna("NA"), twin[y], normalize=True)
+      exact[(residuals, x, y)] = 0.5 * (real - synth.reindex_like(real).fillna(0)).abs().sum().sum()
+  for x, y in (("a", "b"), ("b", "c"), ("a", "c")):
+    assert exact[(True, x, y)] < 0.03, exact
+    assert exact[(True, x, y)] < exact[(False, x, y)] + 0.015, exact
