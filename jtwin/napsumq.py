@@ -117,8 +117,9 @@ class MarginalResult(NamedTuple):
       numpy arrays: "mix", "cat_logits", "missing_logit").
     cells: the columns' cells (tuple of `jtwin.marginals.cells.CellColumn`).
     privacy: the `MarginalPrivacyRecord`.
-    measurements: [(column names, number of cells, noise sd)] per released
-      table, in the order measured (public).
+    measurements: [(column names, number of cells, noise sd, L2 sensitivity)]
+      per released table, in the order measured (public); the sensitivity is
+      below 1 for centred tables (`residuals`).
     num_rows_estimate: n estimated from the noisy 1-way tables (DP).
     model: the `jtwin.models.Model` to sample from (mixture over the cells).
     num_components: K.
