@@ -42,19 +42,28 @@ class Targets(NamedTuple):
     noisy: float32 [M] noisy counts.
     precision: float32 [M] 1 / noise variance (0 for padding).
     total: float32 [] n, the (noisy) number of rows.
-    low_positions: int32 [L] or None: for centred measurements
-      (`jtwin.marginals.residual`), positions in the marginal vector of the
-      lower-order margins in their likelihood; None when all are plain.
-    low_weight: float32 [L] or None: each such cell's signed weight (0:
-      padding): the centred tables' loss is the plain one minus
-      1/2 sum low_weight * (n * marginal)^2.
+    quad: float32 [M] or None: for centred measurements
+      (`jtwin.marginals.residual`), the summed signed weight of each measured
+      cell's position among the lower-order margins in their likelihood
+      (those margins are mostly measured tables themselves); None when all
+      measurements are plain. The centred tables' loss is the plain one
+      minus 1/2 sum weight * (n * marginal)^2 over those margins.
+    low_positions: int32 [L] or None: the margins' positions that no
+      measured cell has and that are 1-way cells (e.g. of coarse views).
+    low_weight: float32 [L] or None: their weights (0: padding).
+    far_positions, far_weight: the same for any other such position (a pair
+      whose table was not measured), or None (then the fit never gathers
+      from the whole marginal vector twice, which costs a copy of it).
   """
   positions: Array
   noisy: Array
   precision: Array
   total: Array
+  quad: Array = None
   low_positions: Array = None
   low_weight: Array = None
+  far_positions: Array = None
+  far_weight: Array = None
 
 
 def make_targets(index: mm.MarginalIndex, measurements, total: float) -> Targets:
@@ -64,22 +73,31 @@ def make_targets(index: mm.MarginalIndex, measurements, total: float) -> Targets
   prec = np.concatenate([1.0 / m.variance for m in measurements])
   size = 1 << int(np.ceil(np.log2(max(len(pos), 2))))
   pad = size - len(pos)
-  low_pos = low_weight = None
+  extra = ()
   if any(m.centred for m in measurements):
-    low_pos, low_weight = _lower_order_terms(index, measurements)
+    extra = _lower_order_terms(index, measurements, pos, size)
   return Targets(jnp.asarray(np.pad(pos, (0, pad)), jnp.int32),
                  jnp.asarray(np.pad(y, (0, pad)), jnp.float32),
                  jnp.asarray(np.pad(prec, (0, pad)), jnp.float32),
-                 jnp.asarray(total, jnp.float32), low_pos, low_weight)
+                 jnp.asarray(total, jnp.float32), *extra)
 
 
-def _lower_order_terms(index: mm.MarginalIndex, measurements):
-  """Positions and weights of the centred tables' lower-order margins (padded).
+def _lower_order_terms(index: mm.MarginalIndex, measurements, measured: np.ndarray,
+                       size: int):
+  """The centred tables' lower-order margins as weights on marginal positions.
 
   A centred measurement z = R (T + e) with precision w has log-likelihood
   -w/2 ||R x - z||^2 = -w/2 (||x - z||^2 - x' (I - R) x) (z = R z), and
   x' (I - R) x = sum_S c_S ||margin_S(x)||^2 (`residual.lower_order_terms`):
-  each margin cell enters with weight w * c_S.
+  each margin cell enters with weight w * c_S. Weights are summed per
+  position; a position that a measured cell also has (`measured`, the
+  unpadded positions) goes to that cell's `quad` entry, so the fit gathers it
+  once; the rest are returned as extra (positions, weights), padded: 1-way
+  cells apart from the others.
+
+  Returns:
+    (quad [size], 1-way positions, their weights, other positions, their
+    weights), jax arrays; the last two None when there are none.
   """
   from jtwin.marginals import residual
   pos, weight = [], []
@@ -91,19 +109,41 @@ def _lower_order_terms(index: mm.MarginalIndex, measurements):
       p = mm.clique_positions(index, tuple(m.clique[a] for a in kept))
       pos.append(p)
       weight.append(np.full(len(p), w * c))
-  pos, weight = np.concatenate(pos), np.concatenate(weight)
-  size = 1 << int(np.ceil(np.log2(max(len(pos), 2))))
-  return (jnp.asarray(np.pad(pos, (0, size - len(pos))), jnp.int32),
-          jnp.asarray(np.pad(weight, (0, size - len(pos))), jnp.float32))
+  unique, inverse = np.unique(np.concatenate(pos), return_inverse=True)
+  summed = np.bincount(inverse, weights=np.concatenate(weight), minlength=len(unique))
+  first = {}
+  for i, p in enumerate(measured.tolist()):
+    first.setdefault(p, i)
+  quad = np.zeros(size)
+  near, far = ([], []), ([], [])
+  for p, w in zip(unique.tolist(), summed.tolist()):
+    if p in first:
+      quad[first[p]] += w
+    else:
+      part = near if p < index.num_theta else far
+      part[0].append(p)
+      part[1].append(w)
+
+  def padded(part):
+    n = 1 << int(np.ceil(np.log2(max(len(part[0]), 2))))
+    return (jnp.asarray(np.pad(np.asarray(part[0], np.int64), (0, n - len(part[0]))), jnp.int32),
+            jnp.asarray(np.pad(np.asarray(part[1], float), (0, n - len(part[0]))), jnp.float32))
+
+  return (jnp.asarray(quad, jnp.float32), *padded(near),
+          *(padded(far) if far[0] else (None, None)))
 
 
 def _neg_log_joint(index, concentration, theta, targets: Targets, smoothness=0.0) -> Array:
   vector = mm.marginal_vector(index, theta)
-  r = targets.noisy - targets.total * vector[targets.positions]
+  x = targets.total * vector[targets.positions]
+  r = targets.noisy - x
   out = 0.5 * jnp.sum(targets.precision * r * r) - mm.log_prior(index, theta, concentration)
-  if targets.low_positions is not None:     # centred tables (`_lower_order_terms`)
-    low = targets.total * vector[targets.low_positions]
-    out = out - 0.5 * jnp.sum(targets.low_weight * low * low)
+  if targets.quad is not None:     # centred tables (`_lower_order_terms`)
+    low = targets.total * vector[:index.num_theta][targets.low_positions]   # 1-way cells
+    out = out - 0.5 * (jnp.sum(targets.quad * x * x) + jnp.sum(targets.low_weight * low * low))
+    if targets.far_positions is not None:
+      far = targets.total * vector[targets.far_positions]
+      out = out - 0.5 * jnp.sum(targets.far_weight * far * far)
   return out + smoothness * mm.roughness(index, theta) if smoothness else out
 
 
