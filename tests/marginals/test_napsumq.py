@@ -296,3 +296,19 @@ def test_residuals_lower_the_noise_and_still_fit_the_pairs(frame):
   for x, y in (("a", "b"), ("b", "c"), ("a", "c")):
     assert exact[(True, x, y)] < 0.03, exact
     assert exact[(True, x, y)] < exact[(False, x, y)] + 0.015, exact
+
+
+@pytest.mark.parametrize("flag,centred", [([], True), (["--no-residuals"], False)])
+def test_cli_residuals_flag(files, capsys, flag, centred):
+  # the default releases the pair tables centred (sensitivity < 1), --no-residuals plain;
+  # the result file's public record says which, per table
+  tmp, data, model = files
+  out = str(tmp / "out")
+  code = main(["napsumq", data, model, out, "--k", "3", "--steps", "30", "--seed", "0",
+               "--visualize", "none"] + flag)
+  assert code == 0, capsys.readouterr().err
+  logged = load_result(out + ".jtwin.npz").meta["measurements"]
+  sens = [m[3] for m in logged]
+  assert sens[:3] == [1.0] * 3                       # the 1-way tables
+  assert all((s < 1.0) if centred else (s == 1.0) for s in sens[3:]), sens
+  assert "GDP" in capsys.readouterr().out
