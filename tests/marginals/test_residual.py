@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jtwin.marginals import cells as cl
 from jtwin.marginals import fit as mfit
 from jtwin.marginals import mixture_marginals as mm
 from jtwin.marginals import residual as rs
 from jtwin.marginals.measure import Measurement
+from test_mixture_marginals import _cells   # 3 columns: 3 cats + missing, 2 cats, 4 numeric + missing
 
 CASES = [((3,), (0,)), ((2, 5), (0, 1)), ((4, 3), (1,)), ((2, 3, 4), (0, 1, 2)),
          ((3, 2, 2), (2,)), ((5, 1, 3), (0, 2)), ((2, 2), ())]
@@ -51,17 +51,6 @@ def test_centred_release_needs_less_noise_for_the_same_rho():
   assert s**2 == pytest.approx((6 / 7) * 0.5)
   sigma = 10.0
   assert s**2 / (2 * (s * sigma)**2) == pytest.approx(1 / (2 * sigma**2))
-
-
-def _cells():
-  """Three columns: 3 categories + missing, 2 categories, 4 numeric cells + missing."""
-  a = cl.CellColumn("a", "category", labels=("x", "y", "z"), missing=True,
-                    groups=((0,), (1,), (2,)), weights=((1.0,),) * 3)
-  b = cl.CellColumn("b", "category", labels=("u", "v"), groups=((0,), (1,)),
-                    weights=((1.0,),) * 2)
-  c = cl.CellColumn("c", "numeric", edges=(0.0, 1.0, 2.0, 3.0, 4.0), point=(False,) * 4,
-                    missing=True, groups=((0,), (1,), (2,), (3,)), weights=((1.0,),) * 4)
-  return (a, b, c)
 
 
 def _theta(index, seed):
