@@ -430,7 +430,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
          select_rng, non_private, count)
   elif selection == "all":
     cand = [multiway(r) for r in sel.workload(d, msizes, target=target_col, max_cells=max_cells)]
-    axes = [tuple(range(len(r))) if residuals else () for r in cand]
+    # centring a one-cell axis would zero the table: such axes stay as they are
+    axes = [tuple(a for a, v in enumerate(r) if sizes[v] > 1) if residuals else ()
+            for r in cand]
     load = sum(rs.sensitivity([sizes[v] for v in r], a)**2 for r, a in zip(cand, axes))
     sigma = math.sqrt(load / (2.0 * rho_rest)) if not non_private and cand else 0.0
     count(codes, sizes, cand)

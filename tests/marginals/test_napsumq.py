@@ -312,3 +312,17 @@ def test_cli_residuals_flag(files, capsys, flag, centred):
   assert sens[:3] == [1.0] * 3                       # the 1-way tables
   assert all((s < 1.0) if centred else (s == 1.0) for s in sens[3:]), sens
   assert "GDP" in capsys.readouterr().out
+
+
+def test_residuals_leave_one_cell_axes_alone(frame):
+  # a coarse view of one cell (max_coarse=1 for c): centring that axis would zero the
+  # table, so only the other axes are centred and the table still measures something
+  spec = parse_model_text(MODEL)
+  res = napsumq.fit_marginals(4, frame, spec, epsilon=1.0, delta=1e-6, max_coarse=1,
+                              residuals=True, **FAST)
+  sizes = {m[0][0]: m[1] for m in res.measurements[:3]}
+  for names, cells, sigma, s in res.measurements[3:]:
+    free = [x for x in names if x != "c"]        # c is seen through its 1-cell view
+    assert s == pytest.approx(math.sqrt(np.prod([1 - 1 / sizes[x] for x in free])), rel=1e-12)
+    assert 0 < s < 1 and sigma > 0
+  assert math.isfinite(res.privacy.rho) and res.privacy.epsilon <= 1.0
