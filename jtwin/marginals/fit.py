@@ -6,6 +6,11 @@ measurements is explicit:
 
   log p(y | theta) = -1/2 sum_cells (y - n P_theta(cell))^2 / v + const.
 
+A centred table (`jtwin.marginals.residual`) is z = R (T + e): its term is
+-1/2 ||R x - z||^2 / v with x = n P_theta(table), computed as the plain term
+minus x' (I - R) x / (2 v), a signed sum of squared lower-order margins
+(`Targets.quad` and `Targets.low_*`).
+
 `fit_map` maximises log p(y | theta) + log p(theta) by Adam (a point estimate,
 used while selecting); `fit_posterior` fits a mean-field Gaussian posterior
 q(theta) = N(loc, softplus(raw_scale)^2) by maximising the ELBO with the
