@@ -554,7 +554,12 @@ def check(args) -> int:
   import jax.numpy as jnp
   from jtwin import data as jdata
   df = jdata.read_csv(args.data_path)
-  prep = prepare(df, args.model_path, k=args.k, drop_na=args.drop_na, source=args.data_path)
+  spec = None                       # a model file is parsed once, for both checks
+  if not str(args.model_path).endswith(".py"):
+    from jtwin.spec import parse_model_file
+    spec = parse_model_file(args.model_path)
+  prep = prepare(df, args.model_path if spec is None else spec, k=args.k, drop_na=args.drop_na,
+                 source=args.data_path)
   n, d = prep.values.shape
   problems = []
   if args.sampling_ratio * n < 1:
@@ -597,9 +602,8 @@ def check(args) -> int:
           "ones from that coarse grid, and 'jtwin napsumq' spends a second, fine histogram on "
           "them: " + ", ".join(narrow) + "; declare their public range ('bounds = lo, hi', "
           "with 'integer' where they are whole numbers) to avoid both")
-  if not str(args.model_path).endswith(".py"):
-    from jtwin.spec import parse_model_file
-    problems += _check_determined_by(parse_model_file(args.model_path), prep.frame)
+  if spec is not None:
+    problems += _check_determined_by(spec, prep.frame)
   if problems:
     for p in problems:
       print(f"  problem: {p}", file=sys.stderr)
