@@ -608,7 +608,7 @@ def capture_measurements(calls: list):
 
 def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots: int = 400,
                     num_runs: int = 1, seed: int = 0, alpha: float = 0.05,
-                    residuals: Optional[str] = None) -> AuditRow:
+                    residuals: Optional[bool] = None) -> AuditRow:
   """Two-world test of the Gaussian measurements released by `jtwin.fit_marginals`.
 
   Two fully declared categorical columns A and B (categories and
@@ -625,7 +625,8 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
   `num_slots` / 2 trials per world). A centred table (`residuals`,
   `jtwin.marginals.residual`) releases R (T + noise): the canary moves it by
   R e_cell, the statistic's term is <R e_cell, release - R T_null> / sigma_t^2
-  and its mu^2 term s_t^2 / sigma_t^2, s_t the recorded sensitivity. The noise sd is checked per table
+  and its mu^2 term s_t^2 / sigma_t^2, s_t the recorded sensitivity
+  (`residuals`: None for `fit_marginals`' default). The noise sd is checked per table
   against the sigma that the result records (`MarginalResult.measurements`);
   the row's sd columns are on S_i (expected mu). The fit after the
   measurements is cut to one step (post-processing; its settings do not
@@ -702,6 +703,7 @@ def marginals_audit(name: str, *, epsilon: float, delta: float = 1e-5, num_slots
   return AuditRow(name, claimed.epsilon, claimed.delta, sd, math.sqrt(mu2), sd_se, shift, mu2,
                   shift_se, lower, len(null),
                   {"tables": per_table, "rho_measured": mu2 / 2.0, "rho_claimed": claimed.rho,
+                   "sensitivities": {clique: sens for clique, (_, sens, _) in tables.items()},
                    "base": base, "privacy": claimed})
 
 

@@ -277,6 +277,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     raise JtwinInputError("selection 'none' measures only the query cliques, but none were given")
   if int(ensemble) != ensemble or ensemble < 1:
     raise JtwinInputError(f"ensemble must be a positive integer, got {ensemble}")
+  if not isinstance(residuals, (bool, np.bool_)):
+    raise JtwinInputError(f"residuals must be True or False, got {residuals!r}")
   if not (math.isfinite(smoothness) and smoothness >= 0):
     raise JtwinInputError(f"smoothness must be a finite number >= 0, got {smoothness}")
   ensemble = int(min(ensemble, max(1, int(num_components) // MIN_MEMBER_COMPONENTS)))

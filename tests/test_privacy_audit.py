@@ -154,12 +154,16 @@ def test_warm_start_tails_through_the_mechanism():
 
 
 # ------------------------------------------------------------------ (d) marginals
-@pytest.mark.parametrize("residuals", [None, "none", "all"])
+@pytest.mark.parametrize("residuals", [False, True])
 def test_marginals_two_world(residuals):
-  # None: the default; "all": the pair table is centred (sensitivity < 1)
+  # False: a plain pair table; True (the default): centred, sensitivity < 1
   row = ac.marginals_audit("marginals eps=1", epsilon=1.0, num_slots=200, seed=18,
                            residuals=residuals)
   _assert_passed(row)
+  sens = row.extra["sensitivities"]
+  pair = [c for c in sens if c is not None and len(c) == 2]
+  assert len(pair) == 1 and [sens[c] for c in sens if c is not None and len(c) == 1] == [1.0, 1.0]
+  assert (sens[pair[0]] < 1.0) == residuals
   assert row.extra["rho_measured"] == pytest.approx(row.extra["rho_claimed"], rel=1e-12)
   for clique, recorded, sd, se in row.extra["tables"]:
     assert abs(sd - recorded) <= 4 * se, (clique, sd, recorded, se)

@@ -64,10 +64,10 @@ def composed_rho(epsilon: float, delta: float) -> float:
   multiplier 1 / mu, mu^2 = sum Delta_i^2 / sigma_i^2 = 2 rho (mu-GDP composes
   as sqrt(sum mu_i^2): Dong, Roth & Su 2022), whose (epsilon, delta) curve is the analytic
   Gaussian one above. So rho = 1 / (2 sigma^2), sigma =
-  `gaussian_noise_multiplier(epsilon, delta)`. This is about 16% more than
-  zCDP's `cdp_rho` at epsilon = 1 (zCDP's conversion is exact for no single
-  mechanism); it does not apply once another mechanism (an exponential
-  mechanism) joins the composition.
+  `gaussian_noise_multiplier(epsilon, delta)`: about 16% more than zCDP's
+  `cdp_rho` at epsilon = 1, whose conversion must hold for every rho-zCDP
+  mechanism, not only Gaussian ones. It does not apply once another
+  mechanism (an exponential mechanism) joins the composition.
   """
   return 0.5 / gaussian_noise_multiplier(epsilon, delta)**2
 

@@ -326,3 +326,10 @@ def test_residuals_leave_one_cell_axes_alone(frame):
     assert s == pytest.approx(math.sqrt(np.prod([1 - 1 / sizes[x] for x in free])), rel=1e-12)
     assert 0 < s < 1 and sigma > 0
   assert math.isfinite(res.privacy.rho) and res.privacy.epsilon <= 1.0
+
+
+def test_residuals_must_be_a_bool(frame):
+  # a string such as "none" is truthy: it must not silently turn centring on
+  from jtwin.errors import JtwinInputError
+  with pytest.raises(JtwinInputError, match="residuals must be True or False"):
+    napsumq.fit_marginals(0, frame, parse_model_text(MODEL), residuals="none", **FAST)
