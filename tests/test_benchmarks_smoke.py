@@ -230,3 +230,13 @@ def test_ablate_largest_pairs_names_the_broken_pair():
   out = _load("ablate_napsumq")._largest_pairs(real, twin, 2)
   assert out.startswith("a x b 0.6") or out.startswith("a x b 0.7"), out
   assert _load("ablate_napsumq")._largest_pairs(real, real, 1).endswith(" 0.000")
+
+
+def test_noise_sources_napsumq_quick(capsys):
+  from jtwin import napsumq
+  from jtwin.marginals import cells as cl
+  before = (napsumq.gaussian_measure, cl.compress)
+  assert _load("noise_sources_napsumq").main(["--quick", "--exact", "none", "all"]) == 0
+  out = capsys.readouterr().out
+  assert "| none |" in out and "| all |" in out
+  assert (napsumq.gaussian_measure, cl.compress) == before   # the patches are undone
