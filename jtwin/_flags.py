@@ -95,3 +95,12 @@ def add_output_group(p, rows_default: str) -> None:
                  help="comparison plots of real vs synthetic (for the data holder only): "
                  "store SVGs, pop up windows, both, or none")
   g.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+
+
+def add_sampling_flag(p, default_text: str) -> None:
+  """--sampling: how synthetic rows are drawn from a marginal-method result."""
+  p.add_argument("--sampling", choices=("balanced", "iid"), default=None,
+                 help="balanced: the mixture at the posterior mean, every count rounded "
+                 "systematically instead of drawn (far less Monte Carlo noise in the twin's "
+                 "tables); iid: i.i.d. rows, a fresh posterior draw per row or per --m rows, "
+                 f"as twinify does (use it for Rubin's rules) [default: {default_text}]")

@@ -65,6 +65,9 @@ def napsumq(args) -> int:
     raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
   if not 0.0 < args.one_way_fraction < 1.0:
     raise JtwinInputError(f"--one_way_fraction must be in (0, 1), got {args.one_way_fraction}")
+  if args.sampling == "balanced" and args.num_synthetic_records_per_parameter_sample > 1:
+    raise JtwinInputError("--sampling balanced draws every row from the posterior mean: it "
+                          "cannot be combined with --m > 1; use --sampling iid")
   if not args.non_private:
     from jtwin._guidance import check_epsilon
     check_epsilon(args.epsilon, allow_large=args.allow_large_epsilon)
@@ -110,7 +113,7 @@ def napsumq(args) -> int:
   num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
          else args.num_synthetic)
   m = args.num_synthetic_records_per_parameter_sample
-  synth = nq.sample_marginals(k_sample, result, num, records_per_draw=m)
+  synth = nq.sample_marginals(k_sample, result, num, records_per_draw=m, sampling=args.sampling)
   timer.lap("sampling")
   written = []
   if args.separate_output:
@@ -159,7 +162,8 @@ def model_info(result) -> dict:
 
 def add_parser(sub, types):
   """The `napsumq` subcommand (twinify 2.0's name for its marginal-query method)."""
-  from jtwin._flags import HelpFormatter, add_domain_flags, add_drop_na_and_seed, add_output_group
+  from jtwin._flags import (HelpFormatter, add_domain_flags, add_drop_na_and_seed,
+                            add_output_group, add_sampling_flag)
   positive_float, positive_int, probability = types
   p = sub.add_parser(
       "napsumq", help="fit a noise-aware mixture to DP marginal queries and write a twin",
@@ -222,4 +226,5 @@ def add_parser(sub, types):
   add_drop_na_and_seed(g)
   add_domain_flags(p)
   add_output_group(p, rows_default="the DP estimate of N")
+  add_sampling_flag(p, default_text="balanced with one row per draw (--m 1), else iid")
   return p

@@ -23,7 +23,8 @@ from typing import Optional, Sequence
 
 from jtwin import __version__
 from jtwin._flags import (HelpFormatter, _positive_float, _positive_int, _probability,  # noqa: F401
-                          add_domain_flags, add_drop_na_and_seed, add_output_group)
+                          add_domain_flags, add_drop_na_and_seed, add_output_group,
+                          add_sampling_flag)
 from jtwin.errors import (JtwinInputError, ModelFileError, NonFiniteError, UnsafeDeltaError,
                           UnsafeEpsilonError)
 
@@ -135,6 +136,7 @@ def _add_sample_parser(sub):
                  help="the custom model file, for results of custom models")
   p.add_argument("--m", "--num_synthetic_records_per_parameter_sample", dest="m",
                  type=_positive_int("--m"), default=1, help="rows per posterior parameter draw")
+  add_sampling_flag(p, default_text="balanced for 'jtwin napsumq' results with --m 1, else iid")
   p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
   return p
 

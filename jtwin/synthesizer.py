@@ -304,7 +304,7 @@ class Synthesizer:
   # ------------------------------------------------------------------ sample
 
   def sample(self, num_rows: int, *, seed: Optional[int] = None,
-             records_per_draw: int = 1):
+             records_per_draw: int = 1, sampling: Optional[str] = None):
     """Synthetic rows as a DataFrame (post-processing: no privacy cost).
 
     Args:
@@ -313,6 +313,8 @@ class Synthesizer:
         key derived from the synthesizer's root key (never one of the fit's
         noise keys), so two calls give different rows.
       records_per_draw: rows per posterior parameter draw (twinify's --m).
+      sampling: "balanced" or "iid" (see `jtwin.sample_marginals`); default:
+        balanced for the marginal method with one row per draw, else iid.
     """
     import jax
     from jtwin._rng import numpy_generator
@@ -321,10 +323,17 @@ class Synthesizer:
       raise JtwinInputError("the synthesizer is not fitted: call fit(df) or jtwin.load(path)")
     if not isinstance(num_rows, (int, np.integer)) or num_rows < 0:
       raise ValueError(f"num_rows must be an integer >= 0, got {num_rows!r}")
+    from jtwin._commands import default_sampling
+    sampling = default_sampling(sampling, self._model_info or {}, records_per_draw,
+                                "sampling", "records_per_draw")
     k_sample, k_decode = jax.random.split(self._sample_key(seed))
-    values, observed = sample_posterior(
-        k_sample, self.model, self.posterior, int(num_rows), records_per_draw=records_per_draw,
-        members=int((self._model_info or {}).get("ensemble") or 1))
+    try:
+      values, observed = sample_posterior(
+          k_sample, self.model, self.posterior, int(num_rows),
+          records_per_draw=records_per_draw,
+          members=int((self._model_info or {}).get("ensemble") or 1), sampling=sampling)
+    except ValueError as e:
+      raise JtwinInputError(str(e)) from None
     return self._decode(values, observed, numpy_generator(k_decode))
 
   def fit_sample(self, data, num_rows: Optional[int] = None):

@@ -142,16 +142,38 @@ def sample_by_member(key, features, joined: MeanFieldParams, num_members: int, n
   return values.reshape(-1, d)[:num_rows], observed.reshape(-1, d)[:num_rows]
 
 
+SAMPLINGS = ("iid", "balanced")
+
+
 def sample_posterior(key, model, posterior, num_rows: int, *, records_per_draw: int = 1,
-                     members: int = 1):
+                     members: int = 1, sampling: str = "iid"):
   """The posterior predictive of a (possibly joined) mixture: every sampling path.
 
-  `jtwin.sampling.sample_synthetic`, except that for an ensemble
+  sampling "iid": `jtwin.sampling.sample_synthetic` (a fresh posterior draw
+  per row, or per `records_per_draw` rows), except that for an ensemble
   (`members` > 1) with `records_per_draw` > 1 each draw comes from one
-  member (`sample_by_member`). Used by `jtwin.sample_marginals`,
-  `jtwin sample` and `jtwin.Synthesizer.sample`, so all three agree.
+  member (`sample_by_member`). "balanced": `jtwin.marginals.balanced`, the
+  mixture at the posterior mean with systematically rounded counts (one
+  row per draw only; categorical columns only). Used by
+  `jtwin.sample_marginals`, `jtwin sample` and `jtwin.Synthesizer.sample`,
+  so all three agree.
+
+  Raises:
+    ValueError: an unknown `sampling`, or "balanced" with
+      `records_per_draw` > 1 or a model with non-categorical columns.
   """
   from jtwin.sampling import sample_synthetic
+  if sampling not in SAMPLINGS:
+    raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+  if sampling == "balanced":
+    from jtwin._rng import numpy_generator
+    from jtwin.marginals.balanced import sample_balanced
+    if records_per_draw > 1:
+      raise ValueError("balanced sampling draws every row from the posterior mean: use "
+                       "sampling 'iid' for several rows per posterior draw (Rubin's rules "
+                       "assume i.i.d. rows)")
+    k = np.asarray(posterior.loc["mix"]).shape[0] + 1
+    return sample_balanced(numpy_generator(key), model.features, k, posterior, num_rows)
   if records_per_draw > 1 and members > 1:
     return sample_by_member(key, model.features, posterior, members, num_rows,
                             records_per_draw)
