@@ -101,6 +101,11 @@ def test_synthesizer_napsumq(df, tmp_path):
   again = jtwin.load(tmp_path / "m.jtwin.npz")
   assert again.method == "napsumq" and again.privacy == synth.privacy
   pd.testing.assert_frame_equal(again.sample(20, seed=3), synth.sample(20, seed=3))
+  assert len(synth.sample(20, seed=3, sampling="iid", records_per_draw=4)) == 20
+  with pytest.raises(errors.JtwinInputError, match="records_per_draw"):
+    synth.sample(20, sampling="balanced", records_per_draw=4)
+  with pytest.raises(errors.JtwinInputError, match="sampling must be one of"):
+    synth.sample(20, sampling="stratified")
 
 
 def test_synthesizer_refuses_huge_epsilon_and_large_delta(df):

@@ -93,6 +93,11 @@ def test_sample_from_result_without_data(files, capsys):
   _run(["sample", str(tmp / "out.jtwin.npz"), "-n", "50", "-o", str(tmp / "a.csv"), "--seed", "7"], capsys)
   _run(["sample", str(tmp / "out.jtwin.npz"), "-n", "50", "-o", str(tmp / "b.csv"), "--seed", "7"], capsys)
   assert (tmp / "a.csv").read_text() == (tmp / "b.csv").read_text()
+  # balanced sampling needs categorical columns only: a clean error, nothing written
+  code, _, err = _run(["sample", str(tmp / "out.jtwin.npz"), "-n", "50", "-o",
+                       str(tmp / "c.csv"), "--sampling", "balanced"], capsys)
+  assert code == 1 and "use --sampling iid" in err and "Traceback" not in err
+  assert not (tmp / "c.csv").exists()
 
 
 def test_twinify_command_lines_carry_over(files, capsys):

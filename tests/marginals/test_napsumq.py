@@ -161,6 +161,12 @@ def test_cli_query_file_and_sample(files, capsys):
   assert main(["sample", out + ".jtwin.npz", "-n", "50", "-o", str(tmp / "more.csv"),
                "--quiet"]) == 0
   assert len(pd.read_csv(tmp / "more.csv")) == 50
+  # the default for a marginal result is balanced; --m > 1 switches to iid draws
+  assert main(["sample", out + ".jtwin.npz", "-n", "50", "-o", str(tmp / "iid.csv"),
+               "--quiet", "--m", "5"]) == 0
+  assert main(["sample", out + ".jtwin.npz", "-n", "50", "-o", str(tmp / "bad.csv"),
+               "--quiet", "--m", "5", "--sampling", "balanced"]) == 1
+  assert not (tmp / "bad.csv").exists()
 
 
 @pytest.mark.slow
@@ -180,6 +186,7 @@ def test_cli_separate_output_per_posterior_draw(files):
     ("a, b, c\n", ["--max_cells", "10"], 1, "more than the cap"),
     ("a, b\n", ["--target", "zz"], 1, "--target 'zz'"),
     ("a, b\n", ["--smoothness", "-1"], 1, "smoothness must be a finite number >= 0"),
+    ("a, b\n", ["--sampling", "balanced", "--m", "2"], 1, "cannot be combined with --m > 1"),
 ])
 def test_cli_bad_queries(files, capsys, queries, extra, code, message):
   tmp, data, _ = files
