@@ -197,9 +197,9 @@ def add_parser(sub, types):
                  help="3-way tables containing this column join the workload")
   g.add_argument("--queries", default=None, metavar="FILE",
                  help="query file of cliques that are always measured")
-  g.add_argument("--k", type=positive_int("--k"), default=200,
+  g.add_argument("--k", type=positive_int("--k"), default=400,
                  help="mixture components (post-processing: costs no privacy)")
-  g.add_argument("--ensemble", type=positive_int("--ensemble"), default=4,
+  g.add_argument("--ensemble", type=positive_int("--ensemble"), default=8,
                  help="fit up to this many mixtures (at least 50 components each) from "
                  "different starts and join them into one of K components (averages away "
                  "what the tables leave undetermined; post-processing)")

@@ -90,7 +90,7 @@ class Synthesizer:
       `allow_large_delta`.
     seed: int seed of the fit and of `sample` (default: drawn from the OS). A
       known seed lets anyone recompute the noise: keep it secret.
-    num_components: K mixture components (default 50 for "vi", 200 for
+    num_components: K mixture components (default 50 for "vi", 400 for
       "napsumq").
     drop_na: drop rows with a missing value in a modelled column.
     domain: where domain items the model file does not declare come from:
@@ -132,7 +132,7 @@ class Synthesizer:
     if method == "napsumq" and isinstance(self.model_source, str):
       raise JtwinInputError(f"{self.model_source}: custom .py models are for method 'vi'")
     self.epsilon, self.delta, self.drop_na = epsilon, delta, bool(drop_na)
-    self.num_components = num_components or (50 if method == "vi" else 200)
+    self.num_components = num_components or (50 if method == "vi" else 400)
     self.allow_large_delta, self.allow_large_epsilon = allow_large_delta, allow_large_epsilon
     if domain not in ("dp", "data"):
       raise ValueError(f"domain must be 'dp' or 'data', got {domain!r}")
