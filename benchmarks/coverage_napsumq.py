@@ -56,7 +56,7 @@ def main(argv=None) -> int:
   ap.add_argument("--repeats", type=int, default=10)
   ap.add_argument("--m", type=int, default=10)
   ap.add_argument("--epsilon", type=float, default=1.0)
-  ap.add_argument("--k", type=int, default=200)
+  ap.add_argument("--k", type=int, default=None, help="K [default: fit_marginals' (400)]")
   ap.add_argument("--posterior_steps", type=int, default=None,
                   help="Adam steps of the mean-field posterior (default: fit_marginals')")
   ap.add_argument("--quick", action="store_true", help="2 repeats, m = 3, K = 5, few steps")
@@ -74,13 +74,14 @@ def main(argv=None) -> int:
   frame = df[list(spec.names)]
   beta_real, _ = logistic(*design(frame))
   print("# real-data coefficients: " + ", ".join(f"{n} {b:.4f}" for n, b in zip(NAMES, beta_real)))
-  print(f"# epsilon {args.epsilon:g}, K = {args.k}, m = {args.m} synthetic sets of N rows, "
+  k = {} if args.k is None else {"num_components": args.k}
+  print(f"# epsilon {args.epsilon:g}, K = {args.k or 'default'}, m = {args.m} synthetic sets of N rows, "
         f"{args.repeats} repeats, fit options {fast}")
   covered, widths = [], []
   for r in range(args.repeats):
     t0 = time.perf_counter()
     res = napsumq.fit_marginals(jax.random.key(1000 + r), frame, spec, epsilon=args.epsilon,
-                                num_components=args.k, target="income", **fast)
+                                target="income", **k, **fast)
     n = int(round(res.num_rows_estimate))
     twin = napsumq.sample_marginals(jax.random.key(r), res, n * args.m, records_per_draw=n)
     est = [logistic(*design(twin.iloc[i * n:(i + 1) * n])) for i in range(args.m)]
