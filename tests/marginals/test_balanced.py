@@ -144,3 +144,67 @@ def test_balanced_twin_is_closer_to_the_model_than_iid_rows():
     tvd[sampling] = 0.5 * np.abs(p - w @ tables[2]).sum()
   assert tvd["balanced"] <= 2 * k * 4 / (2 * n)
   assert tvd["balanced"] < tvd["iid"]
+
+
+def _pair_loss(codes, weights, tables):
+  """sum over column pairs and cells of (count - N * model probability)^2, by brute force."""
+  n, d = codes.shape
+  loss = 0.0
+  for i in range(d):
+    for j in range(i + 1, d):
+      ci, cj = tables[i].shape[1], tables[j].shape[1]
+      got = np.bincount(codes[:, i] * cj + codes[:, j], minlength=ci * cj).reshape(ci, cj)
+      loss += np.sum((got - n * np.einsum("k,ka,kb->ab", weights, tables[i], tables[j]))**2)
+  return loss
+
+
+def _component_rows(rng, weights, tables, n):
+  per = balanced.allocate(float(n), weights, 0.5)
+  comp = np.repeat(np.arange(len(weights)), per)
+  codes = np.stack([(rng.random(n)[:, None] > np.cumsum(t[comp], 1)).sum(1) for t in tables], 1)
+  return np.minimum(codes, [t.shape[1] - 1 for t in tables]), per
+
+
+def test_pair_tables_count_like_bincount():
+  rng = np.random.default_rng(0)
+  sizes = [3, 5, 2, 4]
+  codes = np.stack([rng.integers(0, s, 500) for s in sizes], 1)
+  pairs = balanced._PairTables(sizes)
+  flat = pairs.counts(codes)
+  assert flat.sum() == 500 * 6
+  for i in range(4):
+    for j in range(4):
+      if i != j:
+        want = np.bincount(codes[:, i] * sizes[j] + codes[:, j], minlength=sizes[i] * sizes[j])
+        got = flat[pairs.cell(i, j, *np.meshgrid(np.arange(sizes[i]), np.arange(sizes[j]),
+                                                  indexing="ij"))].ravel()
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("k,n", [(3, 400), (20, 3000)])
+def test_refine_lowers_the_pair_loss_and_keeps_each_components_values(k, n):
+  rng = np.random.default_rng(k)
+  weights = rng.dirichlet(np.ones(k))
+  tables = [rng.dirichlet(np.full(c, 0.7), k) for c in (4, 2, 6, 3)]
+  codes, per = _component_rows(rng, weights, tables, n)
+  out = balanced.refine(rng, codes, per, weights, tables, sweeps=10)
+  assert _pair_loss(out, weights, tables) < 0.6 * _pair_loss(codes, weights, tables)
+  ends = np.cumsum(per)
+  for start, end in zip(ends - per, ends):       # a component's rows keep their values
+    for j in range(codes.shape[1]):
+      np.testing.assert_array_equal(np.sort(out[start:end, j]), np.sort(codes[start:end, j]))
+  unchanged = balanced.refine(rng, codes, per, weights, tables, sweeps=0)
+  np.testing.assert_array_equal(unchanged, codes)
+
+
+def test_balanced_rows_swaps_toward_the_model_pairs():
+  k, n = 10, 4000
+  _, _, w, tables = _model_tables(k, seed=11)
+  missing = [f.missing for f in FEATURES]
+  loss = {}
+  for sweeps in (0, 10):
+    v, o = balanced.balanced_rows(np.random.default_rng(4), w, tables, missing, n, sweeps=sweeps)
+    codes = v.astype(int)
+    codes[:, 0] = np.where(o[:, 0], codes[:, 0], tables[0].shape[1] - 1)
+    loss[sweeps] = _pair_loss(codes, w, tables)
+  assert loss[10] < 0.7 * loss[0]
