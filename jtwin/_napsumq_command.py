@@ -83,7 +83,7 @@ def napsumq(args) -> int:
   timer.lap("load")
   if args.non_private:
     warnings.warn("--no-privacy: NO differential privacy; do not release this output")
-  bar = ProgressBar("selecting and measuring", 1000, quiet=args.quiet)
+  bar = ProgressBar("measuring and fitting", 1000, quiet=args.quiet)
   key = root_key(args.seed)
   k_fit, k_sample = jax.random.split(key)
   result = nq.fit_marginals(

@@ -258,7 +258,9 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     check_delta: optional callable(delta, rows) -> exception, raised when
       delta > 1 / rows (rows: the DP row count) before anything else is spent.
     source: the data's name in error messages.
-    progress: optional callable(fraction of the budget spent, text).
+    progress: optional callable(fraction of the run done, text): spending
+      the budget (AIM's rounds included) moves it from 0 to 0.5, and the
+      ensemble's fits, one after another, from 0.5 to 1.
     devices: count the tables with the rows sharded over this many local
       devices (one psum; `jtwin.marginals.counting_sharded`); 1: on the host,
       all tables of a step in one blocked pass. Same released values either way.
@@ -447,6 +449,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   timings["select and measure"] = time.perf_counter() - t0 - sum(timings.values())
 
   targets = mfit.make_targets(index, measurements, total)
+  if progress is not None:
+    progress(0.5, f"{len(log)} tables measured; fitting mixture 1 of {ensemble}")
   members = []
   for r in range(ensemble):   # r = 0 continues from theta (AIM's rounds refined it)
     start = theta if r == 0 else mfit.initial_theta(
@@ -455,6 +459,8 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     members.append(jax.tree.map(np.asarray, fitter.fit_posterior(
         fitted, targets, k_post if r == 0 else jax.random.fold_in(k_post, r), posterior_steps,
         learning_rate * 0.2)))
+    if progress is not None and r + 1 < ensemble:
+      progress(0.5 + 0.5 * (r + 1) / ensemble, f"fitting mixture {r + 2} of {ensemble}")
   post = ens.join_mixtures(members)
   if progress is not None:
     progress(1.0, "fitted")
@@ -606,7 +612,7 @@ def _aim(measurements, theta, refit, index, codes, sizes, total, rho_rest, round
     after = total * np.asarray(vector(theta))[positions[pick]]
     if progress is not None:
       frac = t / max_rounds if non_private else min(used / rho_rest, 1.0)
-      progress(0.99 * frac, f"round {t}: {len(r)}-way table, sigma {sigma:.3g}")
+      progress(0.5 * 0.99 * frac, f"round {t}: {len(r)}-way table, sigma {sigma:.3g}")
     if not non_private and np.abs(after - before).sum() <= math.sqrt(2 / math.pi) * sigma * len(before):
       sigma /= 2.0
       eps0 *= 2.0

@@ -111,6 +111,19 @@ def test_posterior_spread_shrinks_as_epsilon_grows(frame):
   assert spread[1] < 0.5 * spread[0]
 
 
+def test_progress_runs_from_measuring_to_each_fit(frame):
+  """The progress callback: the budget up to 0.5, then each ensemble member's fit."""
+  seen = []
+  napsumq.fit_marginals(jax.random.key(0), frame, parse_model_text(MODEL), epsilon=1.0,
+                        delta=1e-6, **{**FAST, "num_components": 100, "final_steps": 5,
+                                       "posterior_steps": 2},
+                        progress=lambda frac, text: seen.append((frac, text)))
+  fracs = [f for f, _ in seen]
+  assert fracs == sorted(fracs) and fracs[0] == 0.5 and fracs[-1] == 1.0
+  assert [t for _, t in seen] == ["6 tables measured; fitting mixture 1 of 2",   # 3 + 3 pairs
+                                  "fitting mixture 2 of 2", "fitted"]
+
+
 @pytest.mark.slow
 def test_recovers_the_structure(frame):
   """Non-private: the twin reproduces the 2-way table of a and b."""
