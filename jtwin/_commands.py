@@ -492,7 +492,7 @@ def sample(args) -> int:
   from jtwin._atomic import check_output_path
   from jtwin._rng import numpy_generator, root_key
   from jtwin.result_io import load_result, rebuild
-  from jtwin.marginals.ensemble import sample_posterior
+  from jtwin.marginals.ensemble import resolve_sampling, sample_posterior
   if args.num_synthetic < 0:
     raise JtwinInputError(f"-n must be >= 0, got {args.num_synthetic}")
   check_output_path(args.output, inputs=[args.result] + ([args.model] if args.model else []))
@@ -504,14 +504,13 @@ def sample(args) -> int:
                   "automatic mixture model, which the result file describes completely")
   key = root_key(args.seed)
   _, k_sample, k_decode = jax.random.split(key, 3)
-  sampling = default_sampling(args.sampling, loaded.meta["model"], args.m, "--sampling", "--m")
-  try:
-    values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
-                                        records_per_draw=args.m,
-                                        members=int(loaded.meta["model"].get("ensemble") or 1),
-                                        sampling=sampling)
-  except ValueError as e:   # balanced sampling of a model with Normal/Poisson columns
-    raise JtwinInputError(f"{args.result}: {e}; use --sampling iid") from None
+  sampling = resolve_sampling(args.sampling, args.m,
+                              marginal=loaded.meta["model"].get("method") == "napsumq",
+                              flag="--sampling", m_flag="--m")
+  values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
+                                      records_per_draw=args.m,
+                                      members=int(loaded.meta["model"].get("ensemble") or 1),
+                                      sampling=sampling)
   jdata.write_csv_atomic(decode(values, observed, numpy_generator(k_decode)), args.output)
   p = loaded.meta.get("privacy", {})
   _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "
@@ -519,19 +518,6 @@ def sample(args) -> int:
        f"epsilon = {_stored_up(p.get('epsilon'))}, delta = {_stored_g(p.get('delta'))}; "
        "no extra privacy cost)")
   return 0
-
-
-def default_sampling(sampling, model_meta: dict, records_per_draw: int, flag: str,
-                     m_flag: str) -> str:
-  """The sampler for a stored result: balanced for marginal-method results drawn one
-  row per posterior draw, iid otherwise (twinify's DP-VI sampler); checks the choice."""
-  if sampling is None:
-    marginal = model_meta.get("method") == "napsumq"
-    return "balanced" if marginal and records_per_draw == 1 else "iid"
-  if sampling == "balanced" and records_per_draw > 1:
-    raise JtwinInputError(f"{flag} balanced draws every row from the posterior mean: it "
-                          f"cannot be combined with {m_flag} > 1; use {flag} iid")
-  return sampling
 
 
 def _narrow(column) -> bool:

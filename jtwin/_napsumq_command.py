@@ -65,9 +65,9 @@ def napsumq(args) -> int:
     raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
   if not 0.0 < args.one_way_fraction < 1.0:
     raise JtwinInputError(f"--one_way_fraction must be in (0, 1), got {args.one_way_fraction}")
-  if args.sampling == "balanced" and args.num_synthetic_records_per_parameter_sample > 1:
-    raise JtwinInputError("--sampling balanced draws every row from the posterior mean: it "
-                          "cannot be combined with --m > 1; use --sampling iid")
+  from jtwin.marginals.ensemble import resolve_sampling
+  resolve_sampling(args.sampling, args.num_synthetic_records_per_parameter_sample,
+                   flag="--sampling", m_flag="--m")      # before anything is spent
   if not args.non_private:
     from jtwin._guidance import check_epsilon
     check_epsilon(args.epsilon, allow_large=args.allow_large_epsilon)

@@ -676,24 +676,10 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
   k_sample, k_decode = jax.random.split(key)
   post = MeanFieldParams(*[{k: jax.numpy.asarray(v) for k, v in part.items()}
                            for part in result.posterior])
-  sampling = _sampling(sampling, records_per_draw)
+  sampling = ens.resolve_sampling(sampling, records_per_draw)
   values, observed = ens.sample_posterior(k_sample, result.model, post, num_rows,
                                           records_per_draw=records_per_draw,
                                           members=result.ensemble, sampling=sampling)
   return cl.decode_cells(np.rint(values).astype(np.int64), observed, result.cells,
                          numpy_generator(k_decode), derived=result.derived)
 
-
-def _sampling(sampling: Optional[str], records_per_draw: int) -> str:
-  """The sampler to use: "balanced" by default with one row per posterior draw."""
-  if sampling is None:
-    return "balanced" if records_per_draw == 1 else "iid"
-  if sampling not in ens.SAMPLINGS:
-    raise JtwinInputError(f"sampling must be one of {', '.join(ens.SAMPLINGS)}, "
-                          f"got {sampling!r}")
-  if sampling == "balanced" and records_per_draw > 1:
-    raise JtwinInputError(
-        f"balanced sampling draws every row from the posterior mean, so it cannot give "
-        f"{records_per_draw} rows per posterior draw: use sampling 'iid' (Rubin's rules "
-        "assume i.i.d. rows)")
-  return sampling

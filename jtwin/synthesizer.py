@@ -318,22 +318,18 @@ class Synthesizer:
     """
     import jax
     from jtwin._rng import numpy_generator
-    from jtwin.marginals.ensemble import sample_posterior
+    from jtwin.marginals.ensemble import resolve_sampling, sample_posterior
     if not self.fitted:
       raise JtwinInputError("the synthesizer is not fitted: call fit(df) or jtwin.load(path)")
     if not isinstance(num_rows, (int, np.integer)) or num_rows < 0:
       raise ValueError(f"num_rows must be an integer >= 0, got {num_rows!r}")
-    from jtwin._commands import default_sampling
-    sampling = default_sampling(sampling, self._model_info or {}, records_per_draw,
-                                "sampling", "records_per_draw")
+    info = self._model_info or {}
+    sampling = resolve_sampling(sampling, records_per_draw,
+                                marginal=info.get("method") == "napsumq")
     k_sample, k_decode = jax.random.split(self._sample_key(seed))
-    try:
-      values, observed = sample_posterior(
-          k_sample, self.model, self.posterior, int(num_rows),
-          records_per_draw=records_per_draw,
-          members=int((self._model_info or {}).get("ensemble") or 1), sampling=sampling)
-    except ValueError as e:
-      raise JtwinInputError(str(e)) from None
+    values, observed = sample_posterior(
+        k_sample, self.model, self.posterior, int(num_rows), records_per_draw=records_per_draw,
+        members=int(info.get("ensemble") or 1), sampling=sampling)
     return self._decode(values, observed, numpy_generator(k_decode))
 
   def fit_sample(self, data, num_rows: Optional[int] = None):

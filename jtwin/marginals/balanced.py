@@ -26,8 +26,9 @@ Steps 1-2 keep every count unbiased (E[count] = N pi_k, n_k theta_kjc)
 and shrink its variance to at most 1/4 per rounding; swaps keep each
 component's rows and each component's 1-way counts exactly and pull the
 pair counts toward their expectations. On Adult at epsilon = 1 the swaps
-took 2-way TVD down by about 0.0006 and 3-way by about 0.001 (seeds 0-5;
-benchmarks/README.md section 6). The mixture is the one at the posterior mean
+took the median of ten seeds from 0.0295 to 0.0290 in 2-way TVD and from
+0.0603 to 0.0595 in 3-way, lower on every seed (benchmarks/README.md
+section 6). The mixture is the one at the posterior mean
 (loc of the mean-field posterior). Use i.i.d. rows from posterior draws
 (`sampling="iid"`) when the rows' sampling variance matters, e.g. for
 Rubin's rules over several synthetic sets: those rules assume i.i.d. rows.
@@ -90,11 +91,15 @@ def component_tables(features, num_components: int, theta: dict):
     for the missing state when the column may be missing.
 
   Raises:
-    ValueError: a column is not categorical (Normal or Poisson).
+    JtwinInputError (a ValueError): a column is not categorical (Normal or
+      Poisson).
   """
+  from jtwin.errors import JtwinInputError
   layout = make_layout(features, num_components)
   if len(layout.cat_idx) != layout.num_features:
-    raise ValueError("balanced sampling needs a mixture of categorical columns only")
+    raise JtwinInputError("balanced sampling needs a mixture of categorical columns only "
+                          "(this one has Normal or Poisson columns): use --sampling iid "
+                          "(sampling='iid')")
   f32 = lambda name: np.asarray(theta[name], np.float32)   # jax's default precision
   weights = np.exp(np.asarray(fam.categorical_log_probs(f32("mix")), np.float64))
   logp = np.asarray(cat_log_probs(layout, f32("cat_logits")), np.float64)

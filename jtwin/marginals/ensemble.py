@@ -145,6 +145,27 @@ def sample_by_member(key, features, joined: MeanFieldParams, num_members: int, n
 SAMPLINGS = ("iid", "balanced")
 
 
+def resolve_sampling(sampling, records_per_draw: int, *, marginal: bool = True,
+                     flag: str = "sampling", m_flag: str = "records_per_draw") -> str:
+  """The sampler to use, checked: by default "balanced" for a marginal-method
+  result drawn one row per posterior draw, else "iid" (twinify's sampler).
+
+  Raises:
+    JtwinInputError: an unknown `sampling`, or "balanced" with
+      `records_per_draw` > 1 (the message names `flag` and `m_flag`).
+  """
+  from jtwin.errors import JtwinInputError
+  if sampling is None:
+    return "balanced" if marginal and records_per_draw == 1 else "iid"
+  if sampling not in SAMPLINGS:
+    raise JtwinInputError(f"{flag} must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+  if sampling == "balanced" and records_per_draw > 1:
+    raise JtwinInputError(f"{flag} balanced draws every row from the posterior mean: it "
+                          f"cannot be combined with {m_flag} > 1; use {flag} iid (Rubin's "
+                          "rules assume i.i.d. rows)")
+  return sampling
+
+
 def sample_posterior(key, model, posterior, num_rows: int, *, records_per_draw: int = 1,
                      members: int = 1, sampling: str = "iid"):
   """The posterior predictive of a (possibly joined) mixture: every sampling path.
@@ -159,19 +180,14 @@ def sample_posterior(key, model, posterior, num_rows: int, *, records_per_draw: 
   so all three agree.
 
   Raises:
-    ValueError: an unknown `sampling`, or "balanced" with
-      `records_per_draw` > 1 or a model with non-categorical columns.
+    JtwinInputError (a ValueError): an unknown `sampling`, or "balanced"
+      with `records_per_draw` > 1 (`resolve_sampling`) or a model with
+      non-categorical columns.
   """
   from jtwin.sampling import sample_synthetic
-  if sampling not in SAMPLINGS:
-    raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-  if sampling == "balanced":
+  if resolve_sampling(sampling, records_per_draw) == "balanced":
     from jtwin._rng import numpy_generator
     from jtwin.marginals.balanced import sample_balanced
-    if records_per_draw > 1:
-      raise ValueError("balanced sampling draws every row from the posterior mean: use "
-                       "sampling 'iid' for several rows per posterior draw (Rubin's rules "
-                       "assume i.i.d. rows)")
     k = np.asarray(posterior.loc["mix"]).shape[0] + 1
     return sample_balanced(numpy_generator(key), model.features, k, posterior, num_rows)
   if records_per_draw > 1 and members > 1:

@@ -122,13 +122,15 @@ def test_sample_posterior_rejects_bad_choices(kwargs, message):
     sample_posterior(jax.random.key(0), model, post, 10, **kwargs)
 
 
-def test_sample_marginals_rejects_balanced_with_several_rows_per_draw():
-  from jtwin import napsumq
-  with pytest.raises(JtwinInputError, match="iid"):
-    napsumq._sampling("balanced", 3)
-  assert napsumq._sampling(None, 1) == "balanced" and napsumq._sampling(None, 3) == "iid"
+def test_resolve_sampling_defaults_and_rejects():
+  from jtwin.marginals.ensemble import resolve_sampling
+  with pytest.raises(JtwinInputError, match="--sampling balanced .* --m > 1; use --sampling iid"):
+    resolve_sampling("balanced", 3, flag="--sampling", m_flag="--m")
+  assert resolve_sampling(None, 1) == "balanced" and resolve_sampling(None, 3) == "iid"
+  assert resolve_sampling(None, 1, marginal=False) == "iid"
+  assert resolve_sampling("balanced", 1, marginal=False) == "balanced"
   with pytest.raises(JtwinInputError, match="sampling must be one of"):
-    napsumq._sampling("nope", 1)
+    resolve_sampling("nope", 1)
 
 
 def test_balanced_twin_is_closer_to_the_model_than_iid_rows():
