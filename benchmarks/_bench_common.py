@@ -192,3 +192,12 @@ def score_adult_twin(path: str, test) -> dict:
 def fmt_score(x) -> str:
   """A score with 4 decimals, or an en dash when absent."""
   return "–" if x is None else f"{x:.4f}"
+
+
+def fit_options(text: str) -> dict:
+  """'a=1, b="x"' -> {"a": 1, "b": "x"}: keyword arguments written as in Python (literals only)."""
+  import ast
+  call = ast.parse(f"f({text})", mode="eval").body
+  if call.args or any(kw.arg is None for kw in call.keywords):
+    raise ValueError(f"options must be name=value pairs, got {text!r}")
+  return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}

@@ -23,7 +23,6 @@ removed after commit 85ef05a.)
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 import time
@@ -37,12 +36,6 @@ sys.path.insert(0, HERE)
 import _bench_common as common  # noqa: E402
 
 TEST = os.path.join(os.path.dirname(HERE), "..", "shared", "data", "adult", "adult_test.csv")
-
-
-def _options(text: str) -> dict:
-  """'a=1, b="x"' -> {"a": 1, "b": "x"} (literals only)."""
-  call = ast.parse(f"f({text})", mode="eval").body
-  return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
 
 
 def main(argv=None) -> int:
@@ -61,7 +54,7 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   import jtwin
   from jtwin import napsumq
-  options = _options(args.options)
+  options = common.fit_options(args.options)
   if args.quick:
     options.update(num_components=5, final_steps=50, posterior_steps=10)
   print(common.header(f"fit_marginals on {args.data}: {options}"))

@@ -121,10 +121,28 @@ def test_quality_napsumq_quick(capsys):
 
 @pytest.mark.slow
 def test_coverage_napsumq_quick(capsys):
-  assert _load("coverage_napsumq").main(["--quick"]) == 0
+  assert _load("coverage_napsumq").main(["--quick", "--options", "init_peak=0.0"]) == 0
   out = capsys.readouterr().out
   _header_ok(out)
-  assert re.search(r"^\| all \| \| \d\.\d\d \| \|$", out, re.M), out
+  assert "'init_peak': 0.0" in out, out
+  assert re.search(r"^\| all \| \| \| \d\.\d\d \| \|$", out, re.M), out
+  assert re.search(r"^\| age/10 \| 0\.4560 \| -?\d+\.\d{4} \| \d\.\d\d \| \d+\.\d{4} \|$", out, re.M), out
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", {}),
+    ("non_private=True", {"non_private": True}),
+    ("target='income', init_peak=0.0, queries=[['a', 'b']]",
+     {"target": "income", "init_peak": 0.0, "queries": [["a", "b"]]}),
+])
+def test_fit_options_parses_literal_keywords(text, expected):
+  assert _load("_bench_common").fit_options(text) == expected
+
+
+@pytest.mark.parametrize("text", ["x=len('a')", "1, 2", "**{'a': 1}"])
+def test_fit_options_rejects_what_is_not_name_equals_literal(text):
+  with pytest.raises(ValueError):
+    _load("_bench_common").fit_options(text)
 
 
 @pytest.mark.slow
