@@ -96,6 +96,8 @@ def napsumq(args) -> int:
       ensemble=args.ensemble,
       smoothness=nq.SMOOTHNESS if args.smoothness is None else args.smoothness,
       residuals=nq.RESIDUALS if args.residuals is None else args.residuals,
+      one_way_smoothing=(nq.ONE_WAY_SMOOTHING if args.one_way_smoothing is None
+                         else args.one_way_smoothing),
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
   _warn_inferred(notes)   # fit_marginals warned about the rest itself
@@ -206,6 +208,10 @@ def add_parser(sub, types):
   g.add_argument("--smoothness", type=float, default=None,
                  help="weight of the prior that the mixture components' shares of a numeric "
                  "column's fine cells vary smoothly (0: off) [default: 100]")
+  g.add_argument("--one_way_smoothing", type=float, default=None,
+                 help="weight of the robust smooth fit to each numeric column's noisy 1-way "
+                 "histogram, used where it explains the counts within their noise (columns "
+                 "with spikes keep their noisy counts; 0: off; post-processing) [default: 10]")
   g.add_argument("--residuals", action=argparse.BooleanOptionalAction, default=None,
                  help="with --select all: release each 2- and 3-way table centred (its "
                  "1-way parts removed, measured once by the 1-way tables), which needs "

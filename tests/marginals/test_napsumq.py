@@ -199,6 +199,7 @@ def test_cli_separate_output_per_posterior_draw(files):
     ("a, b, c\n", ["--max_cells", "10"], 1, "more than the cap"),
     ("a, b\n", ["--target", "zz"], 1, "--target 'zz'"),
     ("a, b\n", ["--smoothness", "-1"], 1, "smoothness must be a finite number >= 0"),
+    ("a, b\n", ["--one_way_smoothing", "nan"], 1, "one_way_smoothing must be a finite number >= 0"),
     ("a, b\n", ["--sampling", "balanced", "--m", "2"], 1, "cannot be combined with --m > 1"),
 ])
 def test_cli_bad_queries(files, capsys, queries, extra, code, message):
@@ -282,6 +283,12 @@ def test_ensemble_members_keep_fifty_components(frame, k, ensemble, members):
 def test_ensemble_must_be_a_positive_integer(frame):
   with pytest.raises(napsumq.JtwinInputError, match="ensemble"):
     napsumq.fit_marginals(2, frame, parse_model_text(MODEL), ensemble=0, **FAST)
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_one_way_smoothing_must_be_finite_and_non_negative(frame, value):
+  with pytest.raises(napsumq.JtwinInputError, match="one_way_smoothing must be a finite number"):
+    napsumq.fit_marginals(2, frame, parse_model_text(MODEL), one_way_smoothing=value, **FAST)
 
 
 @pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
