@@ -32,7 +32,7 @@ __all__ = ["SmoothFit", "smooth_histogram", "smooth_one_way"]
 
 SCALE = 0.1          # the Cauchy penalty's scale on second differences of log density
 ACCEPT = 3.0         # largest chi^2 per cell at which the smooth fit is used
-MIN_CELLS = 8        # fewer observed cells: left as they are
+MIN_CELLS = 16       # fewer observed cells: left as they are
 
 
 class SmoothFit(NamedTuple):
@@ -93,6 +93,11 @@ def _objective(l, y, var, w, weight, scale):
   return value, grad
 
 
+def _one_per_value(cell) -> bool:
+  """Whether every cell is one value or a run of values (an integer column's cells)."""
+  return cell.kind == "numeric" and cell.point is not None and all(cell.point)
+
+
 def _widths(cell) -> np.ndarray:
   edges = np.asarray(cell.edges, np.float64)
   return np.array([edges[max(g) + 1] - edges[min(g)] for g in cell.groups])
@@ -116,7 +121,7 @@ def smooth_one_way(cells: Sequence, measurements: Sequence, weight: float, *,
   out, smoothed = [], []
   for cell, m in zip(cells, measurements):
     k = cell.num_cells
-    if weight <= 0 or cell.kind != "numeric" or k < MIN_CELLS:
+    if weight <= 0 or not _one_per_value(cell) or k < MIN_CELLS:
       out.append(m)
       continue
     fit = smooth_histogram(m.noisy[:k], m.variance[:k], _widths(cell), weight=weight,
