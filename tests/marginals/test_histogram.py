@@ -123,3 +123,22 @@ def test_smooth_one_way_touches_only_accepted_numeric_columns():
     assert a is b                                                 # rejected, too few cells, category
   unchanged, none = histogram.smooth_one_way((age, hours, few, cat), ms, 0.0)
   assert none == [] and all(a is b for a, b in zip(unchanged, ms))
+
+
+@pytest.mark.parametrize("points, eligible", [
+    ((True,) * 20, True),
+    ((False,) * 4 + (True,) * 16, True),          # DP-domain tail intervals, then one cell per value
+    ((False,) * 6 + (True,) * 14, False),
+    ((False,) * 20, False),                        # quantile bins
+])
+def test_only_columns_of_single_values_are_tried(points, eligible):
+  cell = cl.CellColumn(name="x", kind="numeric", edges=tuple(float(i) for i in range(21)),
+                       point=points, groups=tuple((i,) for i in range(20)),
+                       weights=tuple((1.0,) for _ in range(20)))
+  assert histogram._one_per_value(cell) is eligible
+  truth = _smooth_counts(20, 8_000.0)
+  noisy = truth + np.random.default_rng(0).normal(0, SIGMA, 20)
+  m = Measurement((0,), noisy, np.full(20, SIGMA**2))
+  out, smoothed = histogram.smooth_one_way((cell,), [m], 10.0)
+  assert (smoothed == ["x"]) is eligible
+  assert (out[0] is m) is not eligible
