@@ -13,7 +13,9 @@ used only when it explains the noisy counts within their noise:
          - weight * sum_i log(1 + ((l_{i+1} - 2 l_i + l_{i-1}) / scale)^2),
      a Gaussian likelihood of the noisy counts y (variances v) and a robust
      (Cauchy) penalty on the second differences of the log density: a smooth
-     curve, with room for a few kinks.
+     curve, with room for a few kinks. Merged cells are wider: the
+     differences are divided differences over the cells' centres, so a
+     smooth density is smooth whatever the cells' widths.
   2. chi^2 = sum_i (y_i - fit_i)^2 / v_i. When chi^2 <= `accept` * cells the
      fitted counts replace the noisy ones; otherwise the column keeps its
      noisy counts (a column with spikes gives chi^2 of 10 to 50 per cell).
@@ -70,7 +72,8 @@ def smooth_histogram(noisy: np.ndarray, variance: np.ndarray, width: np.ndarray,
   w = w / w.mean()
   floor = np.sqrt(var.mean())         # a start that never takes the log of 0
   start = np.log(np.maximum(y, floor) / w)
-  out = minimize(_objective, start, args=(y, var, w, weight, scale), jac=True,
+  coef = _second_differences(w)
+  out = minimize(_objective, start, args=(y, var, w, weight, scale, coef), jac=True,
                  method="L-BFGS-B", options={"maxiter": 5000})
   counts = w * np.exp(out.x)
   chi2 = float(np.sum((y - counts) ** 2 / var))
@@ -78,18 +81,31 @@ def smooth_histogram(noisy: np.ndarray, variance: np.ndarray, width: np.ndarray,
   return SmoothFit(counts, chi2, ok)
 
 
-def _objective(l, y, var, w, weight, scale):
+def _second_differences(width: np.ndarray) -> np.ndarray:
+  """[3, C - 2] weights of l[:-2], l[1:-1], l[2:] in the second derivative at each
+  inner cell's centre, for contiguous cells of these widths (divided
+  differences), scaled by the median spacing squared: the plain second
+  difference l[i+1] - 2 l[i] + l[i-1] when all widths are equal."""
+  centre = np.cumsum(width) - width / 2.0
+  h = np.diff(centre)                                  # [C - 1] spacings
+  h0, h1 = h[:-1], h[1:]
+  unit = np.median(h) ** 2
+  scale = 2.0 * unit / (h0 + h1)
+  return np.stack([scale / h0, -scale * (1.0 / h0 + 1.0 / h1), scale / h1])
+
+
+def _objective(l, y, var, w, weight, scale, coef):
   """Negative log posterior of log densities l [C] and its gradient (step 1)."""
   x = w * np.exp(l)
   r = y - x
-  d2 = l[2:] - 2.0 * l[1:-1] + l[:-2]
+  d2 = coef[0] * l[:-2] + coef[1] * l[1:-1] + coef[2] * l[2:]
   u = d2 / scale
   value = 0.5 * np.sum(r * r / var) + weight * np.sum(np.log1p(u * u))
   g2 = weight * 2.0 * u / (scale * (1.0 + u * u))        # d penalty / d d2
   grad = -(r / var) * x
-  grad[2:] += g2
-  grad[1:-1] -= 2.0 * g2
-  grad[:-2] += g2
+  grad[:-2] += coef[0] * g2
+  grad[1:-1] += coef[1] * g2
+  grad[2:] += coef[2] * g2
   return value, grad
 
 

@@ -81,8 +81,9 @@ def test_objective_gradient_matches_finite_differences(weight, scale):
   var = np.full(12, SIGMA**2) * rng.uniform(1, 3, 12)
   w = rng.uniform(0.5, 2.0, 12)
   l0 = np.log(np.maximum(y, 30.0) / w) + rng.normal(0, 0.3, 12)
-  f = lambda l: histogram._objective(l, y, var, w, weight, scale)[0]
-  g = lambda l: histogram._objective(l, y, var, w, weight, scale)[1]
+  coef = histogram._second_differences(w)
+  f = lambda l: histogram._objective(l, y, var, w, weight, scale, coef)[0]
+  g = lambda l: histogram._objective(l, y, var, w, weight, scale, coef)[1]
   assert optimize.check_grad(f, g, l0) < 1e-5 * max(1.0, np.linalg.norm(g(l0)))
 
 
@@ -142,3 +143,16 @@ def test_only_columns_of_single_values_are_tried(points, eligible):
   out, smoothed = histogram.smooth_one_way((cell,), [m], 10.0)
   assert (smoothed == ["x"]) is eligible
   assert (out[0] is m) is not eligible
+
+
+def test_second_differences_are_plain_for_equal_widths_and_exact_for_quadratics():
+  np.testing.assert_allclose(histogram._second_differences(np.full(6, 3.0)),
+                             np.tile([[1.0], [-2.0], [1.0]], 4))
+  width = np.array([1.0, 1.0, 3.0, 1.0, 7.0, 2.0])
+  centre = np.cumsum(width) - width / 2
+  coef = histogram._second_differences(width)
+  unit = np.median(np.diff(centre)) ** 2
+  for f, second in [(lambda t: 2.0 + 0.5 * t, 0.0), (lambda t: 0.3 * t * t - t, 0.6)]:
+    v = f(centre)
+    d2 = coef[0] * v[:-2] + coef[1] * v[1:-1] + coef[2] * v[2:]
+    np.testing.assert_allclose(d2, second * unit, atol=1e-12)
