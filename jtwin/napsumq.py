@@ -215,12 +215,13 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       (`jtwin.marginals.histogram`), which replaces the noisy counts when it
       explains them within their noise (chi^2 <= 3 per cell; columns with
       spikes keep their noisy counts); 0 turns it off. Post-processing.
-      Only integer columns with one cell per value and at least 16 cells
-      are tried. Measured at epsilon = 1 (benchmarks/README.md §6): on
-      Adult only age is smoothed, and 1-way / 2-way / 3-way TVD (medians of
-      six seeds) went from 0.0103 / 0.0292 / 0.0599 to 0.0099 / 0.0290 /
-      0.0596, each lower on 4 of 6 seeds; the loans-like table has no such
-      column and is unchanged.
+      Only integer columns with (mostly) one cell per value and at least 16
+      cells are tried. Measured at epsilon = 1 (benchmarks/README.md §6):
+      on Adult only age is smoothed, and 1-way / 2-way / 3-way TVD (medians
+      of six seeds) went from 0.0103 / 0.0292 / 0.0599 to 0.0099 / 0.0291 /
+      0.0598, lower on 5 of 6 seeds each (the others equal, or 1-way
+      higher on one); Adult with twinify's model and the loans-like table
+      (two count columns smoothed) are in benchmarks/README.md §6.
     residuals: with selection "all", release every 2- and 3-way table
       centred (`jtwin.marginals.residual`): its 1-way parts, which the 1-way
       tables measure once, are projected out, which lowers the table's L2
