@@ -360,3 +360,67 @@ def test_residuals_must_be_a_bool(frame):
   from jtwin.errors import JtwinInputError
   with pytest.raises(JtwinInputError, match="residuals must be True or False"):
     napsumq.fit_marginals(0, frame, parse_model_text(MODEL), residuals="none", **FAST)
+
+
+SMOOTH_MODEL = """\
+d : Poisson ; bounds = 0, 39
+b : Bernoulli ; categories = x, y
+"""
+
+
+def _smooth_integer_probs():
+  k = np.arange(40)
+  p = np.exp(-((k - 15) / 12.0) ** 2) + 0.3
+  return p / p.sum()
+
+
+def _smooth_integer_frame(n=20_000, seed=0):
+  rng = np.random.default_rng(seed)
+  d = rng.choice(40, size=n, p=_smooth_integer_probs())
+  b = np.where(rng.random(n) < 0.2 + 0.015 * d, "y", "x")
+  return pd.DataFrame({"d": d, "b": b})
+
+
+@pytest.mark.parametrize("weight", [None, 0.0])
+def test_integer_histogram_is_smoothed_by_default_and_closer_to_the_truth(monkeypatch, weight):
+  from jtwin.marginals import histogram
+  seen = []
+  real = histogram.smooth_one_way
+
+  def spy(cells, measurements, w, **kw):
+    out, names = real(cells, measurements, w, **kw)
+    seen.append((cells, measurements, out, names, w))
+    return out, names
+
+  monkeypatch.setattr(napsumq.histogram, "smooth_one_way", spy)
+  frame = _smooth_integer_frame()
+  kw = {} if weight is None else {"one_way_smoothing": weight}
+  napsumq.fit_marginals(3, frame, parse_model_text(SMOOTH_MODEL), epsilon=0.5, **FAST, **kw)
+  (cells, before, after, names, w), = seen
+  assert w == (napsumq.ONE_WAY_SMOOTHING if weight is None else 0.0)
+  if weight == 0.0:
+    assert names == [] and all(a is b for a, b in zip(after, before))
+    return
+  assert names == ["d"]
+  cell = cells[0]
+  # against the population's expected counts (what held-out rows follow): the
+  # smooth fit removes both the DP noise and the sample's own fluctuation
+  expected = len(frame) * _smooth_integer_probs()
+  expected = np.array([expected[list(g)].sum() for g in cell.groups])
+  k = cell.num_cells
+  err = lambda m: np.sum((m.noisy[:k] - expected) ** 2)
+  assert err(after[0]) < 0.5 * err(before[0])
+  assert after[1] is before[1]                            # the Bernoulli column as measured
+
+
+def test_cli_passes_one_way_smoothing(files, capsys, monkeypatch):
+  from jtwin.marginals import histogram
+  weights = []
+  real = histogram.smooth_one_way
+  monkeypatch.setattr(napsumq.histogram, "smooth_one_way",
+                      lambda cells, ms, w, **kw: (weights.append(w), real(cells, ms, w, **kw))[1])
+  tmp, data, model = files
+  assert main(["napsumq", data, model, str(tmp / "out"), "--k", "3", "--steps", "20",
+               "--ensemble", "1", "--visualize", "none", "--quiet",
+               "--one_way_smoothing", "2.5"]) == 0, capsys.readouterr().err
+  assert weights == [2.5]
