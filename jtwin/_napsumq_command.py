@@ -111,6 +111,9 @@ def napsumq(args) -> int:
   derived = f" ({len(result.derived)} derived from others)" if result.derived else ""
   _say(args, f"jtwin napsumq: {len(result.cells) + len(result.derived)} columns{derived}; "
        f"{privacy_line(result.privacy)}")
+  if result.smoothed:
+    _say(args, "jtwin napsumq: smooth fit used for the noisy 1-way histogram of "
+         + ", ".join(result.smoothed) + " (post-processing; --one_way_smoothing 0 turns it off)")
 
   num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
          else args.num_synthetic)
@@ -128,6 +131,7 @@ def napsumq(args) -> int:
   save_result(paths["result"], result.posterior, model_info=model_info(result),
               privacy=result.privacy, inferred_from_data=inferred,
               extra={"measurements": result.measurements,
+                     "smoothed_one_way": list(result.smoothed),
                      "num_rows_estimate": result.num_rows_estimate,
                      "release": result.public.record()})
   written.append(paths["result"])

@@ -132,6 +132,8 @@ class MarginalResult(NamedTuple):
       consecutive blocks of K / ensemble components).
     derived: the `jtwin.marginals.derived.DerivedColumn`s: columns declared
       `determined_by` another, decoded from it rather than modelled.
+    smoothed: names of the columns whose noisy 1-way counts were replaced by
+      their smooth fit (`one_way_smoothing`).
   """
   posterior: Any
   cells: tuple
@@ -145,6 +147,7 @@ class MarginalResult(NamedTuple):
   public: Any = None
   ensemble: int = 1
   derived: tuple = ()
+  smoothed: tuple = ()
 
 
 def _weighted_total(measurements) -> float:
@@ -323,6 +326,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     raise check_delta(delta, public.rows)
   n = len(frame)
   timings = {}
+  smoothed = []
   resolved = jdata.resolve_domain(frame, spec, source=source, warn=False)   # warned below
   cells = cl.build_cells(frame, spec, resolved, max_value_cells=max_value_cells,
                          num_bins=num_bins, split_bins=split_bins, edges=public.release.edges)
@@ -393,7 +397,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     cells, maps = cl.compress(cells, [m.noisy for m in ones], compress_sigmas * sigma1,
                               noise_sd=sigma1)
     ones = [Measurement(m.clique, mp @ m.noisy, mp @ m.variance) for m, mp in zip(ones, maps)]
-    ones, _ = histogram.smooth_one_way(cells, ones, one_way_smoothing)
+    ones, smoothed = histogram.smooth_one_way(cells, ones, one_way_smoothing)
     group = [np.concatenate([c.base_to_group(), [c.num_cells]]) for c in cells]
     codes = np.stack([g.astype(np.int32)[base_codes[:, j]] for j, g in enumerate(group)], axis=1)
   if coarse_views:
@@ -509,7 +513,7 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     import warnings
     warnings.warn(jdata.inferred_warning(inferred), stacklevel=2)
   return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
-                        timings, public, ensemble, tuple(derived))
+                        timings, public, ensemble, tuple(derived), tuple(smoothed))
 
 
 def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,

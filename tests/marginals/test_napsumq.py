@@ -395,8 +395,9 @@ def test_integer_histogram_is_smoothed_by_default_and_closer_to_the_truth(monkey
   monkeypatch.setattr(napsumq.histogram, "smooth_one_way", spy)
   frame = _smooth_integer_frame()
   kw = {} if weight is None else {"one_way_smoothing": weight}
-  napsumq.fit_marginals(3, frame, parse_model_text(SMOOTH_MODEL), epsilon=0.5, **FAST, **kw)
+  res = napsumq.fit_marginals(3, frame, parse_model_text(SMOOTH_MODEL), epsilon=0.5, **FAST, **kw)
   (cells, before, after, names, w), = seen
+  assert res.smoothed == tuple(names)
   assert w == (napsumq.ONE_WAY_SMOOTHING if weight is None else 0.0)
   if weight == 0.0:
     assert names == [] and all(a is b for a, b in zip(after, before))
@@ -424,3 +425,20 @@ def test_cli_passes_one_way_smoothing(files, capsys, monkeypatch):
                "--ensemble", "1", "--visualize", "none", "--quiet",
                "--one_way_smoothing", "2.5"]) == 0, capsys.readouterr().err
   assert weights == [2.5]
+
+
+def test_cli_says_and_records_which_histograms_were_smoothed(tmp_path, capsys):
+  data, model = tmp_path / "d.csv", tmp_path / "m.txt"
+  _smooth_integer_frame(8_000).to_csv(data, index=False)
+  model.write_text(SMOOTH_MODEL)
+  out = str(tmp_path / "out")
+  assert main(["napsumq", str(data), str(model), out, "--k", "3", "--steps", "20",
+               "--ensemble", "1", "--visualize", "none", "--epsilon", "0.5"]) == 0
+  said = capsys.readouterr().out
+  assert "smooth fit used for the noisy 1-way histogram of d " in said
+  assert load_result(out + ".jtwin.npz").meta["smoothed_one_way"] == ["d"]
+  assert main(["napsumq", str(data), str(model), out + "0", "--k", "3", "--steps", "20",
+               "--ensemble", "1", "--visualize", "none", "--epsilon", "0.5",
+               "--one_way_smoothing", "0"]) == 0
+  assert "smooth fit used" not in capsys.readouterr().out
+  assert load_result(out + "0.jtwin.npz").meta["smoothed_one_way"] == []
