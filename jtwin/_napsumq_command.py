@@ -213,9 +213,10 @@ def add_parser(sub, types):
                  help="weight of the prior that the mixture components' shares of a numeric "
                  "column's fine cells vary smoothly (0: off) [default: 100]")
   g.add_argument("--one_way_smoothing", type=float, default=None,
-                 help="weight of the robust smooth fit to each numeric column's noisy 1-way "
-                 "histogram, used where it explains the counts within their noise (columns "
-                 "with spikes keep their noisy counts; 0: off; post-processing) [default: 10]")
+                 help="weight of the robust smooth fit to the noisy 1-way histogram of each "
+                 "integer column with one cell per value (>= 16 cells), used where it explains "
+                 "the counts within their noise (columns with spikes keep their noisy counts; "
+                 "0: off; post-processing) [default: 10]")
   g.add_argument("--residuals", action=argparse.BooleanOptionalAction, default=None,
                  help="with --select all: release each 2- and 3-way table centred (its "
                  "1-way parts removed, measured once by the 1-way tables), which needs "

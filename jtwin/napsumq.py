@@ -214,12 +214,11 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     max_cells: largest table measured (cells).
     prior_concentration: Dirichlet concentration of each component's cells.
     one_way_smoothing: weight of the robust smoothness penalty of the smooth
-      fit to each numeric column's noisy 1-way histogram
-      (`jtwin.marginals.histogram`), which replaces the noisy counts when it
-      explains them within their noise (chi^2 <= 3 per cell; columns with
-      spikes keep their noisy counts); 0 turns it off. Post-processing.
-      Only integer columns with (mostly) one cell per value and at least 16
-      cells are tried. Measured at epsilon = 1 (benchmarks/README.md §6):
+      fit to the noisy 1-way histogram of each integer column with (mostly)
+      one cell per value and at least 16 cells (`jtwin.marginals.histogram`),
+      which replaces the noisy counts when it explains them within their
+      noise (chi^2 <= 3 per cell; columns with spikes keep their noisy
+      counts); 0 turns it off. Post-processing. Measured at epsilon = 1 (benchmarks/README.md §6):
       on Adult only age is smoothed, and 1-way / 2-way / 3-way TVD (medians
       of six seeds) went from 0.0103 / 0.0292 / 0.0599 to 0.0099 / 0.0291 /
       0.0598, lower on 5 of 6 seeds each (the others equal, or 1-way
@@ -704,4 +703,3 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
                                           members=result.ensemble, sampling=sampling)
   return cl.decode_cells(np.rint(values).astype(np.int64), observed, result.cells,
                          numpy_generator(k_decode), derived=result.derived)
-
