@@ -48,8 +48,10 @@ def main(argv=None) -> int:
   ap.add_argument("--all_triples", action="store_true", help="3-way TVD over every triple")
   ap.add_argument("--pairs", type=int, default=0, metavar="N",
                   help="also print the N pairs with the largest 2-way TVD")
-  ap.add_argument("--sampling", nargs="+", choices=("balanced", "iid"), default=["balanced"],
-                  help="sample_marginals' sampler(s): one scored twin each")
+  ap.add_argument("--sampling", nargs="+", choices=("balanced", "pairs", "iid"),
+                  default=["balanced"],
+                  help="sample_marginals' sampler(s): one scored twin each; pairs: balanced "
+                       "with swaps toward the 2-way tables only (triples=False)")
   ap.add_argument("--quick", action="store_true", help="K = 5, 50 steps, no scoring")
   args = ap.parse_args(argv)
   import jtwin
@@ -78,7 +80,9 @@ def main(argv=None) -> int:
   print(f"# fit {time.perf_counter() - t0:.1f} s, {len(res.measurements)} tables, "
         f"certified epsilon {res.privacy.epsilon:.6f}")
   for sampling in args.sampling:
-    twin = napsumq.sample_marginals(args.seed + 1, res, len(frame), sampling=sampling)
+    twin = napsumq.sample_marginals(args.seed + 1, res, len(frame),
+                                    sampling="balanced" if sampling == "pairs" else sampling,
+                                    triples=sampling != "pairs")
     if test is None:
       continue
     from jtwin.evaluate import evaluate

@@ -452,6 +452,12 @@ def format_up(x: float) -> str:
   return f"{up:.{max(digits, 0)}f}" if digits > 0 else f"{up:.0f}"
 
 
+def _coarse(info: dict):
+  """The coarse-cell maps of a marginal-method result's columns (None for others)."""
+  from jtwin.marginals.cells import coarse_maps
+  return coarse_maps(info["cells"]) if info.get("cells") else None
+
+
 def _stored_up(x) -> str:
   """`format_up` of a number read from a result file (inf is stored as "inf")."""
   try:
@@ -510,7 +516,7 @@ def sample(args) -> int:
   values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
                                       records_per_draw=args.m,
                                       members=int(loaded.meta["model"].get("ensemble") or 1),
-                                      sampling=sampling)
+                                      sampling=sampling, coarse=_coarse(loaded.meta["model"]))
   jdata.write_csv_atomic(decode(values, observed, numpy_generator(k_decode)), args.output)
   p = loaded.meta.get("privacy", {})
   _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "

@@ -668,7 +668,8 @@ def _mst(measurements, ones, cells, codes, sizes, multiway, total, rho_rest, bud
 
 
 def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
-                     records_per_draw: int = 1, sampling: Optional[str] = None):
+                     records_per_draw: int = 1, sampling: Optional[str] = None,
+                     triples: bool = True):
   """Synthetic rows (a DataFrame) from the fitted model: post-processing.
 
   Args:
@@ -684,6 +685,10 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
       the posterior predictive, a fresh posterior draw per row or per
       `records_per_draw` rows, as twinify does; use it for Rubin's rules.
       Measured on Adult at epsilon = 1 (benchmarks/README.md §6).
+    triples: with balanced sampling, the swaps herd the rows toward the
+      model's 3-way tables (over the columns' coarse views) as well as its
+      2-way tables (`jtwin.marginals.swaps`); False: 2-way tables only (for
+      comparisons).
 
   Raises:
     JtwinInputError: an unknown `sampling`, or "balanced" with
@@ -700,6 +705,7 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
   sampling = ens.resolve_sampling(sampling, records_per_draw)
   values, observed = ens.sample_posterior(k_sample, result.model, post, num_rows,
                                           records_per_draw=records_per_draw,
-                                          members=result.ensemble, sampling=sampling)
+                                          members=result.ensemble, sampling=sampling,
+                                          coarse=cl.coarse_maps(result.cells) if triples else None)
   return cl.decode_cells(np.rint(values).astype(np.int64), observed, result.cells,
                          numpy_generator(k_decode), derived=result.derived)

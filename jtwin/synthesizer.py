@@ -318,6 +318,7 @@ class Synthesizer:
     """
     import jax
     from jtwin._rng import numpy_generator
+    from jtwin.marginals.cells import coarse_maps
     from jtwin.marginals.ensemble import resolve_sampling, sample_posterior
     if not self.fitted:
       raise JtwinInputError("the synthesizer is not fitted: call fit(df) or jtwin.load(path)")
@@ -329,7 +330,8 @@ class Synthesizer:
     k_sample, k_decode = jax.random.split(self._sample_key(seed))
     values, observed = sample_posterior(
         k_sample, self.model, self.posterior, int(num_rows), records_per_draw=records_per_draw,
-        members=int(info.get("ensemble") or 1), sampling=sampling)
+        members=int(info.get("ensemble") or 1), sampling=sampling,
+        coarse=coarse_maps(info["cells"]) if info.get("cells") else None)
     return self._decode(values, observed, numpy_generator(k_decode))
 
   def fit_sample(self, data, num_rows: Optional[int] = None):

@@ -16,37 +16,38 @@ need be. The balanced sampler removes most of it, as private-pgm's
    independently of the other columns (columns are independent given the
    component);
 3. rows of one component swap values of one column when that brings the
-   twin's 2-way tables (every pair of columns, the model's cells) closer to
-   the model's expected ones, N sum_k pi_k theta_ki theta_kj' (`refine`,
-   `SWEEPS` random proposals per row; this is kernel herding on the pair
-   tables, a post-processing of the model only);
+   twin's 2-way tables (every pair of columns, the model's cells) and 3-way
+   tables (every triple, the columns' coarse views) closer to the model's
+   expected ones, N sum_k pi_k theta_ki theta_kj' and the same with three
+   factors (`jtwin.marginals.swaps.refine`, `SWEEPS` random proposals per
+   row; kernel herding on the model's tables, a post-processing of the
+   model only);
 4. the rows are shuffled.
 
 Steps 1-2 keep every count unbiased (E[count] = N pi_k, n_k theta_kjc)
 and shrink its variance to at most 1/4 per rounding; swaps keep each
 component's rows and each component's 1-way counts exactly and pull the
-pair counts toward their expectations. On Adult at epsilon = 1 the swaps
-took the median of ten seeds from 0.0295 to 0.0290 in 2-way TVD and from
-0.0603 to 0.0595 in 3-way, lower on every seed (benchmarks/README.md
-section 6). The mixture is the one at the posterior mean
+pair and triple counts toward their expectations. On Adult at epsilon = 1
+the pair swaps took the median of ten seeds from 0.0295 to 0.0290 in
+2-way TVD and from 0.0603 to 0.0595 in 3-way, lower on every seed; the
+triples' effect is in benchmarks/README.md section 6. The mixture is the one at the posterior mean
 (loc of the mean-field posterior). Use i.i.d. rows from posterior draws
 (`sampling="iid"`) when the rows' sampling variance matters, e.g. for
 Rubin's rules over several synthetic sets: those rules assume i.i.d. rows.
 
-All steps are vectorised numpy on the host (counts, `np.repeat`, sorts,
-batches of swap proposals), with loops over columns and batches only.
+Steps 1, 2 and 4 are vectorised numpy on the host (counts, `np.repeat`,
+sorts, with a loop over columns only); the swaps run as one jit-compiled
+scan (`jtwin.marginals.swaps`).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from jtwin.marginals.swaps import SWEEPS, refine
 from jtwin.models import families as fam
 from jtwin.models.mixture_layout import cat_log_probs, make_layout
 
 __all__ = ["allocate", "balanced_rows", "component_tables", "refine", "sample_balanced"]
-
-SWEEPS = 10          # swap proposals per row in `refine`
-BATCH = 4096         # proposals scored at once (N / 64 for big tables, N / 8 for small)
 
 
 def allocate(totals, probs, offsets) -> np.ndarray:
@@ -116,7 +117,7 @@ def component_tables(features, num_components: int, theta: dict):
 
 
 def balanced_rows(rng: np.random.Generator, weights, tables, missing, num_rows: int, *,
-                  sweeps: int = SWEEPS):
+                  sweeps: int = SWEEPS, coarse=None):
   """Rows of a product mixture with counts rounded systematically (module docstring).
 
   Args:
@@ -127,6 +128,8 @@ def balanced_rows(rng: np.random.Generator, weights, tables, missing, num_rows: 
     missing: per column, whether its last cell is the missing state.
     num_rows: N >= 0.
     sweeps: swap proposals per row (`refine`); 0: none.
+    coarse: optional per column int [C_j], each cell's coarse cell: the
+      swaps then herd the triple tables over these views as well.
 
   Returns:
     (values float32 [N, D] category codes, observed bool [N, D]); a missing
@@ -145,7 +148,7 @@ def balanced_rows(rng: np.random.Generator, weights, tables, missing, num_rows: 
     in_order = np.repeat(np.tile(np.arange(c), k), counts.ravel())   # component order
     codes[np.argsort(comp + rng.random(n), kind="stable"), j] = in_order   # shuffled within
   if sweeps > 0 and d > 1 and n > 1:
-    codes = refine(rng, codes, per_comp, weights, tables, sweeps=sweeps)
+    codes = refine(rng, codes, per_comp, weights, tables, sweeps=sweeps, coarse=coarse)
   codes = codes[rng.permutation(n)]
   values = np.zeros((n, d), np.float32)
   observed = np.ones((n, d), bool)
@@ -158,119 +161,16 @@ def balanced_rows(rng: np.random.Generator, weights, tables, missing, num_rows: 
   return values, observed
 
 
-class _PairTables:
-  """Every pair's 2-way table of the model's cells, flattened into one vector."""
-
-  def __init__(self, sizes):
-    d = len(sizes)
-    self.sizes = np.asarray(sizes, np.int64)
-    self.offset = np.zeros((d, d), np.int64)
-    total = 0
-    for i in range(d):
-      for j in range(i + 1, d):
-        self.offset[i, j] = total
-        total += sizes[i] * sizes[j]
-    self.total = total
-
-  def cell(self, i, j, x_i, x_j):
-    """Flat index of cell (x_i, x_j) of the table of columns i != j (arrays broadcast)."""
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    x_lo, x_hi = np.where(i < j, x_i, x_j), np.where(i < j, x_j, x_i)
-    return self.offset[lo, hi] + x_lo * self.sizes[hi] + x_hi
-
-  def counts(self, codes):
-    out = np.zeros(self.total)
-    d = codes.shape[1]
-    for i in range(d):
-      for j in range(i + 1, d):
-        np.add.at(out, self.cell(i, j, codes[:, i], codes[:, j]), 1.0)
-    return out
-
-
-def refine(rng, codes, per_comp, weights, tables, *, sweeps: int = SWEEPS):
-  """Swaps values within components toward the model's expected 2-way tables.
-
-  A proposal takes a row r, a row s of the same component and a column j,
-  and swaps their values of j. It changes, for every other column i, four
-  cells of the (i, j) table by -1, +1, -1, +1, so its effect on the loss
-  L = sum over all pair tables of (count - N P_model)^2 is
-  sum_i (2 sum_q delta_q (count_q - target_q) + 4), computed exactly for
-  each proposal. Proposals that lower L are applied, a batch at a time
-  (proposals sharing a row are dropped from the batch; proposals touching
-  the same cell are scored independently, so L can rise a little within a
-  batch, but falls by far overall).
-
-  Args:
-    rng: numpy Generator.
-    codes: int [N, D] cell codes, rows in component order (component k's
-      rows are the per_comp[k] rows after those of components < k).
-    per_comp: int [K] rows per component.
-    weights, tables: the mixture (`component_tables`).
-    sweeps: proposals per row.
-
-  Returns:
-    the refined codes (a new array; each component keeps its rows' multiset
-    of values in every column).
-  """
-  codes = np.array(codes, np.int64)
-  n, d = codes.shape
-  pairs = _PairTables([t.shape[1] for t in tables])
-  w = np.asarray(weights, np.float64)
-  target = np.zeros(pairs.total)
-  for i in range(d):
-    for j in range(i + 1, d):
-      start = pairs.offset[i, j]
-      table = n * np.einsum("k,ka,kb->ab", w, tables[i], tables[j])
-      target[start:start + table.size] = table.ravel()
-  error = pairs.counts(codes) - target                     # count - target, kept current
-  per_comp = np.asarray(per_comp, np.int64)
-  first = np.concatenate([[0], np.cumsum(per_comp)[:-1]])
-  comp = np.repeat(np.arange(len(per_comp)), per_comp)
-  batch = max(min(max(BATCH, n // 64), n // 8), 1)   # few proposals share a row
-  others = np.arange(d)
-  for _ in range(int(sweeps) * -(-n // batch)):
-    r = rng.integers(0, n, batch)
-    c = comp[r]
-    s = first[c] + np.minimum((rng.random(batch) * per_comp[c]).astype(np.int64), per_comp[c] - 1)
-    j = rng.integers(0, d, batch)
-    busy = np.bincount(np.concatenate([r, s]), minlength=n) > 1
-    keep = (r != s) & (codes[r, j] != codes[s, j]) & ~busy[r] & ~busy[s]
-    r, s, j = r[keep], s[keep], j[keep]
-    if not len(r):
-      continue
-    a, b = codes[r, j], codes[s, j]
-    gain = np.zeros(len(r))
-    touched = []
-    for i in others:
-      live = (j != i) & (codes[r, i] != codes[s, i])
-      u, v = codes[r, i], codes[s, i]
-      # where not live, any valid cell (partner column i + 1, its cell 0): masked below
-      jj, aa, bb = (np.where(live, j, (i + 1) % d), np.where(live, a, 0),
-                    np.where(live, b, 0))
-      cells = (pairs.cell(i, jj, u, aa), pairs.cell(i, jj, u, bb),
-               pairs.cell(i, jj, v, bb), pairs.cell(i, jj, v, aa))
-      change = (2.0 * (-error[cells[0]] + error[cells[1]] - error[cells[2]] + error[cells[3]])
-                + 4.0)
-      gain += np.where(live, change, 0.0)
-      touched.append((live, cells))
-    take = gain < 0
-    if not take.any():
-      continue
-    for live, cells in touched:
-      m = take & live
-      for cell, sign in zip(cells, (-1.0, 1.0, -1.0, 1.0)):
-        np.add.at(error, cell[m], sign)
-    codes[r[take], j[take]], codes[s[take], j[take]] = b[take], a[take]
-  return codes
-
-
 def sample_balanced(rng: np.random.Generator, features, num_components: int, posterior,
-                    num_rows: int):
+                    num_rows: int, coarse=None):
   """Balanced rows from the mixture at the posterior mean (`posterior.loc`).
+
+  `coarse`: optional per column coarse-cell maps (`cells.coarse_maps`), for
+  the swaps' triple tables.
 
   Returns:
     numpy (values float32 [num_rows, D], observed bool [num_rows, D]).
   """
   weights, tables = component_tables(features, num_components, posterior.loc)
   missing = [bool(f.missing) for f in features]
-  return balanced_rows(rng, weights, tables, missing, num_rows)
+  return balanced_rows(rng, weights, tables, missing, num_rows, coarse=coarse)

@@ -123,6 +123,19 @@ class CellColumn:
     return cls(**{k: _tuplify(v) if k != "name" else v for k, v in d.items()})
 
 
+def coarse_maps(cells) -> list:
+  """Each column's `group_to_coarse` map: the cells the swaps' triple tables use.
+
+  Args:
+    cells: `CellColumn`s, or their `to_dict` forms (as a result file stores them).
+
+  Returns:
+    per column int64 [size], the coarse cell of each cell (missing cell last).
+  """
+  return [(CellColumn.from_dict(c) if isinstance(c, dict) else c).group_to_coarse()
+          for c in cells]
+
+
 def _listify(v):
   return [_listify(x) for x in v] if isinstance(v, (tuple, list)) else v
 

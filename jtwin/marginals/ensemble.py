@@ -167,7 +167,7 @@ def resolve_sampling(sampling, records_per_draw: int, *, marginal: bool = True,
 
 
 def sample_posterior(key, model, posterior, num_rows: int, *, records_per_draw: int = 1,
-                     members: int = 1, sampling: str = "iid"):
+                     members: int = 1, sampling: str = "iid", coarse=None):
   """The posterior predictive of a (possibly joined) mixture: every sampling path.
 
   sampling "iid": `jtwin.sampling.sample_synthetic` (a fresh posterior draw
@@ -177,7 +177,9 @@ def sample_posterior(key, model, posterior, num_rows: int, *, records_per_draw: 
   mixture at the posterior mean with systematically rounded counts (one
   row per draw only; categorical columns only). Used by
   `jtwin.sample_marginals`, `jtwin sample` and `jtwin.Synthesizer.sample`,
-  so all three agree.
+  so all three agree; each passes `coarse`, the columns' coarse-cell maps
+  (`jtwin.marginals.cells.coarse_maps`), which the balanced sampler's swaps
+  use for the triple tables.
 
   Raises:
     JtwinInputError (a ValueError): an unknown `sampling`, or "balanced"
@@ -189,7 +191,8 @@ def sample_posterior(key, model, posterior, num_rows: int, *, records_per_draw: 
     from jtwin._rng import numpy_generator
     from jtwin.marginals.balanced import sample_balanced
     k = np.asarray(posterior.loc["mix"]).shape[0] + 1
-    return sample_balanced(numpy_generator(key), model.features, k, posterior, num_rows)
+    return sample_balanced(numpy_generator(key), model.features, k, posterior, num_rows,
+                           coarse=coarse)
   if records_per_draw > 1 and members > 1:
     return sample_by_member(key, model.features, posterior, members, num_rows,
                             records_per_draw)

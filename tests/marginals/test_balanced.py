@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from jtwin.errors import JtwinInputError
-from jtwin.marginals import balanced
+from jtwin.marginals import balanced, swaps
 from jtwin.marginals.ensemble import sample_posterior
 from jtwin.models import make_mixture_model
 from jtwin.models.interface import Feature
@@ -171,15 +171,16 @@ def test_pair_tables_count_like_bincount():
   rng = np.random.default_rng(0)
   sizes = [3, 5, 2, 4]
   codes = np.stack([rng.integers(0, s, 500) for s in sizes], 1)
-  pairs = balanced._PairTables(sizes)
-  flat = pairs.counts(codes)
+  pairs = swaps.pair_layout(sizes)
+  flat = swaps.table_counts(pairs, codes)
   assert flat.sum() == 500 * 6
   for i in range(4):
     for j in range(4):
       if i != j:
         want = np.bincount(codes[:, i] * sizes[j] + codes[:, j], minlength=sizes[i] * sizes[j])
-        got = flat[pairs.cell(i, j, *np.meshgrid(np.arange(sizes[i]), np.arange(sizes[j]),
-                                                  indexing="ij"))].ravel()
+        base, s_i, s_j = swaps.pair_strides(pairs)
+        x_i, x_j = np.meshgrid(np.arange(sizes[i]), np.arange(sizes[j]), indexing="ij")
+        got = flat[base[j, i] + x_i * s_i[j, i] + x_j * s_j[j, i]].ravel()
         np.testing.assert_array_equal(got, want)
 
 

@@ -442,3 +442,39 @@ def test_cli_says_and_records_which_histograms_were_smoothed(tmp_path, capsys):
                "--one_way_smoothing", "0"]) == 0
   assert "smooth fit used" not in capsys.readouterr().out
   assert load_result(out + "0.jtwin.npz").meta["smoothed_one_way"] == []
+
+
+def test_every_sampling_path_herds_the_triples_over_the_coarse_views(files, monkeypatch):
+  """sample_marginals, `jtwin napsumq`, `jtwin sample` and Synthesizer.sample all hand the
+  swaps the coarse maps."""
+  import jtwin
+  from jtwin.marginals import balanced
+  from jtwin.marginals.cells import coarse_maps
+  seen = []
+
+  def spy(rng, codes, per_comp, weights, tables, *, sweeps, coarse=None):
+    seen.append(coarse)
+    return codes
+
+  monkeypatch.setattr(balanced, "refine", spy)
+  tmp, data, model = files
+  frame = pd.read_csv(data)
+  with pytest.warns(UserWarning, match="NOT covered"):
+    res = napsumq.fit_marginals(0, frame, model, epsilon=2.0, domain="data", **FAST)
+  want = coarse_maps(res.cells)
+  out = str(tmp / "out")
+  assert main(["napsumq", data, model, out, "--k", "4", "--steps", "50", "--seed", "0",
+               "--visualize", "none", "--quiet", "--domain", "data"]) == 0
+  result_cells = coarse_maps(load_result(out + ".jtwin.npz").meta["model"]["cells"])
+  napsumq.sample_marginals(1, res, 60)
+  napsumq.sample_marginals(1, res, 60, triples=False)
+  assert main(["sample", out + ".jtwin.npz", "-n", "30", "-o", str(tmp / "more.csv"),
+               "--quiet"]) == 0
+  synth = jtwin.load(out + ".jtwin.npz")
+  synth.sample(30)
+  assert len(seen) == 5          # the napsumq command's own twin is the third
+  for got, expect in zip(seen, [want, None, result_cells, result_cells, result_cells]):
+    if expect is None:
+      assert got is None
+    else:
+      assert len(got) == len(expect) and all(np.array_equal(g, e) for g, e in zip(got, expect))
