@@ -151,3 +151,17 @@ def test_refine_is_reproducible_and_leaves_small_inputs_alone():
   np.testing.assert_array_equal(swaps.refine(rng, codes, per, weights, tables, sweeps=0), codes)
   one = codes[:1]
   np.testing.assert_array_equal(swaps.refine(rng, one, [1, 0, 0], weights, tables), one)
+
+
+def test_refine_herds_triples_only_while_their_work_allows(monkeypatch):
+  rng, weights, tables = _model(3, (4, 2, 6), seed=6)
+  coarse = [np.arange(4), np.arange(2), np.arange(6)]
+  codes, per = _component_rows(rng, weights, tables, 400)
+  pairs = swaps.refine(np.random.default_rng(0), codes, per, weights, tables)
+  # 400 rows x 3 column pairs: 2 sweeps' worth is below MIN_TRIPLE_SWEEPS, so pairs only
+  monkeypatch.setattr(swaps, "TRIPLE_WORK", 2 * 400 * 3)
+  np.testing.assert_array_equal(
+      swaps.refine(np.random.default_rng(0), codes, per, weights, tables, coarse=coarse), pairs)
+  monkeypatch.setattr(swaps, "TRIPLE_WORK", 5 * 400 * 3)
+  some = swaps.refine(np.random.default_rng(0), codes, per, weights, tables, coarse=coarse)
+  assert not np.array_equal(some, pairs)
