@@ -49,7 +49,7 @@ __all__ = ["SWEEPS", "TRIPLE_WEIGHT", "TableLayout", "expected_counts", "pair_la
 
 SWEEPS = 30                  # swap proposals per row
 TRIPLE_WEIGHT = 1.0          # weight of the triple tables' squared error in the loss
-BATCH = 4096                 # proposals scored at once (N / 64 for big tables, N / 8 for small)
+BATCH = 4096                 # proposals drawn at once (N / 64 for big tables, N / 8 for small)
 MAX_TRIPLE_CELLS = 1 << 23   # triple tables herded only when all of them fit (32 MiB)
 MAX_TRIPLES = 4096           # ... and when there are at most this many
 MAX_BATCH_ENTRIES = 1 << 21  # proposals x column pairs scored at once (memory)
@@ -227,7 +227,8 @@ def refine(rng: np.random.Generator, codes, per_comp, weights, tables, *,
     per_comp: int [K] rows per component.
     weights: [K] component weights.
     tables: per column [K, C_j] cell probabilities (`balanced.component_tables`).
-    sweeps: proposals per row; 0 returns the codes unchanged.
+    sweeps: proposals per row; 0 returns the codes unchanged (as do pair
+      tables with 2^31 cells or more, which int32 cannot index).
     coarse: optional per column int [C_j], the coarse cell of each cell;
       with it (and at least 3 columns, at most `MAX_TRIPLES` triples of at
       most `MAX_TRIPLE_CELLS` coarse cells in all) the triple tables join
@@ -235,8 +236,8 @@ def refine(rng: np.random.Generator, codes, per_comp, weights, tables, *,
       sweeps, and the rest herd the pair tables only; when that is fewer
       than `MIN_TRIPLE_SWEEPS` (Adult's 14 modelled columns: more than
       about 490,000 rows, whose counts carry relatively less Monte Carlo
-      noise), none do. That bounds the triples' time (about 2 s on 2 CPU
-      cores; all 30 sweeps for Adult's 32,561 rows).
+      noise), none do. That bounds the triples' time (all 30 sweeps take
+      about 1 s for Adult's 32,561 rows on 2 CPU cores, once compiled).
     triple_weight: their weight in the loss; 0: pairs only.
 
   Returns:
@@ -249,6 +250,8 @@ def refine(rng: np.random.Generator, codes, per_comp, weights, tables, *,
     return codes
   plan = _plan(tables, coarse, triple_weight)
   pairs = plan.pairs
+  if pairs.total >= np.iinfo(np.int32).max:
+    return codes
   target2 = expected_counts(pairs, n, weights, tables)
   per_comp = np.asarray(per_comp, np.int64)
   first = np.concatenate([[0], np.cumsum(per_comp)[:-1]])
