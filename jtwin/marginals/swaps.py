@@ -255,17 +255,21 @@ def refine(rng: np.random.Generator, codes, per_comp, weights, tables, *,
   target2 = expected_counts(pairs, n, weights, tables)
   per_comp = np.asarray(per_comp, np.int64)
   first = np.concatenate([[0], np.cumsum(per_comp)[:-1]])
-  comp = np.repeat(np.arange(len(per_comp)), per_comp)
-  batch = max(min(max(BATCH, n // 64), n // 8), 1)   # few proposals share a row
+  # rows and tables padded to size buckets (never proposed, never indexed), so that
+  # runs whose DP row count or cells differ a little reuse the compiled scan
+  n_pad = _bucket(n)
+  comp = _pad(np.repeat(np.arange(len(per_comp)), per_comp), n_pad)
+  batch = max(min(max(BATCH, n_pad // 64), n_pad // 8), 1)   # few proposals share a row
   key = jax.random.key(int(rng.integers(0, 2**62)))
-  consts = (jnp.asarray(comp, jnp.int32), jnp.asarray(first, jnp.int32),
+  consts = (jnp.int32(n), jnp.asarray(comp, jnp.int32), jnp.asarray(first, jnp.int32),
             jnp.asarray(per_comp, jnp.int32),
             tuple(jnp.asarray(a, jnp.int32) for a in pair_strides(pairs)))
+  err2 = lambda c: _pad(table_counts(pairs, c) - target2, _bucket(pairs.total), np.float32)
   sweeps = int(sweeps)
   triple_sweeps = 0
   if plan.triples is not None:
     num_pairs = math.comb(d, 2)
-    triple_sweeps = min(sweeps, TRIPLE_WORK // (n * num_pairs))
+    triple_sweeps = min(sweeps, TRIPLE_WORK // (n_pad * num_pairs))
   if plan.triples is not None and triple_sweeps >= MIN_TRIPLE_SWEEPS:
     cc = np.stack([plan.coarse[c][codes[:, c]] for c in range(d)], 1)
     err3 = (table_counts(plan.triples, cc) -
@@ -273,27 +277,40 @@ def refine(rng: np.random.Generator, codes, per_comp, weights, tables, *,
     small = max(min(batch, MAX_BATCH_ENTRIES // num_pairs), 1)
     key, k3 = jax.random.split(key)
     codes = np.asarray(_herd(
-        jax.random.split(k3, triple_sweeps * -(-n // small)), jnp.asarray(codes, jnp.int32),
-        jnp.asarray(cc, jnp.int32), jnp.asarray(table_counts(pairs, codes) - target2, jnp.float32),
-        jnp.asarray(err3, jnp.float32), *consts,
-        tuple(jnp.asarray(a, jnp.int32) for a in triple_strides(plan.triples)),
-        jnp.float32(triple_weight), batch=small, triples=True), np.int64)
+        k3, jnp.asarray(_pad(codes, n_pad), jnp.int32), jnp.asarray(_pad(cc, n_pad), jnp.int32),
+        jnp.asarray(err2(codes)), jnp.asarray(_pad(err3, _bucket(plan.triples.total), np.float32)),
+        *consts, tuple(jnp.asarray(a, jnp.int32) for a in triple_strides(plan.triples)),
+        jnp.float32(triple_weight), steps=triple_sweeps * -(-n_pad // small), batch=small,
+        triples=True), np.int64)[:n]
     sweeps -= triple_sweeps
   if sweeps > 0:
     none = (jnp.zeros((1, 1), jnp.int32),) * 4
     codes = np.asarray(_herd(
-        jax.random.split(key, sweeps * -(-n // batch)), jnp.asarray(codes, jnp.int32),
-        jnp.zeros((n, 0), jnp.int32), jnp.asarray(table_counts(pairs, codes) - target2, jnp.float32),
-        jnp.zeros(0, jnp.float32), *consts, none, jnp.float32(0.0),
-        batch=batch, triples=False), np.int64)
+        key, jnp.asarray(_pad(codes, n_pad), jnp.int32), jnp.zeros((n_pad, 0), jnp.int32),
+        jnp.asarray(err2(codes)), jnp.zeros(0, jnp.float32), *consts, none, jnp.float32(0.0),
+        steps=sweeps * -(-n_pad // batch), batch=batch, triples=False), np.int64)[:n]
   return codes
 
 
-@partial(jax.jit, static_argnames=("batch", "triples"))
-def _herd(keys, codes, cc, err2, err3, comp, first, per_comp, p_strides, t_strides,
-          triple_weight, *, batch: int, triples: bool):
-  """`refine`'s batches of proposals as one scan (see the module docstring)."""
-  n, d = codes.shape
+def _bucket(size: int) -> int:
+  """The smallest 2^(k/4), rounded up to an integer, that is at least `size` (>= 1)."""
+  return max(int(math.ceil(2.0 ** (math.ceil(4.0 * math.log2(max(size, 1)) - 1e-9) / 4.0))), 1)
+
+
+def _pad(x, length: int, dtype=None) -> np.ndarray:
+  """`x` with zeros appended along its first axis up to `length`."""
+  x = np.asarray(x, dtype)
+  return np.concatenate([x, np.zeros((length - len(x),) + x.shape[1:], x.dtype)])
+
+
+@partial(jax.jit, static_argnames=("steps", "batch", "triples"))
+def _herd(key, codes, cc, err2, err3, n, comp, first, per_comp, p_strides, t_strides,
+          triple_weight, *, steps: int, batch: int, triples: bool):
+  """`refine`'s batches of proposals as one scan (see the module docstring).
+
+  codes, cc and comp have `n_pad` >= n rows; only the first n are real.
+  """
+  n_pad, d = codes.shape
   cols = jnp.arange(d)
   if triples:
     ii, ll = np.triu_indices(d, 1)
@@ -308,15 +325,15 @@ def _herd(keys, codes, cc, err2, err3, comp, first, per_comp, p_strides, t_strid
     e = [jnp.take(err, q, mode="clip") for q in cells]
     return jnp.sum(jnp.where(live, 2.0 * (-e[0] + e[1] - e[2] + e[3]) + 4.0, 0.0), axis=1), cells
 
-  def step(state, key):
+  def step(state, i):
     codes, cc, err2, err3 = state
-    k_r, k_s, k_j = jax.random.split(key, 3)
+    k_r, k_s, k_j = jax.random.split(jax.random.fold_in(key, i), 3)
     r = jax.random.randint(k_r, (batch,), 0, n)
     c = comp[r]
     s = first[c] + jnp.minimum((jax.random.uniform(k_s, (batch,)) * per_comp[c]).astype(jnp.int32),
                                per_comp[c] - 1)
     j = jax.random.randint(k_j, (batch,), 0, d)
-    uses = jnp.zeros(n, jnp.int32).at[r].add(1).at[s].add(1)
+    uses = jnp.zeros(n_pad, jnp.int32).at[r].add(1).at[s].add(1)
     keep = (r != s) & (codes[r, j] != codes[s, j]) & (uses[r] == 1) & (uses[s] == 1)
     # only about a quarter of the proposals survive: score the first `scored` of them
     keep = keep & (jnp.cumsum(keep) <= scored)
@@ -346,11 +363,11 @@ def _herd(keys, codes, cc, err2, err3, comp, first, per_comp, p_strides, t_strid
     if triples:
       for q, sign in zip(cells3, signs):
         err3 = err3.at[jnp.where(take[:, None] & live3, q, err3.shape[0])].add(sign, mode="drop")
-      cc = cc.at[jnp.where(take, r, n), j].set(cb, mode="drop")
-      cc = cc.at[jnp.where(take, s, n), j].set(ca, mode="drop")
-    codes = codes.at[jnp.where(take, r, n), j].set(b, mode="drop")
-    codes = codes.at[jnp.where(take, s, n), j].set(a, mode="drop")
+      cc = cc.at[jnp.where(take, r, n_pad), j].set(cb, mode="drop")
+      cc = cc.at[jnp.where(take, s, n_pad), j].set(ca, mode="drop")
+    codes = codes.at[jnp.where(take, r, n_pad), j].set(b, mode="drop")
+    codes = codes.at[jnp.where(take, s, n_pad), j].set(a, mode="drop")
     return (codes, cc, err2, err3), None
 
-  (codes, _, _, _), _ = jax.lax.scan(step, (codes, cc, err2, err3), keys)
+  (codes, _, _, _), _ = jax.lax.scan(step, (codes, cc, err2, err3), jnp.arange(steps))
   return codes

@@ -165,3 +165,21 @@ def test_refine_herds_triples_only_while_their_work_allows(monkeypatch):
   monkeypatch.setattr(swaps, "TRIPLE_WORK", 5 * 400 * 3)
   some = swaps.refine(np.random.default_rng(0), codes, per, weights, tables, coarse=coarse)
   assert not np.array_equal(some, pairs)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 400, 32561, 32768, 10**6 + 1])
+def test_bucket_is_at_least_the_size_and_at_most_a_fifth_more(size):
+  got = swaps._bucket(size)
+  assert size <= got <= max(1.19 * size + 1, 2)
+
+
+def test_row_counts_in_one_bucket_share_the_compiled_scan():
+  rng, weights, tables = _model(4, (3, 2, 4), seed=8)
+  coarse = [np.arange(3), np.arange(2), np.array([0, 0, 1, 1])]
+  assert swaps._bucket(2990) == swaps._bucket(3000)
+  before = swaps._herd._cache_size()
+  for n in (3000, 2990):
+    codes, per = _component_rows(rng, weights, tables, n)
+    out = swaps.refine(np.random.default_rng(n), codes, per, weights, tables, coarse=coarse)
+    assert out.shape == codes.shape
+  assert swaps._herd._cache_size() - before <= 1     # one program for both sizes
