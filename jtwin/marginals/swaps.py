@@ -26,12 +26,14 @@ target_q) + 4, computed exactly. A batch of proposals is scored at once
 the batch, the first proposals kept, is scored; proposals touching
 the same cell are scored independently, so L can rise a little within a
 batch but falls by far overall). The batches run as one jit-compiled
-`lax.scan`; the randomness is public (post-processing of the model only).
+`lax.scan`, with rows and tables padded to size buckets so that runs of
+similar size share the compiled program; the randomness is public
+(post-processing of the model only).
 
 Measured on Adult at epsilon = 1 (benchmarks/README.md §6, ten seeds, the
 same fits): with the triples, 3-way TVD against the test rows went from
-0.0592 to 0.0590 (median), lower on every seed, and 2-way from 0.0287 to
-0.0288; 3-way TVD was lower on every seed of Adult with twinify's model,
+0.0592 to 0.0590 (median), lower on every seed, and 2-way stayed at
+0.0287; 3-way TVD was lower on every seed of Adult with twinify's model,
 the loans-like table and diamonds too.
 """
 from __future__ import annotations
