@@ -252,7 +252,7 @@ def refine(rng: np.random.Generator, codes, per_comp, weights, tables, *,
     return codes
   plan = _plan(tables, coarse, triple_weight)
   pairs = plan.pairs
-  if pairs.total >= np.iinfo(np.int32).max:
+  if _bucket(pairs.total) >= np.iinfo(np.int32).max:   # padded, as the scan indexes it
     return codes
   target2 = expected_counts(pairs, n, weights, tables)
   per_comp = np.asarray(per_comp, np.int64)
