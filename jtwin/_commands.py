@@ -452,12 +452,6 @@ def format_up(x: float) -> str:
   return f"{up:.{max(digits, 0)}f}" if digits > 0 else f"{up:.0f}"
 
 
-def _coarse(info: dict):
-  """The coarse-cell maps of a marginal-method result's columns (None for others)."""
-  from jtwin.marginals.cells import coarse_maps
-  return coarse_maps(info["cells"]) if info.get("cells") else None
-
-
 def _stored_up(x) -> str:
   """`format_up` of a number read from a result file (inf is stored as "inf")."""
   try:
@@ -498,6 +492,7 @@ def sample(args) -> int:
   from jtwin._atomic import check_output_path
   from jtwin._rng import numpy_generator, root_key
   from jtwin.result_io import load_result, rebuild
+  from jtwin.marginals.cells import coarse_maps
   from jtwin.marginals.ensemble import resolve_sampling, sample_posterior
   if args.num_synthetic < 0:
     raise JtwinInputError(f"-n must be >= 0, got {args.num_synthetic}")
@@ -516,7 +511,8 @@ def sample(args) -> int:
   values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
                                       records_per_draw=args.m,
                                       members=int(loaded.meta["model"].get("ensemble") or 1),
-                                      sampling=sampling, coarse=_coarse(loaded.meta["model"]))
+                                      sampling=sampling,
+                                      coarse=coarse_maps(loaded.meta["model"].get("cells")))
   jdata.write_csv_atomic(decode(values, observed, numpy_generator(k_decode)), args.output)
   p = loaded.meta.get("privacy", {})
   _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "

@@ -331,7 +331,7 @@ class Synthesizer:
     values, observed = sample_posterior(
         k_sample, self.model, self.posterior, int(num_rows), records_per_draw=records_per_draw,
         members=int(info.get("ensemble") or 1), sampling=sampling,
-        coarse=coarse_maps(info["cells"]) if info.get("cells") else None)
+        coarse=coarse_maps(info.get("cells")))
     return self._decode(values, observed, numpy_generator(k_decode))
 
   def fit_sample(self, data, num_rows: Optional[int] = None):

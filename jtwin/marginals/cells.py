@@ -123,15 +123,19 @@ class CellColumn:
     return cls(**{k: _tuplify(v) if k != "name" else v for k, v in d.items()})
 
 
-def coarse_maps(cells) -> list:
+def coarse_maps(cells) -> Optional[list]:
   """Each column's `group_to_coarse` map: the cells the swaps' triple tables use.
 
   Args:
-    cells: `CellColumn`s, or their `to_dict` forms (as a result file stores them).
+    cells: `CellColumn`s, or their `to_dict` forms (as a result file stores
+      them), or None (a result without cells, e.g. of `jtwin fit`).
 
   Returns:
-    per column int64 [size], the coarse cell of each cell (missing cell last).
+    per column int64 [size], the coarse cell of each cell (missing cell
+    last); None when `cells` is None or empty.
   """
+  if not cells:
+    return None
   return [(CellColumn.from_dict(c) if isinstance(c, dict) else c).group_to_coarse()
           for c in cells]
 

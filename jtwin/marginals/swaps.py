@@ -38,6 +38,7 @@ the loans-like table and diamonds too.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from functools import partial
 from typing import NamedTuple, Optional, Sequence
@@ -81,16 +82,11 @@ def _layout(sizes, order: int) -> TableLayout:
   d = len(sizes)
   offset = np.zeros((d,) * order, np.int64)
   tables, total = [], 0
-  for cols in _combinations(d, order):
+  for cols in itertools.combinations(range(d), order):
     offset[cols] = total
     tables.append(cols)
     total += int(np.prod(sizes[list(cols)]))
   return TableLayout(sizes, offset, tuple(tables), total)
-
-
-def _combinations(d: int, order: int):
-  import itertools
-  return itertools.combinations(range(d), order)
 
 
 def pair_layout(sizes) -> TableLayout:
@@ -197,14 +193,12 @@ def _plan(tables, coarse, triple_weight: float) -> _Plan:
   coarse = tuple(np.asarray(m, np.int64) for m in coarse)
   if len(coarse) != len(tables) or any(len(m) != s for m, s in zip(coarse, sizes)):
     raise ValueError("coarse: one map per column, with one entry per cell of its table")
-  coarse_sizes = np.array([int(m.max()) + 1 for m in coarse])
-  d = len(tables)
-  if math.comb(d, 3) > MAX_TRIPLES:
+  if math.comb(len(tables), 3) > MAX_TRIPLES:
     return _Plan(pairs, None, ())
-  cells = sum(int(np.prod(coarse_sizes[list(c)])) for c in _combinations(d, 3))
-  if cells > MAX_TRIPLE_CELLS:
+  triples = triple_layout([int(m.max()) + 1 for m in coarse])
+  if triples.total > MAX_TRIPLE_CELLS:
     return _Plan(pairs, None, ())
-  return _Plan(pairs, triple_layout(coarse_sizes), coarse)
+  return _Plan(pairs, triples, coarse)
 
 
 def _coarse_tables(tables, coarse):

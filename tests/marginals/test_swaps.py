@@ -183,3 +183,13 @@ def test_row_counts_in_one_bucket_share_the_compiled_scan():
     out = swaps.refine(np.random.default_rng(n), codes, per, weights, tables, coarse=coarse)
     assert out.shape == codes.shape
   assert swaps._herd._cache_size() - before <= 1     # one program for both sizes
+
+
+def test_coarse_maps_of_results_without_cells_are_none():
+  from jtwin.marginals.cells import CellColumn, coarse_maps
+  assert coarse_maps(None) is None and coarse_maps([]) is None
+  column = CellColumn(name="x", kind="category", labels=("a", "b", "c"),
+                      groups=((0,), (1,), (2,)), weights=((1.0,), (1.0,), (1.0,)))
+  from_dict = coarse_maps([column.to_dict()])
+  np.testing.assert_array_equal(from_dict[0], np.arange(3))
+  np.testing.assert_array_equal(coarse_maps([column])[0], from_dict[0])
