@@ -805,6 +805,7 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
     release = _release(rng, frame, counts, spec, epsilon=dom_eps, delta=dom_delta,
                        need_edges=need_edges, edge_levels=edge_levels,
                        max_value_cells=max_value_cells, source=source)
+  if domain == "dp" and todo:   # the fit sees the released domain, in every composition
     spec = release.spec
     if frame is not None:
       frame = release.apply(frame)

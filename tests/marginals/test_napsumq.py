@@ -478,3 +478,35 @@ def test_every_sampling_path_herds_the_triples_over_the_coarse_views(files, monk
       assert got is None
     else:
       assert len(got) == len(expect) and all(np.array_equal(g, e) for g, e in zip(got, expect))
+
+
+UNDECLARED = """\
+a : Categorical
+b : Bernoulli
+c : Poisson ; bounds = 0, 4
+"""
+
+
+@pytest.mark.parametrize("selection", ["all", "mst"])
+def test_dp_domain_is_what_the_fit_sees(frame, selection):
+  """Undeclared categories and missing flags come from the DP release, never the data.
+
+  One row with a label of its own ("z") is below any DP threshold: with the same key the
+  fitted cells must be the same with and without that row (a data-read domain would add
+  the label to the cells, whatever the noise). Every labelled cell is a released one.
+  """
+  spec = parse_model_text(UNDECLARED)
+  extra = frame.copy()
+  extra.loc[len(extra)] = {"a": "z", "b": "x", "c": 1}
+  fits = [napsumq.fit_marginals(jax.random.key(3), f, spec, epsilon=1.0, delta=1e-6,
+                                selection=selection, **FAST) for f in (frame, extra)]
+  for res in fits:
+    released = {f.name: f for f in res.public.release.spec.features}
+    assert res.inferred_from_data == []
+    for c in res.cells:
+      assert c.from_data == ()
+      if c.kind == "category":
+        assert tuple(c.labels) == tuple(released[c.name].categories)
+      assert c.missing == bool(released[c.name].missing)
+    assert "z" not in res.cells[0].labels
+  assert [c.to_dict() for c in fits[0].cells] == [c.to_dict() for c in fits[1].cells]
