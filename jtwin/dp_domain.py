@@ -754,7 +754,7 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
       zCDP (the marginal method): the domain histograms then get the share
       domain_epsilon / epsilon (default 0.1) of the zCDP budget
       rho = cdp_rho(epsilon - rows_epsilon, delta - threshold delta), which
-      they share with the main mechanism (`PublicPlan.rho_domain`; the caller
+      they share with the main mechanism (`release.rho`; the caller
       adds it to what it spends), and the category threshold gets 5% of
       delta. Composing Gaussian mechanisms in zCDP costs far less than
       adding epsilons: at epsilon 1 the noise per count is a third.
@@ -781,31 +781,30 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
   rows = noisy_row_count(rng, n, rows_eps)
   delta = float(delta) if delta is not None else 0.1 / rows
   todo = needs_release(spec, need_edges=need_edges) if spec is not None else []
-  rho_total = rho_domain = 0.0
   if composition not in ("basic", "zcdp", "gdp"):
     raise JtwinInputError(f"composition must be 'basic', 'zcdp' or 'gdp', got {composition!r}")
-  if domain == "dp" and todo and composition in ("zcdp", "gdp"):
-    from jtwin.accounting import gaussian, zcdp
-    share = DEFAULT_DOMAIN_FRACTION if domain_epsilon is None else float(domain_epsilon) / ref
-    if not 0 < share < 1:
-      raise JtwinInputError(f"domain_epsilon must be below epsilon, got {domain_epsilon:g}")
-    thr_delta = _ZCDP_THRESHOLD_DELTA * delta
-    to_rho = gaussian.composed_rho if composition == "gdp" else zcdp.cdp_rho
-    rho_total = to_rho(ref - rows_eps, delta - thr_delta)
-    rho_domain = share * rho_total
-    release = _release(rng, frame, counts, spec, rho=rho_domain,
-                             threshold_delta=thr_delta * math.exp(-ref),
-                             need_edges=need_edges, edge_levels=edge_levels,
-                             max_value_cells=max_value_cells, source=source)
-    release = dataclasses.replace(release, delta=thr_delta)
-  elif domain == "dp" and todo:
-    dom_eps = (DEFAULT_DOMAIN_FRACTION * ref - rows_eps if domain_epsilon is None
-               else float(domain_epsilon))
-    dom_delta = DEFAULT_DOMAIN_FRACTION * delta
-    release = _release(rng, frame, counts, spec, epsilon=dom_eps, delta=dom_delta,
-                       need_edges=need_edges, edge_levels=edge_levels,
-                       max_value_cells=max_value_cells, source=source)
-  if domain == "dp" and todo:   # the fit sees the released domain, in every composition
+  if domain == "dp" and todo:
+    if composition in ("zcdp", "gdp"):
+      from jtwin.accounting import gaussian, zcdp
+      share = DEFAULT_DOMAIN_FRACTION if domain_epsilon is None else float(domain_epsilon) / ref
+      if not 0 < share < 1:
+        raise JtwinInputError(f"domain_epsilon must be below epsilon, got {domain_epsilon:g}")
+      thr_delta = _ZCDP_THRESHOLD_DELTA * delta
+      to_rho = gaussian.composed_rho if composition == "gdp" else zcdp.cdp_rho
+      rho_domain = share * to_rho(ref - rows_eps, delta - thr_delta)
+      release = _release(rng, frame, counts, spec, rho=rho_domain,
+                         threshold_delta=thr_delta * math.exp(-ref),
+                         need_edges=need_edges, edge_levels=edge_levels,
+                         max_value_cells=max_value_cells, source=source)
+      release = dataclasses.replace(release, delta=thr_delta)
+    else:
+      dom_eps = (DEFAULT_DOMAIN_FRACTION * ref - rows_eps if domain_epsilon is None
+                 else float(domain_epsilon))
+      dom_delta = DEFAULT_DOMAIN_FRACTION * delta
+      release = _release(rng, frame, counts, spec, epsilon=dom_eps, delta=dom_delta,
+                         need_edges=need_edges, edge_levels=edge_levels,
+                         max_value_cells=max_value_cells, source=source)
+    # the main mechanism sees the released domain, whatever the composition
     spec = release.spec
     if frame is not None:
       frame = release.apply(frame)
