@@ -336,7 +336,8 @@ def _note_release(args, public):
   r = public.release
   if r.released:
     _say(args, f"jtwin: DP domain: {len(r.released)} undeclared item(s) released with "
-         f"{_domain_budget(r)} (noise sd {r.noise_std:.3g} per count), written to "
+         f"{_domain_budget(r)} (noise sd {r.noise_std:.3g} per count"
+         + (f", {r.category_std:.3g} on the label counts" if r.merged else "") + "), written to "
          "OUTPUT_PREFIX.domain.txt")
   if r.merged:
     warnings.warn(f"DP domain: categories with fewer than about {r.threshold:.0f} rows are "
@@ -344,7 +345,9 @@ def _note_release(args, public):
                   "in the model file to keep them)")
   if r.drop_missing:
     warnings.warn("DP domain: missing values are not modelled (the noisy count of missing "
-                  f"values was below {2 * r.noise_std:.0f}) in: {', '.join(r.drop_missing)}; "
+                  f"values was below twice its noise sd, {2 * r.noise_std:.0f}"
+                  + (f" or {2 * r.category_std:.0f} for columns with released categories"
+                     if r.merged else "") + f") in: {', '.join(r.drop_missing)}; "
                   "rows missing there, if any, are left out (declare 'missing' or "
                   "'missing = no' in the model file)")
 

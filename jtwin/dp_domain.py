@@ -74,8 +74,17 @@ class DomainRelease:
     spec: the model spec with every released item declared (what the fit uses).
     epsilon: epsilon spent on the domains (0 when nothing was undeclared).
     delta: delta spent on the domains.
-    noise_std: Gaussian noise sd on every histogram cell.
+    noise_std: Gaussian noise sd on every histogram cell, except the label
+      and missing counts of columns whose categories are released (`category_std`).
     threshold: a category is released when its noisy count exceeds this.
+    category_std: the noise sd of the label and missing counts of a column
+      whose categories are released: `noise_std`, or less where the caller
+      gave those columns more budget (`category_rho`).
+    label_counts: {name: ({label: noisy count}, noisy missing count)} of the
+      columns whose categories were released: the released labels' noisy
+      counts (DP outputs of the thresholded Gaussian mechanism, sd
+      `category_std`; a label near the threshold is released only when its
+      noise is high, so those few counts lean high), for reuse as a measurement.
     released: human-readable list of the items released under DP.
     merged: columns whose rare (or unseen) labels map to `OTHER`.
     drop_missing: columns whose missing values are left out (flag "no").
@@ -94,6 +103,8 @@ class DomainRelease:
   drop_missing: tuple = ()
   edges: dict = dataclasses.field(default_factory=dict)
   rho: float = 0.0
+  category_std: float = 0.0
+  label_counts: dict = dataclasses.field(default_factory=dict)
 
   def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
     """The frame the fit sees: merged labels -> OTHER, rows dropped per `drop_missing`."""
@@ -120,7 +131,7 @@ class DomainRelease:
   def to_dict(self) -> dict:
     """JSON-able record for the result file (no data statistics beyond the DP ones)."""
     return {"epsilon": self.epsilon, "delta": self.delta, "rho": self.rho,
-            "noise_std": self.noise_std,
+            "noise_std": self.noise_std, "category_std": self.category_std,
             "threshold": self.threshold if math.isfinite(self.threshold) else None,
             "released": list(self.released), "merged": list(self.merged),
             "drop_missing": list(self.drop_missing)}
@@ -250,9 +261,20 @@ def merge_counts(a: DomainCounts, b: DomainCounts) -> DomainCounts:
   return DomainCounts(a.rows + b.rows, columns)
 
 
-def _noise_params(m: int, m_cat: int, epsilon, delta, rho, threshold_delta) -> tuple:
-  """(noise sd, category threshold) of the histograms of m columns (validated)."""
+def _noise_params(m: int, m_cat: int, epsilon, delta, rho, threshold_delta,
+                  category_rho: float = 0.0) -> tuple:
+  """(noise sd, category noise sd, category threshold) of the histograms of m
+  columns, m_cat of them with categories to release (validated).
+
+  In zCDP each of the m histograms has noise sd s = sqrt(m / (2 rho)); a
+  column with categories to release gets `category_rho` more, so its sd is
+  (1 / s^2 + 2 category_rho)^(-1/2) and the step costs rho + m_cat
+  category_rho. With (epsilon, delta) every sd is sqrt(m) times the noise
+  multiplier (`category_rho` must be 0).
+  """
   from jtwin.accounting import gaussian
+  if not (category_rho >= 0 and math.isfinite(category_rho)):
+    raise JtwinInputError(f"category_rho must be finite and >= 0, got {category_rho}")
   if rho is not None:
     if not (rho > 0 and threshold_delta is not None and 0 < threshold_delta < 1):
       raise JtwinInputError(f"the domain step needs rho > 0 and 0 < threshold_delta < 1, got "
@@ -263,19 +285,24 @@ def _noise_params(m: int, m_cat: int, epsilon, delta, rho, threshold_delta) -> t
     if not (epsilon > 0 and 0 < delta < 1):
       raise JtwinInputError(f"the domain step needs epsilon > 0 and 0 < delta < 1, got "
                             f"{epsilon:g}, {delta:g}")
+    if category_rho:
+      raise JtwinInputError("category_rho needs the zCDP composition (rho)")
     noise_std = math.sqrt(m) * gaussian.gaussian_noise_multiplier(epsilon, delta / 2)
     delta_thr = delta / 2 * math.exp(-epsilon)
+  category_std = (noise_std if not category_rho else
+                  1.0 / math.sqrt(1.0 / noise_std**2 + 2.0 * category_rho))
   threshold = math.inf
   if m_cat:
-    threshold = 1.0 + noise_std * statistics.NormalDist().inv_cdf(1.0 - delta_thr / m_cat)
-  return noise_std, threshold
+    threshold = 1.0 + category_std * statistics.NormalDist().inv_cdf(1.0 - delta_thr / m_cat)
+  return noise_std, category_std, threshold
 
 
 def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpec, *,
                    epsilon: float = 0.0, delta: float = 0.0, rho: Optional[float] = None,
                    threshold_delta: Optional[float] = None, need_edges: bool = False,
                    edge_levels: Optional[np.ndarray] = None,
-                   max_value_cells: int = 128, source: str = "data") -> DomainRelease:
+                   max_value_cells: int = 128, source: str = "data",
+                   category_rho: float = 0.0) -> DomainRelease:
   """Releases every undeclared domain item of `spec` under (epsilon, delta)-DP.
 
   `count_domain` (the exact histograms) followed by `release_counts` (the
@@ -292,6 +319,11 @@ def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpe
       zCDP: the histograms are rho-zCDP (noise sd sqrt(m / (2 rho))) and the
       category threshold adds `threshold_delta` (the caller includes the
       e^-epsilon factor of the whole run).
+    category_rho: with rho, each column whose categories are released gets
+      this much more zCDP budget (less noise, a lower threshold); the
+      release's rho includes it. The marginal method moves part of those
+      columns' 1-way budget here and reuses the noisy label counts
+      (`DomainRelease.label_counts`).
     need_edges: also release bin edges for numeric columns without bounds
       (the marginal method's cells), at `edge_levels` (quantile levels).
     max_value_cells: an integer column whose DP range has at most this many
@@ -308,18 +340,21 @@ def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpe
   if not columns:
     return DomainRelease(spec)
   m_cat = sum("categories" in _undeclared(f, need_edges) for f in columns)
-  _noise_params(len(columns), m_cat, epsilon, delta, rho, threshold_delta)   # validate first
+  _noise_params(len(columns), m_cat, epsilon, delta, rho, threshold_delta,
+                category_rho)   # validate first
   counts = count_domain(frame, spec, need_edges=need_edges, source=source)
   return release_counts(rng, counts, spec, epsilon=epsilon, delta=delta, rho=rho,
                         threshold_delta=threshold_delta, need_edges=need_edges,
-                        edge_levels=edge_levels, max_value_cells=max_value_cells, source=source)
+                        edge_levels=edge_levels, max_value_cells=max_value_cells, source=source,
+                        category_rho=category_rho)
 
 
 def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSpec, *,
                    epsilon: float = 0.0, delta: float = 0.0, rho: Optional[float] = None,
                    threshold_delta: Optional[float] = None, need_edges: bool = False,
                    edge_levels: Optional[np.ndarray] = None,
-                   max_value_cells: int = 128, source: str = "data") -> DomainRelease:
+                   max_value_cells: int = 128, source: str = "data",
+                   category_rho: float = 0.0) -> DomainRelease:
   """The noisy release of `release_domain`, from exact counts (`count_domain`).
 
   The noise is added once, to the total counts, in a fixed order (per column
@@ -333,8 +368,9 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
   if not columns:
     return DomainRelease(spec)
   m_cat = sum("categories" in todo[f.name] for f in columns)
-  noise_std, threshold = _noise_params(len(columns), m_cat, epsilon, delta, rho,
-                                       threshold_delta)
+  noise_std, category_std, threshold = _noise_params(len(columns), m_cat, epsilon, delta,
+                                                     rho, threshold_delta, category_rho)
+  label_counts = {}
   released, merged, drop, edges, new = [], [], [], {}, []
   fine_released = 0
   fine_rng = _child_generator(rng)   # the fine stage's noise leaves rng's stream as it was
@@ -346,13 +382,17 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
     c = counts.columns[f.name]
     fields = {}
     if f.family in _CATEGORICAL and f.bins is None:
+      sd = category_std if "categories" in items else noise_std
       if "categories" in items:
-        fields["categories"] = _release_categories(rng, c.labels, f, noise_std, threshold,
-                                                   spec, source)
+        fields["categories"], kept = _release_categories(rng, c.labels, f, sd, threshold,
+                                                         spec, source)
         merged.append(f.name)
         released.append(f"{f.name}: categories")
-      missing_count = float(c.missing) + rng.normal(0.0, noise_std)
+      missing_count = float(c.missing) + rng.normal(0.0, sd)
+      if "categories" in items:
+        label_counts[f.name] = (kept, missing_count)
     else:
+      sd = noise_std
       hist = _numeric_histogram(rng, c.cells, noise_std)
       missing_count = float(c.missing) + rng.normal(0.0, noise_std)
       fields.update(_numeric_items(hist, items, f, noise_std, edge_levels, max_value_cells,
@@ -369,7 +409,7 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
           released.append(f"{f.name}: fine histogram (coarse edges kept)")
       released += [f"{f.name}: {i}" for i in items if i not in ("missing", "categories")]
     if "missing" in items:
-      fields["missing"] = bool(missing_count > 2.0 * noise_std)
+      fields["missing"] = bool(missing_count > 2.0 * sd)
       released.append(f"{f.name}: missing flag")
       if not fields["missing"]:
         drop.append(f.name)
@@ -379,18 +419,23 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
     # each fine histogram is one more released histogram at the same noise sd
     return DomainRelease(out_spec, 0.0, float(threshold_delta), float(noise_std),
                          float(threshold), tuple(released), tuple(merged), tuple(drop), edges,
-                         rho=float(rho) + fine_released / (2.0 * noise_std**2))
+                         rho=float(rho) + m_cat * category_rho
+                         + fine_released / (2.0 * noise_std**2),
+                         category_std=float(category_std), label_counts=label_counts)
   return DomainRelease(out_spec, float(epsilon), float(delta), float(noise_std),
-                       float(threshold), tuple(released), tuple(merged), tuple(drop), edges)
+                       float(threshold), tuple(released), tuple(merged), tuple(drop), edges,
+                       category_std=float(category_std), label_counts=label_counts)
 
 
 # ------------------------------------------------------------ categories
 def _release_categories(rng, counts: dict, f: FeatureSpec, noise_std: float,
                         threshold: float, spec: ModelSpec, source: str) -> tuple:
+  """(released labels, with OTHER where needed; {label: noisy count} of those that passed)."""
   from jtwin import data as jdata
   noisy = np.fromiter(counts.values(), np.float64, len(counts)) + rng.normal(0.0, noise_std,
                                                                              len(counts))
-  kept = [str(v) for v, c in zip(counts, noisy) if c > threshold and str(v) != OTHER]
+  passed = {str(v): float(c) for v, c in zip(counts, noisy) if c > threshold and str(v) != OTHER}
+  kept = list(passed)
   if not kept:
     raise DataError(f"{source}: column '{f.name}': no category is frequent enough to be "
                     f"released under DP (each needs about {threshold:.0f} rows at this "
@@ -401,8 +446,8 @@ def _release_categories(rng, counts: dict, f: FeatureSpec, noise_std: float,
     if len(labels) > 2:
       raise DataError(f"{source}: column '{f.name}' has more than two frequent values but "
                       f"{spec.where(f)} models it as Bernoulli; use Categorical")
-    return labels if len(labels) == 2 else labels + (OTHER,)
-  return labels + (OTHER,)
+    return (labels if len(labels) == 2 else labels + (OTHER,)), passed
+  return labels + (OTHER,), passed
 
 
 # ------------------------------------------------------------ numeric columns
@@ -726,7 +771,8 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
                  epsilon: Optional[float], delta: Optional[float], domain: str = "dp",
                  domain_epsilon: Optional[float] = None, non_private: bool = False,
                  need_edges: bool = False, edge_levels=None, max_value_cells: int = 128,
-                 composition: str = "basic", source: str = "data") -> PublicPlan:
+                 composition: str = "basic", source: str = "data",
+                 category_share: float = 0.0) -> PublicPlan:
   """Releases the row count and every undeclared domain item, and splits the budget.
 
   Budget (basic composition with the main mechanism): the row count gets
@@ -761,6 +807,10 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
       "gdp": the same, for a main mechanism made of Gaussian mechanisms
       only, whose composition is accounted exactly
       (`jtwin.accounting.gaussian.composed_rho` replaces `cdp_rho`).
+    category_share: with "zcdp" or "gdp", each column whose categories are
+      released gets this share of rho on top (`release_domain`'s
+      `category_rho`), which the caller takes from what it would have
+      spent on those columns' counts anyway.
 
   Raises:
     JtwinInputError: an unknown mode, or shares that leave nothing for the
@@ -791,8 +841,9 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
         raise JtwinInputError(f"domain_epsilon must be below epsilon, got {domain_epsilon:g}")
       thr_delta = _ZCDP_THRESHOLD_DELTA * delta
       to_rho = gaussian.composed_rho if composition == "gdp" else zcdp.cdp_rho
-      rho_domain = share * to_rho(ref - rows_eps, delta - thr_delta)
-      release = _release(rng, frame, counts, spec, rho=rho_domain,
+      rho_all = to_rho(ref - rows_eps, delta - thr_delta)
+      release = _release(rng, frame, counts, spec, rho=share * rho_all,
+                         category_rho=float(category_share) * rho_all,
                          threshold_delta=thr_delta * math.exp(-ref),
                          need_edges=need_edges, edge_levels=edge_levels,
                          max_value_cells=max_value_cells, source=source)

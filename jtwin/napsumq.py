@@ -41,6 +41,7 @@ fit uses n estimated from the noisy 1-way tables.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -56,6 +57,8 @@ from jtwin.marginals import histogram
 from jtwin.marginals import mixture_marginals as mm
 from jtwin.marginals import residual as rs
 from jtwin.marginals import select as sel
+from jtwin.marginals import streamed
+from jtwin.marginals.streamed import CsvSource
 from jtwin.marginals.measure import Measurement, gaussian_measure, make_counter, table_size
 
 __all__ = ["MarginalPrivacyRecord", "MarginalResult", "fit_marginals", "sample_marginals"]
@@ -66,6 +69,10 @@ SMOOTHNESS = 100.0   # the fit's roughness penalty (`mixture_marginals.roughness
 RESIDUALS = True      # centred multi-way tables with selection "all" (`jtwin.marginals.residual`)
 ONE_WAY_SMOOTHING = 10.0   # numeric 1-way histograms' smooth fit (`jtwin.marginals.histogram`)
 DERIVED_SHARE = 4   # a determined column's table gets the budget of this many 1-way tables
+# A column whose categories the DP domain step releases: this share of its 1-way table's
+# budget moves to that step's label counts (a lower threshold, so fewer labels are lost
+# to "(other)"), which the 1-way table then reuses (`_with_label_counts`)
+CATEGORY_TRANSFER = 0.75
 MIN_MEMBER_COMPONENTS = 50   # an ensemble member's fewest components (8 x 25 was worse than 4 x 50)
 _GDP_ACCOUNTANT = ("Gaussian mechanisms composed exactly (mu-GDP, Dong, Roth & Su 2022; "
                    "analytic Gaussian conversion, Balle & Wang 2018)")
@@ -134,6 +141,8 @@ class MarginalResult(NamedTuple):
       `determined_by` another, decoded from it rather than modelled.
     smoothed: names of the columns whose noisy 1-way counts were replaced by
       their smooth fit (`one_way_smoothing`).
+    plot_rows: with a `CsvSource`, at most 50,000 evenly spaced raw rows of
+      the data (PRIVATE: for the data holder's plots; never saved), else None.
   """
   posterior: Any
   cells: tuple
@@ -148,6 +157,7 @@ class MarginalResult(NamedTuple):
   ensemble: int = 1
   derived: tuple = ()
   smoothed: tuple = ()
+  plot_rows: Any = None
 
 
 def _weighted_total(measurements) -> float:
@@ -174,7 +184,14 @@ class _Budget:
     self.selections += 1
 
 
-def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
+def fit_marginals(key: jax.Array, frame, spec, **options) -> MarginalResult:
+  if isinstance(frame, CsvSource):
+    with streamed.work_directory(frame.workdir) as workdir:
+      return _fit_marginals(key, frame, spec, _workdir=workdir, **options)
+  return _fit_marginals(key, frame, spec, **options)
+
+
+def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   delta: Optional[float] = None, num_components: int = 400,
                   selection: str = "all", target: Optional[str] = None,
                   queries: Sequence[Sequence[str]] = (), non_private: bool = False,
@@ -190,14 +207,22 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
                   progress=None, devices: int = 1, max_coarse: Optional[int] = None,
                   ensemble: int = 8, smoothness: float = SMOOTHNESS,
                   residuals: bool = RESIDUALS,
-                  one_way_smoothing: float = ONE_WAY_SMOOTHING) -> MarginalResult:
+                  one_way_smoothing: float = ONE_WAY_SMOOTHING,
+                  _workdir: Optional[str] = None) -> MarginalResult:
   """Fits the noise-aware mixture to DP marginals of `frame`.
 
   Args:
     key: PRNG key or an int seed (split per purpose: measurement noise,
       selection, initialisation, posterior). A known seed lets anyone
       recompute the noise: keep it secret.
-    frame: pandas DataFrame with (at least) the modelled columns.
+    frame: pandas DataFrame with (at least) the modelled columns, or a
+      `CsvSource` (data larger than memory): the file is read in chunks,
+      twice (the DP domain's counts, then the rows' cell codes into
+      memory-mapped files in a private temporary directory, removed at the
+      end; `jtwin.marginals.streamed`). Same release and fit as the whole
+      file in memory for the same key. It needs a model file that leaves
+      nothing to read off the data (`domain="dp"`, the default, releases
+      what is undeclared).
     spec: `jtwin.spec.ModelSpec`, or the path of a model file.
     epsilon, delta: the run's total budget, row count and domain step included;
       delta defaults to 0.1 / N-hat, N-hat the DP row count.
@@ -311,31 +336,61 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   if not 0.0 < one_way_fraction < 1.0:
     raise JtwinInputError(f"one_way_fraction must be in (0, 1), got {one_way_fraction}")
   names = list(spec.names)
-  from jtwin import dp_domain
-  jdata.select_columns(frame, spec, source=source)   # every model column is there
+  from jtwin import dp_domain, table_store
+  streaming = isinstance(frame, CsvSource)
+  if not streaming:
+    jdata.select_columns(frame, spec, source=source)   # every model column is there
   # only Gaussian mechanisms (no selection): their composition is accounted exactly
   composition = "gdp" if selection in ("all", "none") else "zcdp"
-  public = dp_domain.plan_release(
-      numpy_generator(jax.random.fold_in(key, _RELEASE_TAG)), frame, spec, epsilon=epsilon,
-      delta=delta, domain=domain, domain_epsilon=domain_epsilon, non_private=non_private,
-      need_edges=True, edge_levels=cl._quantile_levels(num_bins),
-      max_value_cells=max_value_cells, composition=composition, source=source)
-  frame, spec, delta = public.frame, public.spec, public.delta
-  if check_delta is not None and delta > 1.0 / public.rows:
-    raise check_delta(delta, public.rows)
-  n = len(frame)
+  n_det = sum(1 for f in spec.features if f.determined_by)
+  rest_share = 1.0 - (dp_domain.DEFAULT_DOMAIN_FRACTION if domain_epsilon is None
+                      else float(domain_epsilon) / float(epsilon))
+  # a 1-way table's expected share of rho, of which CATEGORY_TRANSFER moves to the labels
+  table_share = one_way_fraction * rest_share / (len(names) - n_det + DERIVED_SHARE * n_det)
+  release_rng = numpy_generator(jax.random.fold_in(key, _RELEASE_TAG))
+
+  def plan(data, data_spec):
+    pub = dp_domain.plan_release(
+        release_rng, data, data_spec, epsilon=epsilon, delta=delta, domain=domain,
+        domain_epsilon=domain_epsilon, non_private=non_private, need_edges=True,
+        edge_levels=cl._quantile_levels(num_bins), max_value_cells=max_value_cells,
+        composition=composition, source=source,
+        category_share=CATEGORY_TRANSFER * max(table_share, 0.0))
+    if check_delta is not None and pub.delta > 1.0 / pub.rows:
+      raise check_delta(pub.delta, pub.rows)
+    return pub
+
+  def cells_for(pub, data=None):
+    resolved = (jdata.resolve_domain(data, pub.spec, source=source, warn=False)   # warned below
+                if data is not None else table_store.declared_domain(pub.spec))
+    return cl.build_cells(data, pub.spec, resolved, max_value_cells=max_value_cells,
+                          num_bins=num_bins, split_bins=split_bins,
+                          edges=pub.release.edges), resolved
+
+  plot_rows = None
+  if streaming:
+    encoded = streamed.encode_csv(frame, spec, _workdir, plan=plan, cells_for=cells_for,
+                                  name=source)
+    public, base_codes, plot_rows = encoded.public, encoded.codes, encoded.sample
+    cells, resolved = cells_for(public)
+  else:
+    public = plan(frame, spec)
+    frame = public.frame
+    cells, resolved = cells_for(public, frame)
+    base_codes = cl.encode_cells(frame, cells, resolved, source=source)
+  spec, delta = public.spec, public.delta
+  scratch = (lambda name: os.path.join(_workdir, name + ".npy")) if streaming else (
+      lambda name: None)
+  n = int(base_codes.shape[0])
   timings = {}
   smoothed = []
-  resolved = jdata.resolve_domain(frame, spec, source=source, warn=False)   # warned below
-  cells = cl.build_cells(frame, spec, resolved, max_value_cells=max_value_cells,
-                         num_bins=num_bins, split_bins=split_bins, edges=public.release.edges)
-  base_codes = cl.encode_cells(frame, cells, resolved, source=source)
   # columns declared `determined_by` another leave the model (jtwin.marginals.derived)
   determined = {f.name: f.determined_by for f in spec.features if f.determined_by}
   all_cells, all_codes, all_names = cells, base_codes, names
   if determined:
     keep = [j for j, name in enumerate(names) if name not in determined]
-    cells, base_codes = tuple(cells[j] for j in keep), base_codes[:, keep]
+    cells = tuple(cells[j] for j in keep)
+    base_codes = streamed.recode(base_codes, lambda b: b[:, keep], len(keep), scratch("model"))
     names = [names[j] for j in keep]
   d = len(cells)
   col = {name: j for j, name in enumerate(names)}
@@ -383,22 +438,28 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   rho_rest = rho
   # a determined column's table with its parent replaces its 1-way table, with the
   # budget of DERIVED_SHARE 1-way tables (its map must be right for rare cells too)
-  shares = d + DERIVED_SHARE * len(determined)
+  # a column whose labels the domain step counted keeps 1 - CATEGORY_TRANSFER of a share
+  unit = [1.0 - CATEGORY_TRANSFER if name in public.release.label_counts else 1.0
+          for name in names]
+  shares = sum(unit) + DERIVED_SHARE * len(determined)
   sigma1 = math.sqrt(shares / (2.0 * one_way_fraction * rho)) if not non_private else 0.0
   codes, sizes, view_column = base_codes, [c.size for c in cells], list(range(d))
   count(codes, sizes, [(j,) for j in range(d)])
-  ones = [measure((j,), sigma1, "one_way") for j in range(d)]
+  ones = [measure((j,), sigma1 / math.sqrt(unit[j]), "one_way") for j in range(d)]
   derived = _measure_derived(all_cells, all_codes, all_names, determined, count,
                              sigma1 / math.sqrt(DERIVED_SHARE), noise_rng, budget, log,
                              non_private)
   if not non_private:
     rho_rest = rho - budget.parts["one_way"]
+    ones = _with_label_counts(ones, cells, public.release)
     cells, maps = cl.compress(cells, [m.noisy for m in ones], compress_sigmas * sigma1,
                               noise_sd=sigma1)
     ones = [Measurement(m.clique, mp @ m.noisy, mp @ m.variance) for m, mp in zip(ones, maps)]
     ones, smoothed = histogram.smooth_one_way(cells, ones, one_way_smoothing)
-    group = [np.concatenate([c.base_to_group(), [c.num_cells]]) for c in cells]
-    codes = np.stack([g.astype(np.int32)[base_codes[:, j]] for j, g in enumerate(group)], axis=1)
+    group = [np.concatenate([c.base_to_group(), [c.num_cells]]).astype(np.int32) for c in cells]
+    codes = streamed.recode(
+        base_codes, lambda b: np.stack([g[b[:, j]] for j, g in enumerate(group)], axis=1), d,
+        scratch("groups"))
   if coarse_views:
     if max_coarse is None:
       max_coarse = _coarse_size(_weighted_total(ones), rho_rest, d, selection, target_col,
@@ -417,8 +478,10 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   view_column, sizes, mv = mm.views(cells)
   view_column, sizes = list(view_column), list(sizes)
   coarse_maps = [cells[j].group_to_coarse().astype(np.int32) for j in view_column[d:]]
-  codes = np.concatenate([codes] + [m_[codes[:, j], None] for m_, j in
-                                    zip(coarse_maps, view_column[d:])], axis=1)
+  codes = streamed.recode(
+      codes, lambda b: np.concatenate([b] + [m_[b[:, j], None] for m_, j in
+                                             zip(coarse_maps, view_column[d:])], axis=1),
+      len(view_column), scratch("views"))
   multiway = lambda clique: tuple(sorted(mv[c] for c in clique))
   msizes = [sizes[mv[j]] for j in range(d)]
   for q in forced:
@@ -512,7 +575,41 @@ def fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     import warnings
     warnings.warn(jdata.inferred_warning(inferred), stacklevel=2)
   return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
-                        timings, public, ensemble, tuple(derived), tuple(smoothed))
+                        timings, public, ensemble, tuple(derived), tuple(smoothed), plot_rows)
+
+
+def _with_label_counts(ones: list, cells, release) -> list:
+  """1-way tables combined with the DP domain's noisy label counts (post-processing).
+
+  The domain step released the labels of some categorical columns together
+  with their noisy counts (and a noisy missing count), independent of the
+  1-way tables' noise: where both measured a cell, the inverse-variance
+  weighted mean and its smaller variance replace the 1-way table's. The
+  domain's counts of labels near its threshold lean high (they were released
+  because their noise was high), by a few rows at most once weighted; and
+  they count the rows that the release's filter later leaves out (missing
+  where a DP missing flag is "no": fewer than about two noise sds of rows).
+  """
+  out = []
+  for m, c in zip(ones, cells):
+    found = release.label_counts.get(c.name) if c.kind == "category" else None
+    if found is None or release.category_std <= 0:
+      out.append(m)
+      continue
+    labels, missing = found
+    other = np.full(m.noisy.shape, np.nan)
+    for i, label in enumerate(c.labels):
+      if label in labels:
+        other[i] = labels[label]
+    if c.missing:
+      other[-1] = missing
+    var = release.category_std ** 2
+    has = np.isfinite(other)
+    w = np.where(has, m.variance / (m.variance + var), 0.0)
+    noisy = np.where(has, (1.0 - w) * m.noisy + w * np.nan_to_num(other), m.noisy)
+    variance = np.where(has, m.variance * var / (m.variance + var), m.variance)
+    out.append(Measurement(m.clique, noisy, variance, m.centred, m.shape))
+  return out
 
 
 def _coarse_size(rows: float, rho_rest: float, d: int, selection: str,
@@ -709,3 +806,7 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
                                           coarse=cl.coarse_maps(result.cells) if triples else None)
   return cl.decode_cells(np.rint(values).astype(np.int64), observed, result.cells,
                          numpy_generator(k_decode), derived=result.derived)
+
+
+fit_marginals.__doc__ = _fit_marginals.__doc__
+fit_marginals.__wrapped__ = _fit_marginals    # inspect.signature shows the options

@@ -9,7 +9,7 @@ from scipy import stats
 from jtwin import data as jdata
 from jtwin import dp_domain as dd
 from jtwin.accounting import gaussian
-from jtwin.errors import DataError
+from jtwin.errors import DataError, JtwinInputError
 from jtwin.spec import parse_model_text
 
 BARE = """age : Normal
@@ -65,11 +65,12 @@ def test_noise_and_threshold_are_calibrated():
   eps, delta = 0.3, 1e-6
   rel = dd.release_domain(np.random.default_rng(0), _frame(1000), spec, epsilon=eps, delta=delta)
   m, m_cat = 5, 2                          # histograms per row; columns with discovered labels
+  assert rel.category_std == rel.noise_std   # no extra budget for labels here
   sigma1 = rel.noise_std / math.sqrt(m)    # noise per unit of L2 sensitivity
   assert gaussian.gaussian_delta(eps, sigma1) <= delta / 2 * (1 + 1e-9)
   assert gaussian.gaussian_delta(eps, 0.99 * sigma1) > delta / 2      # tight
   # a label seen in one neighbour only (count 1) is released with probability p:
-  p = stats.norm.sf((rel.threshold - 1.0) / rel.noise_std)
+  p = stats.norm.sf((rel.threshold - 1.0) / rel.category_std)
   assert m_cat * p * math.exp(eps) == pytest.approx(delta / 2, rel=1e-6)
 
 
@@ -275,12 +276,47 @@ def test_zcdp_composition_shares_rho_and_budgets_the_threshold():
   assert rel.rho == pytest.approx(0.1 * rho_total, rel=1e-12) and rel.epsilon == 0
   assert rel.noise_std == pytest.approx(math.sqrt(5 / (2 * rel.rho)), rel=1e-12)
   assert plan.delta_rest == pytest.approx(1e-6 - thr_delta) and plan.epsilon_rest == 0.99
-  p = stats.norm.sf((rel.threshold - 1.0) / rel.noise_std)
+  p = stats.norm.sf((rel.threshold - 1.0) / rel.category_std)
   assert 2 * p == pytest.approx(thr_delta * math.exp(-1.0), rel=1e-6)   # 2 discovered columns
   # the zCDP share is much less noisy than the same share of epsilon added by basic composition
   basic = dd.plan_release(np.random.default_rng(0), frame, parse_model_text(BARE), epsilon=1.0,
                           delta=1e-6).release
   assert rel.noise_std < 0.5 * basic.noise_std
+
+
+@pytest.mark.parametrize("composition", ["zcdp", "gdp"])
+def test_category_share_lowers_the_label_noise_and_is_paid_for(composition):
+  """Columns whose categories are released get category_share * rho more: the histograms
+  stay one Gaussian mechanism with sum over columns of 1 / sd^2 = 2 rho (a row adds one
+  count to each column's histogram), the threshold sits at the labels' own sd, and the
+  noisy label counts come back for reuse, close to the true counts."""
+  from jtwin.accounting import gaussian, zcdp
+  frame = _frame(20_000)
+  spec = parse_model_text(BARE)
+  plain = dd.plan_release(np.random.default_rng(0), frame, spec, epsilon=1.0, delta=1e-6,
+                          composition=composition).release
+  plan = dd.plan_release(np.random.default_rng(0), frame, spec, epsilon=1.0, delta=1e-6,
+                         composition=composition, category_share=0.06)
+  rel = plan.release
+  to_rho = zcdp.cdp_rho if composition == "zcdp" else gaussian.composed_rho
+  rho_all = to_rho(1.0 - 0.01, 1e-6 - 0.05 * 1e-6)
+  assert rel.rho == pytest.approx(0.1 * rho_all + 2 * 0.06 * rho_all, rel=1e-12)
+  assert rel.noise_std == pytest.approx(plain.noise_std, rel=1e-12)   # numeric ones as before
+  assert 3 / rel.noise_std**2 + 2 / rel.category_std**2 == pytest.approx(2 * rel.rho, rel=1e-12)
+  assert rel.category_std < 0.6 * rel.noise_std and rel.threshold < 0.6 * plain.threshold
+  p = stats.norm.sf((rel.threshold - 1.0) / rel.category_std)
+  assert 2 * p == pytest.approx(0.05 * 1e-6 * math.exp(-1.0), rel=1e-6)
+  assert set(rel.label_counts) == set(rel.merged) == {"job", "smoker"}
+  for name, (labels, missing) in rel.label_counts.items():
+    truth = frame[name].value_counts()
+    assert set(labels) == set(rel.spec.features[rel.spec.names.index(name)].categories) - {
+        dd.OTHER}
+    assert all(abs(v - truth[k]) < 6 * rel.category_std for k, v in labels.items())
+    assert abs(missing - frame[name].isna().sum()) < 6 * rel.category_std
+  # basic composition has no rho to add to
+  with pytest.raises(JtwinInputError, match="category_rho"):
+    dd.release_domain(np.random.default_rng(0), frame, spec, epsilon=1.0, delta=1e-6,
+                      category_rho=0.01)
 
 
 def _narrow_frame(n, seed=0):

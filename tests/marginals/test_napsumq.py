@@ -49,12 +49,16 @@ def test_privacy_record_recomputed(frame, selection, residuals):
   rho_tables = sum(s**2 / (2 * sigma**2) for _, _, sigma, s in res.measurements)
   assert rho_tables == pytest.approx(p.rho_one_way + p.rho_queries + p.rho_measurement, rel=1e-9)
   assert p.num_measurements == len(res.measurements)
-  # the DP domain's histograms share the zCDP budget: rho = m / (2 s^2) for m histograms
+  # the DP domain's histograms share the zCDP budget: rho = sum 1 / (2 sd^2) over the
+  # m histograms, at category_std for the columns whose categories were released
   pub = res.public
-  m = (len({item.split(":")[0] for item in pub.release.released})
-       + sum(": fine " in item for item in pub.release.released))
+  rel = pub.release
+  m = (len({item.split(":")[0] for item in rel.released})
+       + sum(": fine " in item for item in rel.released))
+  m_cat = len(rel.merged)
   assert p.rho_domain > 0
-  assert p.rho_domain == pytest.approx(m / (2 * pub.release.noise_std**2), rel=1e-9)
+  assert p.rho_domain == pytest.approx((m - m_cat) / (2 * rel.noise_std**2)
+                                       + m_cat / (2 * rel.category_std**2), rel=1e-9)
   assert p.rho == pytest.approx(rho_tables + p.rho_selection + p.rho_domain, rel=1e-12)
   # the row count (pure DP) and the category threshold's delta, by basic composition
   assert pub.rows_epsilon == pytest.approx(0.01) and pub.delta == 1e-6
@@ -510,3 +514,36 @@ def test_dp_domain_is_what_the_fit_sees(frame, selection):
       assert c.missing == bool(released[c.name].missing)
     assert "z" not in res.cells[0].labels
   assert [c.to_dict() for c in fits[0].cells] == [c.to_dict() for c in fits[1].cells]
+
+
+def test_one_way_tables_reuse_the_domains_label_counts(frame):
+  """The DP domain's noisy label counts join the 1-way tables (post-processing): each
+  released label's cell is the inverse-variance mean of the two noisy counts, with the
+  smaller variance, and the cells the domain did not count ((other)) are the table's own."""
+  spec = parse_model_text(UNDECLARED)
+  res = napsumq.fit_marginals(jax.random.key(5), frame, spec, epsilon=1.0, delta=1e-6, **FAST)
+  rel = res.public.release
+  assert set(rel.label_counts) == set(rel.merged) == {"a", "b"}
+  from jtwin.dp_domain import DomainRelease, OTHER
+  released = {f.name: f for f in rel.spec.features}
+  for name, (labels, missing) in rel.label_counts.items():
+    assert set(labels) == set(released[name].categories) - {OTHER}
+    truth = frame[name].value_counts()
+    for label, noisy in labels.items():        # within 6 sds of the true count
+      assert abs(noisy - truth[label]) < 6 * rel.category_std
+    assert abs(missing - frame[name].isna().sum()) < 6 * rel.category_std
+  # the combination itself, on a made-up table: cells p, q, (other), missing
+  from jtwin.marginals.cells import CellColumn
+  from jtwin.marginals.measure import Measurement
+  col = CellColumn(name="a", kind="category", labels=("p", "q", OTHER), missing=True,
+                   groups=((0,), (1,), (2,)), weights=((1.0,), (1.0,), (1.0,)))
+  one = Measurement((0,), np.array([100.0, 50.0, 7.0, 20.0]), np.full(4, 4.0))
+  release = DomainRelease(spec, category_std=1.0, label_counts={"a": ({"p": 110.0, "q": 40.0},
+                                                                       30.0)})
+  out = napsumq._with_label_counts([one], (col,), release)[0]
+  np.testing.assert_allclose(out.noisy, [(100 / 4 + 110) / 1.25, (50 / 4 + 40) / 1.25, 7.0,
+                                         (20 / 4 + 30) / 1.25])
+  np.testing.assert_allclose(out.variance, [0.8, 0.8, 4.0, 0.8])
+  # a column the domain did not release (declared categories) is left as it was
+  same = napsumq._with_label_counts([one], (col,), DomainRelease(spec))[0]
+  assert same is one
