@@ -24,14 +24,31 @@ def privacy_line(p) -> str:
           f"{p.num_measurements} noisy tables, {p.num_selections} selections")
 
 
-def _load(args):
-  """(frame, spec, forced cliques, notes on what the spec took from the data)."""
+def _load(args, streaming: bool = False):
+  """(frame, spec, forced cliques, notes on what the spec took from the data).
+
+  With `streaming` the frame is a `CsvSource` (the file is read in chunks by
+  `fit_marginals`), which needs a model file.
+  """
   from jtwin import data as jdata
   from jtwin.marginals import queries as mq
-  df = jdata.read_csv(args.data_path)
   if args.model_path.endswith(".py"):
     raise JtwinInputError(f"{args.model_path}: custom .py models are for 'jtwin fit'; "
                           "'jtwin napsumq' takes a model file or a query file")
+  if streaming:
+    from jtwin.marginals.streamed import CsvSource
+    from jtwin.spec import parse_model_file
+    if mq.is_query_file(args.model_path):
+      raise JtwinInputError(f"{args.model_path}: a query file chooses each column's family "
+                            "from the whole data, so it cannot be streamed; give a model "
+                            "file (or --stream off)")
+    spec = parse_model_file(args.model_path)
+    forced = (mq.parse_query_file(args.queries, columns=set(spec.names)) if args.queries
+              else [])
+    workdir = os.path.dirname(os.path.abspath(args.output_path))
+    return (CsvSource(args.data_path, args.chunk_rows, bool(args.drop_na), workdir), spec,
+            forced, [])
+  df = jdata.read_csv(args.data_path)
   if mq.is_query_file(args.model_path):
     forced = mq.parse_query_file(args.model_path, columns=set(map(str, df.columns)))
     df.columns = [str(c) for c in df.columns]
@@ -76,7 +93,9 @@ def napsumq(args) -> int:
            "domain": args.output_path + ".domain.txt"}
   for p in paths.values():
     check_output_path(p, inputs=inputs)
-  frame, spec, forced, notes = _load(args)
+  from jtwin._stream_command import wants_stream
+  streaming = wants_stream(args)
+  frame, spec, forced, notes = _load(args, streaming)
   if args.target is not None and args.target not in spec.names:
     raise JtwinInputError(f"--target '{args.target}' is not a modelled column (model columns: "
                           f"{', '.join(list(spec.names)[:8])}{', ...' if len(spec.names) > 8 else ''})")
@@ -140,7 +159,8 @@ def napsumq(args) -> int:
   timer.lap("writing")
   if args.visualize != "none":
     from jtwin.plots import make_plots
-    made = make_plots(frame.reset_index(drop=True), synth, private_plot_prefix(args.output_path, args.visualize),
+    real = result.plot_rows if streaming else frame.reset_index(drop=True)
+    made = make_plots(real, synth, private_plot_prefix(args.output_path, args.visualize),
                       args.visualize)
     warn_no_popup(args, made)
     timer.lap("plots")
@@ -235,6 +255,15 @@ def add_parser(sub, types):
                  "machine that many host devices (XLA_FLAGS=--xla_force_host_platform_"
                  "device_count)")
   add_drop_na_and_seed(g)
+  g = p.add_argument_group("data larger than memory")
+  g.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                 help="on: read the CSV in chunks, twice (the DP domain's counts, then the "
+                 "rows' cell codes into memory-mapped files in a private temporary directory "
+                 "next to OUTPUT_PREFIX, removed at the end), so memory does not grow with N "
+                 "(same result); needs a model file; auto: on when the data file is over "
+                 "1 GiB (compressed: over 200 MiB)")
+  g.add_argument("--chunk_rows", type=positive_int("--chunk_rows"), default=100_000,
+                 help="with streaming: CSV rows read at a time (bounds the memory)")
   add_domain_flags(p)
   add_output_group(p, rows_default="the DP estimate of N")
   add_sampling_flag(p, default_text="balanced with one row per draw (--m 1), else iid")

@@ -118,3 +118,39 @@ def test_recode_in_blocks_into_a_file_equals_in_memory(tmp_path):
   with pytest.raises(JtwinInputError, match="already exists"):
     streamed.recode(codes, fn, 2, str(tmp_path / "r.npy"))
   assert glob.glob(str(tmp_path / "*.npy")) == [str(tmp_path / "r.npy")]
+
+
+# ----------------------------------------------------------------- command line
+def _run(args, capsys):
+  from jtwin.cli import main
+  code = main(args)
+  return code, capsys.readouterr().err
+
+
+def test_cli_stream_on_writes_what_stream_off_writes(csv, tmp_path, capsys):
+  path, _ = csv
+  model = tmp_path / "model.txt"
+  model.write_text(UNDECLARED)
+  common = [str(model), "--k", "4", "--steps", "60", "--ensemble", "1", "--seed", "3",
+            "--visualize", "none", "--target", "b"]
+  code, err = _run(["napsumq", path, common[0], str(tmp_path / "mem")] + common[1:]
+                   + ["--stream", "off"], capsys)
+  assert code == 0, err
+  code, err = _run(["napsumq", path, common[0], str(tmp_path / "str")] + common[1:]
+                   + ["--stream", "on", "--chunk_rows", "600"], capsys)
+  assert code == 0, err
+  pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "str.csv"), pd.read_csv(tmp_path / "mem.csv"))
+  assert (tmp_path / "str.domain.txt").read_text() == (tmp_path / "mem.domain.txt").read_text()
+  # nothing of the codes is left next to the outputs
+  assert not [p for p in os.listdir(tmp_path) if p.startswith(".jtwin")]
+
+
+def test_cli_stream_with_a_query_file_is_a_clean_error(csv, tmp_path, capsys):
+  path, _ = csv
+  queries = tmp_path / "queries.txt"
+  queries.write_text("a, b\n")
+  out = tmp_path / "out"
+  code, err = _run(["napsumq", path, str(queries), str(out), "--stream", "on"], capsys)
+  assert code != 0 and "cannot be streamed" in err and "Traceback" not in err
+  assert len(err.strip().splitlines()) == 1
+  assert not [p for p in os.listdir(tmp_path) if p.startswith("out")]
