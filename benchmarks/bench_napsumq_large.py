@@ -14,7 +14,7 @@ cache) and peak anon (RssAnon sampled every 20 ms: the process's own
 memory), and whether the two twins are byte-identical.
 
   python benchmarks/bench_napsumq_large.py [--rows 1e6 1e7] [--chunk_rows 100000]
-      [--options="--k 100 --ensemble 2"] [--dir DIR]
+      [--options="--k 100 --ensemble 2"] [--dir DIR] [--quick]
 """
 from __future__ import annotations
 
@@ -64,8 +64,12 @@ def main(argv=None) -> int:
   p.add_argument("--chunk_rows", type=int, default=100_000)
   p.add_argument("--options", default="", help="more jtwin napsumq flags, e.g. '--k 100'")
   p.add_argument("--dir", default=None, help="working directory (default: a new temp dir)")
+  p.add_argument("--quick", action="store_true",
+                 help="3,000 rows and a small fit (a smoke test)")
   p.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  if args.quick:
+    args.rows, args.options = [3000], "--k 8 --ensemble 1 --steps 30"
   if args.child:
     csv, model, out, stream, chunk_rows = args.child[:5]
     print(json.dumps(_child(csv, model, out, stream, int(chunk_rows), args.options)))

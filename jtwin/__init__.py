@@ -7,7 +7,7 @@ Public API (everything else is reached as `jtwin.models.*`,
   parse_model_file, read_csv, resolve_domain, encode, decode  -- data
   make_mixture_model, Model, Feature, MeanFieldParams           -- models
   fit, FitResult, PrivacyRecord                                 -- DP-VI
-  fit_marginals, sample_marginals, MarginalResult               -- marginal queries (napsumq)
+  fit_marginals, sample_marginals, MarginalResult, CsvSource    -- marginal queries (napsumq)
   rubin                                                         -- Rubin's rules
   sample_synthetic                                              -- sampling
   table_store                                                   -- data larger than memory (memmap)
@@ -40,6 +40,7 @@ _EXPORTS = {
     "fit_marginals": ("jtwin.napsumq", "fit_marginals"),
     "sample_marginals": ("jtwin.napsumq", "sample_marginals"),
     "MarginalResult": ("jtwin.napsumq", "MarginalResult"),
+    "CsvSource": ("jtwin.marginals.streamed", "CsvSource"),
     "rubin": ("jtwin.rubin", None),
     "Feature": ("jtwin.models", "Feature"),
     "MeanFieldParams": ("jtwin.models", "MeanFieldParams"),

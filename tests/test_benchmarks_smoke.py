@@ -258,3 +258,13 @@ def test_noise_sources_napsumq_quick(capsys):
   out = capsys.readouterr().out
   assert "| none |" in out and "| all |" in out
   assert (napsumq.gaussian_measure, cl.compress) == before   # the patches are undone
+
+
+@pytest.mark.slow
+def test_bench_napsumq_large_tiny(capsys):
+  """Streamed and in-memory napsumq on a tiny CSV: both run and write the same twin."""
+  assert _load("bench_napsumq_large").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  row = [line for line in out.splitlines() if line.startswith("| 3,000 ")]
+  assert row and row[0].rstrip().endswith("| yes |"), out
