@@ -793,7 +793,8 @@ def domain_noise(epsilon: float, delta: float, num_columns: int = 1,
 def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[int] = None,
                    num_slots: int = 400, num_runs: int = 10, num_columns: int = 1,
                    rho: Optional[float] = None, threshold_delta: Optional[float] = None,
-                   seed: int = 0, alpha: float = 0.05) -> AuditRow:
+                   category_rho: float = 0.0, seed: int = 0,
+                   alpha: float = 0.05) -> AuditRow:
   """Two-world test of DP category discovery (`dp_domain.release_domain`).
 
   One categorical column whose categories (and nothing else) are undeclared.
@@ -815,7 +816,9 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   for the marginal method: s = sqrt(m / (2 rho)) and a singleton passes
   with probability threshold_delta / m. The claim is then the Gaussian
   mechanism's (noise multiplier s / sqrt(m)): epsilon_g at `delta`, plus
-  e^epsilon_g threshold_delta for the threshold.
+  e^epsilon_g threshold_delta for the threshold. With `category_rho` (the
+  marginal method's transfer of 1-way budget to released labels) every
+  column's labels get that much more rho: s = (2 (rho / m + category_rho))^(-1/2).
 
   The row's sd columns hold the release rate with the canary (measured /
   closed form), its shift columns the rate difference p(c + 1) - p(c).
@@ -848,11 +851,13 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   else:
     from jtwin.accounting import gaussian
     s = math.sqrt(m / (2.0 * rho))
+    if category_rho:
+      s = 1.0 / math.sqrt(1.0 / s**2 + 2.0 * category_rho)
     share = threshold_delta / m
     tau = 1.0 + s * float(stats.norm.isf(share))
     eps_g = gaussian.gaussian_epsilon(s / math.sqrt(m), delta)
     claim = (eps_g, delta + math.exp(eps_g) * threshold_delta)
-    budget = {"rho": rho, "threshold_delta": threshold_delta}
+    budget = {"rho": rho, "threshold_delta": threshold_delta, "category_rho": category_rho}
   c = int(math.floor(tau)) if count is None else int(count)
   big = int(math.ceil(tau + 12.0 * s)) + 1
   sizes = np.full(num_slots, c)
@@ -864,9 +869,9 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
   released = []
   for run in range(num_runs):
     rel = dp_domain.release_domain(np.random.default_rng([seed, run]), frame, spec, **budget)
-    if not (math.isclose(rel.noise_std, s, rel_tol=1e-9)
+    if not (math.isclose(rel.category_std, s, rel_tol=1e-9)
             and math.isclose(rel.threshold, tau, rel_tol=1e-9)):
-      raise AssertionError(f"release_domain used s = {rel.noise_std}, tau = {rel.threshold}; "
+      raise AssertionError(f"release_domain used s = {rel.category_std}, tau = {rel.threshold}; "
                            f"its definition says {s}, {tau}")
     cats = set(rel.spec.features[0].categories)
     released.append(np.array([v in cats for v in names]))

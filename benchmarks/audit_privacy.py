@@ -18,7 +18,8 @@ docs/privacy_audit.md):
   (e) two-world test of the DP row count (`dp_domain.noisy_row_count`);
   (f) two-world test of DP category discovery (`dp_domain.release_domain`),
       a label's count c against c + 1 near the threshold and 0 against 1,
-      also in the zCDP form; and of the DP missing flag;
+      also in the zCDP form and with napsumq's label transfer; and of the DP
+      missing flag;
   (g) two-world test of a numeric column's DP domain (loc, scale, bin
       edges): one outlier added, one value moved across a grid edge; and of
       the fine stage of a narrow column (years), one row added past the top.
@@ -175,6 +176,19 @@ def _rows_f(quick: bool):
                             f"τ={tau:.1f}, s={s:.2f}, {what} vs c+1", epsilon=0.0, delta=1e-6,
                             count=c, num_slots=2000, num_runs=runs, rho=rho,
                             threshold_delta=thr, seed=50 + i)
+  # with the marginal method's transfer of released labels' 1-way budget (napsumq's
+  # CATEGORY_TRANSFER of a 15-column table's 1-way share, Gaussian composition)
+  from jtwin.accounting import gaussian
+  rho_all = gaussian.composed_rho(0.99, 1e-5 - 5e-7)
+  rho, extra = 0.1 * rho_all, 0.75 * 0.4 * 0.9 / 15 * rho_all
+  s = (2.0 * (rho + extra)) ** -0.5
+  thr = 5e-7 * math.exp(-1.0)
+  tau = 1.0 + s * float(stats.norm.isf(thr))
+  yield ac.category_audit(f"(f) categories, label transfer: ρ={rho:.3g} + {extra:.3g}, "
+                          f"threshold δ={thr:.2g}, τ={tau:.1f}, s={s:.2f}, "
+                          f"c=⌊τ⌋={math.floor(tau)} vs c+1", epsilon=0.0, delta=1e-6,
+                          num_slots=2000, num_runs=runs, rho=rho, category_rho=extra,
+                          threshold_delta=thr, seed=53)
 
 
 def _rows_g(quick: bool):

@@ -274,6 +274,24 @@ def test_category_discovery_zcdp_form():
   assert single.extra["rate1_lower"] <= 0.1 and single.extra["rate0"] == 0.0
 
 
+def test_category_discovery_with_the_marginal_methods_label_transfer():
+  # napsumq gives released labels 3/4 of their 1-way table's share on top of the domain
+  # step's rho: less noise, a lower threshold, and the claim of that smaller noise
+  from jtwin.accounting import gaussian, zcdp
+  rho = 0.1 * gaussian.composed_rho(0.99, 1e-5 - 5e-7)
+  extra = 0.75 * 0.4 * 0.9 / 15 * gaussian.composed_rho(0.99, 1e-5 - 5e-7)
+  near = ac.category_audit("transfer", epsilon=0.0, delta=1e-6, rho=rho, category_rho=extra,
+                           threshold_delta=5e-7 * math.exp(-1.0), num_slots=1000, num_runs=3,
+                           seed=30)
+  _assert_category_row(near)
+  assert near.extra["s"] == pytest.approx((2.0 * (rho + extra)) ** -0.5, rel=1e-12)
+  single = ac.category_audit("transfer singleton", epsilon=0.0, delta=1e-6, rho=rho,
+                             category_rho=extra, threshold_delta=0.1, count=0, num_slots=2000,
+                             num_runs=3, seed=31)
+  _assert_category_row(single)
+  assert single.extra["rate1_lower"] <= 0.1 and single.extra["rate0"] == 0.0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("epsilon,delta,below,slots", [(0.09, 1e-6, 0.0, 400),
                                                        (4.0, 1e-6, 2.0, 2000),
