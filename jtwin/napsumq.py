@@ -294,8 +294,11 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     domain: "dp" (default): undeclared domain items (categories, flags, the
       bin edges of numeric columns without bounds) are released under DP
       (`jtwin.dp_domain`) from `domain_epsilon` (default 0.09 epsilon, and
-      10% of delta), only when something is undeclared; "data": read off
-      the data (NOT covered by epsilon; listed in `inferred_from_data`).
+      10% of delta), only when something is undeclared; a column whose
+      categories are released gets `CATEGORY_TRANSFER` of its 1-way table's
+      share of rho there too (a lower category threshold), and its 1-way
+      table reuses the released noisy label counts; "data": read off the
+      data (NOT covered by epsilon; listed in `inferred_from_data`).
     domain_epsilon: see `domain`.
     check_delta: optional callable(delta, rows) -> exception, raised when
       delta > 1 / rows (rows: the DP row count) before anything else is spent.
