@@ -145,10 +145,22 @@ def test_edges_for_the_marginal_method():
   assert inside > 0.999
 
 
-@pytest.mark.parametrize("lo,hi", [(5.62, 23.7), (0.0, 100.0), (-50.0, -3.0), (-2.0, 7.5),
-                                   (27_385.0, 133_353.0)])
-def test_tail_cells_double_out_to_half_a_decade_without_crossing_zero(lo, hi):
-  below, above = dd._tail_edges(lo, hi)
+@pytest.mark.parametrize("lo,hi,reach", [(5.62, 23.7, True), (0.0, 100.0, False),
+                                         (-50.0, -3.0, True), (-2.0, 7.5, False),
+                                         (27_385.0, 133_353.0, True), (1990.0, 2016.0, False),
+                                         (-31.0, -30.0, False)])
+def test_tail_cells_double_out_to_half_a_decade_without_crossing_zero(lo, hi, reach):
+  # without zeros in the data, never to zero
+  plain = dd._tail_edges(lo, hi)
+  assert not ((lo > 0 and plain[0][0] == 0.0) or (hi < 0 and plain[1][-1] == 0.0))
+  below, above = dd._tail_edges(lo, hi, zeros=True)
+  # with them, one more cell reaches zero when zero is nearer than the range's width
+  # (years and latitudes keep their tails only)
+  assert reach == bool((lo > 0 and below[0] == 0.0) or (hi < 0 and above[-1] == 0.0))
+  if reach:
+    outer = below[1] if lo > 0 else above[-2]
+    assert abs(outer) < dd.ZERO_REACH * (hi - lo)
+    below, above = (below[1:], above) if lo > 0 else (below, above[:-1])
   assert 1 <= len(above) <= 4 and len(below) <= 4
   assert np.all(below < lo) and np.all(above > hi) and np.all(np.diff(above) > 0)
   assert np.all(np.isin(np.concatenate([below, above]), np.append(dd.GRID, 0.0)))
@@ -387,3 +399,30 @@ def test_a_fine_histogram_that_is_not_used_is_still_paid_for():
   assert drawn == ["depth: fine histogram (coarse edges kept)"]
   assert rel.rho == pytest.approx(0.01 + 1 / (2 * rel.noise_std**2), rel=1e-12)
   assert rel.edges["depth"][0][0] < 45 and rel.edges["depth"][0][-1] > 79   # coarse tails
+
+
+def test_a_zero_spike_below_the_noise_threshold_still_reaches_zero():
+  """A clipped column of a small table: 2% zeros, below the cell threshold, and no other
+  values near zero. The edges reach zero (the zeros are not decoded half a decade up)
+  only when the noisy zero count says so; a column without zeros keeps its tails."""
+  rng = np.random.default_rng(3)
+  n = 10_000
+  util = np.round(np.clip(rng.normal(50, 24, n), 0, 120), 1)
+  util[util < 8] = 0.0                                   # a spike at zero only
+  frame = pd.DataFrame({"util": util, "income": np.round(rng.lognormal(11, 0.3, n))})
+  spec = parse_model_text("util : Normal\nincome : Normal\n")
+  assert 0.02 < np.mean(util == 0) < 0.05
+  zeros = int(np.sum(util == 0))
+  false_reach = 0
+  for seed in range(8):
+    rel = dd.release_domain(np.random.default_rng(seed), frame, spec, rho=1.2e-4,
+                            threshold_delta=1e-7, need_edges=True)
+    # the zeros are below the cell threshold of the quantiles, above the zero gate
+    assert zeros < dd._cell_threshold(rel.noise_std, len(dd.GRID) + 1)
+    assert zeros / (math.sqrt(2) * rel.noise_std) > dd.ZERO_SIGMAS + 1
+    util_edges, income_edges = rel.edges["util"][0], rel.edges["income"][0]
+    assert util_edges[0] == 0.0 and util_edges[1] > 1.0
+    false_reach += income_edges[0] == 0.0
+  # no zeros in income: its noisy zero count passes the gate with probability
+  # P(Z > ZERO_SIGMAS) = 0.067 (an empty cell the 1-way compression merges)
+  assert false_reach <= 2
