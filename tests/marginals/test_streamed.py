@@ -154,3 +154,19 @@ def test_cli_stream_with_a_query_file_is_a_clean_error(csv, tmp_path, capsys):
   assert code != 0 and "cannot be streamed" in err and "Traceback" not in err
   assert len(err.strip().splitlines()) == 1
   assert not [p for p in os.listdir(tmp_path) if p.startswith("out")]
+
+
+@pytest.mark.slow
+def test_cli_stream_on_plots_from_sampled_raw_rows(csv, tmp_path, capsys):
+  path, _ = csv
+  model = tmp_path / "model.txt"
+  model.write_text(UNDECLARED)
+  out = tmp_path / "plotted"
+  code, err = _run(["napsumq", path, str(model), str(out), "--k", "4", "--steps", "30",
+                    "--ensemble", "1", "--seed", "1", "--stream", "on", "--chunk_rows", "800",
+                    "--visualize", "store", "--quiet"], capsys)
+  assert code == 0, err
+  plots = tmp_path / "plotted.real_data_plots"
+  assert plots.is_dir() and sorted(p.name for p in plots.iterdir()) == [
+      f"plotted_{kind}_plots.svg" for kind in ("correlation", "marginal", "missing_value")]
+  assert "show the REAL data" in err
