@@ -346,8 +346,8 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   # only Gaussian mechanisms (no selection): their composition is accounted exactly
   composition = "gdp" if selection in ("all", "none") else "zcdp"
   n_det = sum(1 for f in spec.features if f.determined_by)
-  rest_share = 1.0 - (dp_domain.DEFAULT_DOMAIN_FRACTION if domain_epsilon is None
-                      else float(domain_epsilon) / float(epsilon))
+  rest_share = (1.0 - dp_domain.DEFAULT_DOMAIN_FRACTION if domain_epsilon is None else
+                1.0 - float(domain_epsilon) / float(epsilon) if epsilon and epsilon > 0 else 0.0)
   # a 1-way table's expected share of rho, of which CATEGORY_TRANSFER moves to the labels
   table_share = one_way_fraction * rest_share / (len(names) - n_det + DERIVED_SHARE * n_det)
   release_rng = numpy_generator(jax.random.fold_in(key, _RELEASE_TAG))
