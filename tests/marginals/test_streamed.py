@@ -44,14 +44,15 @@ def csv(tmp_path_factory):
   return str(path), pd.read_csv(path)
 
 
-@pytest.mark.parametrize("selection,chunk_rows", [("all", 700), ("mst", 1000),
-                                                  ("all", 10_000)])
+@pytest.mark.parametrize("selection,chunk_rows", [
+    ("all", 700), ("mst", 1000), ("all", 10_000),
+    pytest.param("aim", 800, marks=pytest.mark.slow)])
 def test_streamed_fit_equals_the_in_memory_fit(csv, selection, chunk_rows):
   """Same key: the same DP release (noise added once to the chunks' summed counts), the
   same noisy tables and the same posterior as the whole file in memory."""
   path, frame = csv
   spec = parse_model_text(UNDECLARED)
-  kw = dict(epsilon=1.0, delta=1e-6, selection=selection, target="b", **FAST)
+  kw = dict(epsilon=1.0, delta=1e-6, selection=selection, target="b", rounds=6, **FAST)
   whole = napsumq.fit_marginals(jax.random.key(7), frame, spec, **kw)
   parts = napsumq.fit_marginals(jax.random.key(7), streamed.CsvSource(path, chunk_rows), spec,
                                 **kw)
