@@ -919,12 +919,6 @@ def numeric_domain_audit(name: str, *, epsilon: float, delta: float, change: str
   D' one 9.9 is moved to 10.1, across the edge (replace one row, i.e.
   remove one and add one: the claim is group privacy for 2,
   (2 epsilon, (1 + e^epsilon) delta)).
-  change "zero": D is the "outlier" case's n values plus c zeros, c just
-  below the zero-cell gate (`dp_domain.ZERO_SIGMAS` noise sds of the cell
-  around zero, whose noisy count is c + N(0, 2 s^2)), so the lowest edge is
-  0 about half the time; D' = D plus one more zero (add one row; claim
-  (epsilon, delta)). extra["zero_rate"] holds the measured and closed-form
-  rates of a lowest edge at 0 in each world.
 
   Each run releases `NUMERIC_STATISTICS`; `multi_statistic_epsilon_lower_bound`
   picks the statistic and threshold on half the runs. The sd and shift
@@ -936,7 +930,6 @@ def numeric_domain_audit(name: str, *, epsilon: float, delta: float, change: str
   import pandas as pd
   from jtwin import dp_domain
   from jtwin.spec import parse_model_text
-  zeros = 0
   if change == "outlier":
     base = np.exp(math.log(10.0) + 0.5 * stats.norm.ppf((np.arange(n) + 0.5) / n))
     other = np.append(base, 1e9)
@@ -946,17 +939,8 @@ def numeric_domain_audit(name: str, *, epsilon: float, delta: float, change: str
     other = base.copy()
     other[0] = 10.1
     claim = (2.0 * epsilon, (1.0 + math.exp(epsilon)) * delta)
-  elif change == "zero":
-    s0, _ = domain_noise(epsilon, delta)
-    gate = dp_domain.ZERO_SIGMAS * math.sqrt(2.0) * s0
-    zeros = int(math.floor(gate))
-    base = np.concatenate([np.exp(math.log(10.0) + 0.5 * stats.norm.ppf((np.arange(n) + 0.5)
-                                                                         / n)),
-                           np.zeros(zeros)])
-    other = np.append(base, 0.0)
-    claim = (epsilon, delta)
   else:
-    raise ValueError(f"change must be 'outlier', 'move' or 'zero', got {change!r}")
+    raise ValueError(f"change must be 'outlier' or 'move', got {change!r}")
   spec = parse_model_text("y : normal ; integer = no ; missing = no\n")
   worlds = []
   for world, values in ((0, base), (1, other)):
@@ -979,16 +963,7 @@ def numeric_domain_audit(name: str, *, epsilon: float, delta: float, change: str
                    "domain_epsilon": epsilon, "domain_delta": delta,
                    "loc_median": float(np.median(null[:, 0])),
                    "top_edge_above_1e8": (float(np.mean(null[:, 4] > 1e8)),
-                                          float(np.mean(alt[:, 4] > 1e8))),
-                   **({"zero_rate": _zero_rates(null, alt, zeros, s, gate)}
-                      if change == "zero" else {})})
-
-
-def _zero_rates(null, alt, zeros: int, s: float, gate: float) -> dict:
-  """Measured and closed-form rates of a lowest edge at 0 (zeros + N(0, 2 s^2) > gate)."""
-  p = lambda k: float(stats.norm.sf((gate - k) / (math.sqrt(2.0) * s)))
-  return {"null": float(np.mean(null[:, 3] == 0.0)), "null_expected": p(zeros),
-          "alt": float(np.mean(alt[:, 3] == 0.0)), "alt_expected": p(zeros + 1)}
+                                          float(np.mean(alt[:, 4] > 1e8)))})
 
 
 def missing_flag_audit(name: str, *, epsilon: float, delta: float, count: Optional[int] = None,

@@ -200,9 +200,6 @@ def _rows_g(quick: bool):
     yield ac.numeric_domain_audit(f"(g) numeric: ε={eps:g}, δ=1e-6, 100 at 9.9 + 100 at 10.1, "
                                   "one 9.9 moved to 10.1 (replace one: 2ε)", epsilon=eps,
                                   delta=1e-6, change="move", num_runs=runs, seed=41 + i)
-  yield ac.numeric_domain_audit("(g) numeric: ε=1, δ=1e-6, 200 log-normal values + c zeros at "
-                                "the zero-cell gate vs + one more zero", epsilon=1.0,
-                                delta=1e-6, change="zero", num_runs=runs, seed=46)
   yield ac.fine_domain_audit("(g) narrow numeric, zCDP form with the fine stage: ρ=0.02 (+0.02 "
                              "fine), δ=1e-6, 50 rows at each year 2000..2015 vs + one at 2016",
                              rho=0.02, delta=1e-6, num_runs=runs, seed=45)

@@ -557,9 +557,7 @@ def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_valu
     if q is None:
       q = np.array([0.0, 1.0])
     e = np.unique(q)
-    zero = int(np.searchsorted(GRID, 0.0, side="right"))   # the grid cell |x| < 10^-4
-    below, above = _tail_edges(float(e[0]), float(e[-1]),
-                               zeros=float(hist[zero].sum()) > ZERO_SIGMAS * math.sqrt(2.0) * noise_std)
+    below, above = _tail_edges(float(e[0]), float(e[-1]))
     if integer:
       e = np.unique(np.ceil(e))
       if e[-1] - e[0] + 1 <= max_value_cells:
@@ -581,7 +579,6 @@ def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_valu
 
 _TAIL_STEPS = (1, 2, 4, 8)   # grid cells beyond each end: out to half a decade
 ZERO_REACH = 1.0             # ... and on to zero when it is this near (x the range's width)
-ZERO_SIGMAS = 1.5            # ... and the noisy count of the cell around zero passes this
 
 
 FINE_CELLS = 256    # equal-width sub-cells of a grid cell for a narrow column's edges
@@ -700,7 +697,7 @@ def _fine_edges(rng, fine: np.ndarray, hist: np.ndarray, noise_std: float, edge_
   return 1, (tuple(float(v) for v in e), (False,) * (len(e) - 1))
 
 
-def _tail_edges(lo: float, hi: float, zeros: bool = False) -> tuple:
+def _tail_edges(lo: float, hi: float) -> tuple:
   """Extra edges beyond `lo` and `hi`: cells of doubling width on the public grid.
 
   The DP quantiles of a small table miss its outer few percent (their grid
@@ -709,15 +706,15 @@ def _tail_edges(lo: float, hi: float, zeros: bool = False) -> tuple:
   its 1-way tables on these cells far more precisely than the domain step
   can (and merges the empty ones), so the edges are widened by up to half a
   decade of the grid on each side, never across zero for a column whose
-  edges do not cross it. With `zeros` (the noisy count of the grid cell
-  around zero passes `ZERO_SIGMAS` of its noise sd) and zero nearer to the
-  outer tail edge than `ZERO_REACH` times the DP range's width, one more
-  cell reaches zero: a clipped or zero-inflated column whose zeros, a few
-  percent of a small table, fall below the noise threshold would otherwise
-  have them decoded half a decade above zero (measured: benchmarks/README.md
-  §6, ninth session). On the 10,000-row loans table at epsilon = 1 this
+  edges do not cross it. On the 10,000-row loans table at epsilon = 1 this
   took napsumq's 1-way TVD from 0.038 to 0.022 and its 2-way TVD from 0.084
-  to 0.061. Public: a function of the DP edges only.
+  to 0.061. And when zero is nearer to the outer tail edge than `ZERO_REACH`
+  times the DP range's width, one more cell reaches zero: the zeros of a
+  clipped or zero-inflated column and the low tail of an amount, a few
+  percent of a small table, fall below the noise threshold and would
+  otherwise be decoded half a decade above zero (an empty such cell is
+  merged by the 1-way compression; measured: benchmarks/README.md §6, ninth
+  session). Public: a function of the DP edges only.
 
   Returns:
     (edges below lo, edges above hi), increasing float arrays.
@@ -729,11 +726,11 @@ def _tail_edges(lo: float, hi: float, zeros: bool = False) -> tuple:
   above = GRID[np.clip(i_hi + steps, 0, len(GRID) - 1)]
   if lo >= 0.0:
     below = np.maximum(below, 0.0)
-    if zeros and 0.0 < below.min() < ZERO_REACH * (hi - lo):
+    if 0.0 < below.min() < ZERO_REACH * (hi - lo):
       below = np.concatenate([[0.0], below])
   if hi <= 0.0:
     above = np.minimum(above, 0.0)
-    if zeros and ZERO_REACH * (lo - hi) < above.max() < 0.0:
+    if ZERO_REACH * (lo - hi) < above.max() < 0.0:
       above = np.concatenate([above, [0.0]])
   return np.unique(below[below < lo]), np.unique(above[above > hi])
 

@@ -323,19 +323,6 @@ def test_numeric_domain_value_moved_across_a_grid_edge():
   assert row.epsilon == 8.0 and row.delta == pytest.approx((1 + math.exp(4.0)) * 1e-6)
 
 
-def test_zero_cell_gate_of_a_numeric_domain():
-  # one zero more or less, at the gate: the lowest edge is 0 at the closed-form rate
-  # in each world, and the two worlds stay within the claim
-  row = ac.numeric_domain_audit("zero", epsilon=1.0, delta=1e-6, change="zero", num_runs=300,
-                                seed=47)
-  _assert_passed(row)
-  rates = row.extra["zero_rate"]
-  for world in ("null", "alt"):
-    p = rates[world + "_expected"]
-    assert 0.3 < p < 0.7
-    assert abs(rates[world] - p) < 4 * math.sqrt(p * (1 - p) / 300)
-
-
 def test_fine_stage_of_a_narrow_column():
   from jtwin.accounting import zcdp
   row = ac.fine_domain_audit("fine", rho=0.02, delta=1e-6, num_runs=150, seed=27)
