@@ -217,9 +217,10 @@ def _child_fit(store: str, steps: int, k: int) -> dict:
           "mean_batch": float(diag["mean_batch_size"].mean()), "rows": n}
 
 
-def _run_child(argv: list) -> dict:
+def _run_child(argv: list, script: str = __file__) -> dict:
+  """Runs `script --child ARGV` in a fresh process; its last JSON line."""
   env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", *argv],
+  proc = subprocess.run([sys.executable, os.path.abspath(script), "--child", *argv],
                         capture_output=True, text=True, env=env)
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
   if proc.returncode != 0 or not lines:

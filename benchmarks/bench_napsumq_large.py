@@ -24,7 +24,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,16 +45,6 @@ def _child(csv: str, model: str, out: str, stream: str, chunk_rows: int, options
     seconds = time.perf_counter() - t
   return {"code": code, "seconds": seconds, "peak_rss": large._peak_rss(),
           "peak_anon": anon.peak}
-
-
-def _run_child(argv: list) -> dict:
-  env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv],
-                        capture_output=True, text=True, env=env)
-  lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-  if proc.returncode != 0 or not lines:
-    raise RuntimeError(f"child failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-  return json.loads(lines[-1])
 
 
 def main(argv=None) -> int:
@@ -91,8 +80,8 @@ def main(argv=None) -> int:
       res = {}
       for stream in ("off", "on"):
         out = os.path.join(work, f"out_{stream}_{rows}")
-        res[stream] = _run_child([f"--options={args.options}", "--child", csv, model, out,
-                                  stream, str(args.chunk_rows)])
+        res[stream] = large._run_child([csv, model, out, stream, str(args.chunk_rows),
+                                        f"--options={args.options}"], script=__file__)
       same = filecmp.cmp(os.path.join(work, f"out_off_{rows}.csv"),
                          os.path.join(work, f"out_on_{rows}.csv"), shallow=False)
       a, b = res["off"], res["on"]

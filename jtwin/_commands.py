@@ -337,7 +337,8 @@ def _note_release(args, public):
   if r.released:
     _say(args, f"jtwin: DP domain: {len(r.released)} undeclared item(s) released with "
          f"{_domain_budget(r)} (noise sd {r.noise_std:.3g} per count"
-         + (f", {r.category_std:.3g} on the label counts" if r.merged else "") + "), written to "
+         + (f", {r.category_std:.3g} on the label counts"
+            if r.merged and r.category_std != r.noise_std else "") + "), written to "
          "OUTPUT_PREFIX.domain.txt")
   if r.merged:
     warnings.warn(f"DP domain: categories with fewer than about {r.threshold:.0f} rows are "
@@ -347,7 +348,8 @@ def _note_release(args, public):
     warnings.warn("DP domain: missing values are not modelled (the noisy count of missing "
                   f"values was below twice its noise sd, {2 * r.noise_std:.0f}"
                   + (f" or {2 * r.category_std:.0f} for columns with released categories"
-                     if r.merged else "") + f") in: {', '.join(r.drop_missing)}; "
+                     if r.merged and r.category_std != r.noise_std else "")
+                  + f") in: {', '.join(r.drop_missing)}; "
                   "rows missing there, if any, are left out (declare 'missing' or "
                   "'missing = no' in the model file)")
 

@@ -32,37 +32,35 @@ def _load(args, streaming: bool = False):
   """
   from jtwin import data as jdata
   from jtwin.marginals import queries as mq
+  from jtwin.spec import parse_model_file
   if args.model_path.endswith(".py"):
     raise JtwinInputError(f"{args.model_path}: custom .py models are for 'jtwin fit'; "
                           "'jtwin napsumq' takes a model file or a query file")
+  query_file = mq.is_query_file(args.model_path)
+  if streaming and query_file:
+    raise JtwinInputError(f"{args.model_path}: a query file chooses each column's family "
+                          "from the whole data, so it cannot be streamed; give a model "
+                          "file (or --stream off)")
+  forced, notes = [], []
   if streaming:
     from jtwin.marginals.streamed import CsvSource
-    from jtwin.spec import parse_model_file
-    if mq.is_query_file(args.model_path):
-      raise JtwinInputError(f"{args.model_path}: a query file chooses each column's family "
-                            "from the whole data, so it cannot be streamed; give a model "
-                            "file (or --stream off)")
-    spec = parse_model_file(args.model_path)
-    forced = (mq.parse_query_file(args.queries, columns=set(spec.names)) if args.queries
-              else [])
     workdir = os.path.dirname(os.path.abspath(args.output_path))
-    return (CsvSource(args.data_path, args.chunk_rows, bool(args.drop_na), workdir), spec,
-            forced, [])
-  df = jdata.read_csv(args.data_path)
-  if mq.is_query_file(args.model_path):
-    forced = mq.parse_query_file(args.model_path, columns=set(map(str, df.columns)))
-    df.columns = [str(c) for c in df.columns]
-    spec = mq.spec_from_data(df)
-    notes = [f"every column: modelled (a query file declares no model), family chosen by "
-             f"its number of distinct values (numeric with more than "
-             f"{mq.MAX_CATEGORIES} distinct values: Normal, else Categorical)"]
-  else:
-    from jtwin.spec import parse_model_file
+    frame = CsvSource(args.data_path, args.chunk_rows, bool(args.drop_na), workdir)
     spec = parse_model_file(args.model_path)
-    forced, notes = [], []
+  else:
+    df = jdata.read_csv(args.data_path)
+    if query_file:
+      forced = mq.parse_query_file(args.model_path, columns=set(map(str, df.columns)))
+      df.columns = [str(c) for c in df.columns]
+      spec = mq.spec_from_data(df)
+      notes = [f"every column: modelled (a query file declares no model), family chosen by "
+               f"its number of distinct values (numeric with more than "
+               f"{mq.MAX_CATEGORIES} distinct values: Normal, else Categorical)"]
+    else:
+      spec = parse_model_file(args.model_path)
+    frame = jdata.select_columns(df, spec, bool(args.drop_na), source=args.data_path)
   if args.queries:
     forced += mq.parse_query_file(args.queries, columns=set(spec.names))
-  frame = jdata.select_columns(df, spec, bool(args.drop_na), source=args.data_path)
   return frame, spec, forced, notes
 
 

@@ -43,8 +43,9 @@ from jtwin import data as jdata
 from jtwin.errors import DataError, JtwinInputError
 from jtwin.spec import ModelSpec
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "StreamedTable", "TableStore", "declared_domain", "iter_csv",
-           "open_store", "sample_rows", "stream_encode"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "StreamedTable", "TableStore", "count_chunks",
+           "declared_domain", "iter_csv", "model_chunks", "open_store", "sample_rows",
+           "stream_encode"]
 
 DEFAULT_CHUNK_ROWS = 100_000
 _VERSION = 1
@@ -193,27 +194,12 @@ def stream_encode(path, spec: ModelSpec, directory, *, chunk_rows: int = DEFAULT
   parent = os.path.dirname(directory)
   if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
     raise DataError(f"{directory}: its parent directory does not exist or is not writable")
-  with contextlib.closing(iter_csv(path, 1)) as rows:
-    header = next(rows, None)
-  if header is None or len(header) == 0:
-    raise DataError(f"{path}: the file has a header but no data rows")
-  jdata._check_columns(header, spec, source)
-  names = list(spec.names)
+  chunks = model_chunks(path, spec, chunk_rows=chunk_rows, drop_na=drop_na, source=source)
   undeclared = bool(dp_domain.needs_release(spec))
-
-  def chunks():
-    for chunk in iter_csv(path, chunk_rows):
-      chunk = chunk.loc[:, names]
-      yield chunk.dropna() if drop_na else chunk
 
   public, domain_release = None, None
   if release is not None and undeclared:      # pass 1: exact counts, noise once on the totals
-    counts = dp_domain.DomainCounts(0, {})
-    first = True
-    for chunk in chunks():
-      c = dp_domain.count_domain(chunk, spec, source=source)
-      counts = c if first else dp_domain.merge_counts(counts, c)
-      first = False
+    counts = count_chunks(chunks(), spec, source=source)
     _check_rows(counts.rows, path, source, drop_na)
     public = release(counts, spec)
     spec, domain_release = public.spec, public.release
@@ -236,6 +222,43 @@ def stream_encode(path, spec: ModelSpec, directory, *, chunk_rows: int = DEFAULT
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return StreamedTable(open_store(directory), public, clipped)
+
+
+def model_chunks(path, spec: ModelSpec, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 drop_na: bool = False, source: Optional[str] = None) -> Callable:
+  """Checks the CSV's header against `spec`; returns a function that yields its
+  modelled columns chunk by chunk (without rows missing a modelled value when
+  `drop_na`), each call a new pass over the file.
+
+  Raises:
+    DataError: no data rows, or a modelled column missing from the header.
+  """
+  path = os.fspath(path)
+  source = path if source is None else source
+  with contextlib.closing(iter_csv(path, 1)) as rows:
+    header = next(rows, None)
+  if header is None or len(header) == 0:
+    raise DataError(f"{path}: the file has a header but no data rows")
+  jdata._check_columns(header, spec, source)
+  names = list(spec.names)
+
+  def chunks():
+    for chunk in iter_csv(path, chunk_rows):
+      chunk = chunk.loc[:, names]
+      yield chunk.dropna() if drop_na else chunk
+
+  return chunks
+
+
+def count_chunks(chunks, spec: ModelSpec, *, need_edges: bool = False,
+                 source: str = "data"):
+  """The `dp_domain.DomainCounts` of all the chunks (exact, PRIVATE), added up."""
+  from jtwin import dp_domain
+  counts = dp_domain.DomainCounts(0, {})
+  for i, chunk in enumerate(chunks):
+    c = dp_domain.count_domain(chunk, spec, need_edges=need_edges, source=source)
+    counts = c if i == 0 else dp_domain.merge_counts(counts, c)
+  return counts
 
 
 def _check_rows(n: int, path: str, source: str, drop_na: bool) -> None:

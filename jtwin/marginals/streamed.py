@@ -100,27 +100,15 @@ def encode_csv(source: CsvSource, spec, directory: str, *, plan: Callable,
   Raises:
     DataError: bad data, or no rows (one line naming file, line and column).
   """
-  from jtwin import data as jdata
-  from jtwin import dp_domain, table_store
+  from jtwin import table_store
   from jtwin.marginals import cells as cl
   path = os.fspath(source.path)
   name = path if name is None else name
-  with contextlib.closing(table_store.iter_csv(path, 1)) as rows:
-    header = next(rows, None)
-  if header is None or len(header) == 0:
-    raise DataError(f"{path}: the file has a header but no data rows")
-  jdata._check_columns(header, spec, name)
   names = list(spec.names)
-
-  def chunks():
-    for chunk in table_store.iter_csv(path, source.chunk_rows):
-      chunk = chunk.loc[:, names]
-      yield chunk.dropna() if source.drop_na else chunk
-
-  counts = dp_domain.DomainCounts(0, {})
-  for i, chunk in enumerate(chunks()):            # pass 1: exact counts (PRIVATE)
-    c = dp_domain.count_domain(chunk, spec, need_edges=True, source=name)
-    counts = c if i == 0 else dp_domain.merge_counts(counts, c)
+  chunks = table_store.model_chunks(path, spec, chunk_rows=source.chunk_rows,
+                                    drop_na=bool(source.drop_na), source=name)
+  # pass 1: exact counts (PRIVATE); the noise is added once, by `plan`
+  counts = table_store.count_chunks(chunks(), spec, need_edges=True, source=name)
   table_store._check_rows(counts.rows, path, name, bool(source.drop_na))
   public = plan(counts, spec)
   cells, domain = cells_for(public)
