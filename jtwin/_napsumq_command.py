@@ -131,6 +131,10 @@ def napsumq(args) -> int:
   if result.smoothed:
     _say(args, "jtwin napsumq: smooth fit used for the noisy 1-way histogram of "
          + ", ".join(result.smoothed) + " (post-processing; --one_way_smoothing 0 turns it off)")
+  if result.run_smoothed:
+    _say(args, "jtwin napsumq: merged cells of " + ", ".join(result.run_smoothed)
+         + " spread their rows by a smooth fit to their noisy counts (lower estimated error;"
+         " post-processing; --one_way_smoothing 0 turns it off)")
 
   num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
          else args.num_synthetic)
@@ -149,6 +153,7 @@ def napsumq(args) -> int:
               privacy=result.privacy, inferred_from_data=inferred,
               extra={"measurements": result.measurements,
                      "smoothed_one_way": list(result.smoothed),
+                     "smooth_decoded_runs": list(result.run_smoothed),
                      "num_rows_estimate": result.num_rows_estimate,
                      "release": result.public.record()})
   written.append(paths["result"])

@@ -21,7 +21,10 @@ After the noisy 1-way counts are measured, `compress` merges cells whose
 noisy count is below a threshold (MST's domain compression): rare categories
 into one cell, runs of adjacent rare numeric cells into one cell. A merged
 cell is decoded by drawing one of its base cells with probabilities
-proportional to their noisy counts (post-processing of DP measurements).
+proportional to their noisy counts, or (numeric runs, `run_weights`) to a
+smooth fit of them where that is estimated to be closer to the truth
+(`jtwin.marginals.run_decoding`); both are post-processing of DP
+measurements.
 
 `CellColumn.groups` are the model's cells; each holds one or more base cells.
 """
@@ -279,7 +282,8 @@ def encode_cells(frame: pd.DataFrame, cells, domain, *, source: str = "data") ->
   return out
 
 
-def compress(cells, noisy_counts, threshold: float, noise_sd: float = 0.0):
+def compress(cells, noisy_counts, threshold: float, noise_sd: float = 0.0, *,
+             run_weights=None):
   """MST-style domain compression from noisy 1-way counts.
 
   Args:
@@ -295,13 +299,17 @@ def compress(cells, noisy_counts, threshold: float, noise_sd: float = 0.0):
       numeric cell decodes to its interval members in proportion to
       max(count - noise_sd, 0), so empty bins are rarely drawn for their
       noise alone (categories and one-value cells keep max(count, 0)).
+    run_weights: optional callable (column index, run) -> float [len(run)]
+      weights of a merged numeric run's base cells (`run` lists their
+      indices), or None for the rule above; `napsumq` passes
+      `run_decoding.decode_run`'s choice.
 
   Returns:
     (new cells, per column the [new size, old size] 0/1 matrix that maps old
     cell counts to new ones).
   """
   new, maps = [], []
-  for c, y in zip(cells, noisy_counts):
+  for j, (c, y) in enumerate(zip(cells, noisy_counts)):
     y_obs = np.asarray(y[:c.num_cells], float)
     low = y_obs < threshold
     if c.kind == "category":
@@ -333,6 +341,11 @@ def compress(cells, noisy_counts, threshold: float, noise_sd: float = 0.0):
                for g in run]
       w = np.concatenate([np.asarray(c.weights[g]) * max(y_obs[g] - d, 0.0)
                           for g, d in zip(run, shift)])
+      if run_weights is not None and c.kind == "numeric" and len(run) > 1:
+        chosen = run_weights(j, run)
+        if chosen is not None:
+          w = np.concatenate([np.asarray(c.weights[g]) * max(float(v), 0.0)
+                              for g, v in zip(run, chosen)])
       w = w + 1e-6 * max(w.sum(), 1.0) + 1e-12
       groups.append(members)
       weights.append(tuple(float(v) for v in w / w.sum()))

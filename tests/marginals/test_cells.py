@@ -119,3 +119,36 @@ def test_weak_runs_join_a_neighbour_and_empty_bins_are_not_drawn():
 ])
 def test_join_weak_runs(runs, y, expected):
   assert cl._join_weak_runs(runs, np.asarray(y), 30.0) == expected
+
+
+def test_run_weights_replace_a_merged_numeric_runs_weights_only():
+  """`compress(run_weights=...)`: the callable's weights for numeric runs (None
+  keeps the clip rule); categories never ask it."""
+  cells, _ = _build(_frame())
+  color, hours = cells[0], cells[1]
+  y_hours = np.zeros(hours.size)
+  y_hours[:5] = 100.0
+  y_hours[5:41] = np.tile([3.0, -2.0, 1.0, 0.0], 9)      # a long rare tail: one merged run
+  asked = []
+
+  def choose(j, run):
+    asked.append((j, list(run)))
+    if j == 1 and len(run) > 5:
+      return np.linspace(2.0, 0.0, len(run))              # decreasing, last one 0
+    return None
+
+  y_color = np.array([100.0, 5.0, 3.0, 7.0])
+  new, _ = cl.compress([color, hours], [y_color, y_hours], threshold=10.0, run_weights=choose)
+  assert all(j == 1 for j, _ in asked)                    # categories: never asked
+  plain, _ = cl.compress([color, hours], [y_color, y_hours], threshold=10.0)
+  tail = [g for g, members in enumerate(new[1].groups) if len(members) > 5]
+  assert len(tail) == 1
+  members = new[1].groups[tail[0]]
+  w = np.asarray(new[1].weights[tail[0]])
+  expected = np.linspace(2.0, 0.0, len(members))
+  np.testing.assert_allclose(w, expected / expected.sum(), atol=1e-5)
+  # the other runs (None) and the category are as without the callable
+  for g, members in enumerate(new[1].groups):
+    if g != tail[0]:
+      np.testing.assert_allclose(new[1].weights[g], plain[1].weights[g])
+  assert new[0] == plain[0]
