@@ -133,8 +133,8 @@ def napsumq(args) -> int:
          + ", ".join(result.smoothed) + " (post-processing; --one_way_smoothing 0 turns it off)")
   if result.run_smoothed:
     _say(args, "jtwin napsumq: merged cells of " + ", ".join(result.run_smoothed)
-         + " spread their rows by a smooth fit to their noisy counts (lower estimated error;"
-         " post-processing; --one_way_smoothing 0 turns it off)")
+         + " spread their rows partly by a smooth fit to their noisy counts (the blend with"
+         " the lowest estimated error; post-processing; --one_way_smoothing 0 turns it off)")
 
   num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
          else args.num_synthetic)

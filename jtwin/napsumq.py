@@ -143,8 +143,9 @@ class MarginalResult(NamedTuple):
     smoothed: names of the columns whose noisy 1-way counts were replaced by
       their smooth fit (`one_way_smoothing`).
     run_smoothed: names of the columns with a merged numeric cell whose rows
-      are spread over its base cells by a smooth fit to their noisy counts
-      rather than by the clipped counts (`jtwin.marginals.run_decoding`).
+      are spread over its base cells partly by a smooth fit to their noisy
+      counts rather than by the clipped counts alone
+      (`jtwin.marginals.run_decoding`).
     plot_rows: with a `CsvSource`, at most 50,000 evenly spaced raw rows of
       the data (PRIVATE: for the data holder's plots; never saved), else None.
   """
@@ -249,9 +250,9 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       which replaces the noisy counts when it explains them within their
       noise (chi^2 <= 3 per cell; columns with spikes keep their noisy
       counts); 0 turns it off. The same fit, with spikes above 3 sds kept,
-      also decodes a merged numeric cell (spreads its rows over its base
-      cells) wherever Stein's unbiased risk estimate says it is closer to
-      the true counts than the clipped noisy counts
+      also decodes merged numeric cells (spreads their rows over their base
+      cells): blended with the clipped noisy counts in the proportion that
+      minimises Stein's unbiased risk estimate of the counts' squared error
       (`jtwin.marginals.run_decoding`; `MarginalResult.run_smoothed`).
       Post-processing. Measured at epsilon = 1 (benchmarks/README.md §6):
       on Adult only age is smoothed, and 1-way / 2-way / 3-way TVD (medians

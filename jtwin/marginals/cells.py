@@ -22,9 +22,9 @@ noisy count is below a threshold (MST's domain compression): rare categories
 into one cell, runs of adjacent rare numeric cells into one cell. A merged
 cell is decoded by drawing one of its base cells with probabilities
 proportional to their noisy counts, or (numeric runs, `run_weights`) to a
-smooth fit of them where that is estimated to be closer to the truth
-(`jtwin.marginals.run_decoding`); both are post-processing of DP
-measurements.
+blend of them with a smooth fit, as far as that is estimated to bring them
+closer to the truth (`jtwin.marginals.run_decoding`); both are
+post-processing of DP measurements.
 
 `CellColumn.groups` are the model's cells; each holds one or more base cells.
 """

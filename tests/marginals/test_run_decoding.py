@@ -79,14 +79,15 @@ def test_a_noisy_sparse_tail_is_decoded_smoothly_and_closer_to_the_truth():
   k, sd = 60, 75.0
   truth = 500.0 * np.exp(-np.arange(k) / 4.0)
   var, width, point = np.full(k, sd * sd), np.ones(k), np.ones(k, bool)
-  chosen, tvd_clip, tvd_out = 0, [], []
+  shares, tvd_clip, tvd_out = [], [], []
   for _ in range(20):
     y = truth + rng.normal(0.0, sd, k)
     out = rd.decode_run(y, var, width, point, weight=10.0)
-    chosen += out.smooth
+    shares.append(out.share)
+    assert out.sure <= out.sure_clip
     tvd_clip.append(_tvd(np.maximum(y, 0.0), truth))
     tvd_out.append(_tvd(out.weights, truth))
-  assert chosen >= 18
+  assert np.mean(shares) > 0.7
   assert np.mean(tvd_out) < 0.6 * np.mean(tvd_clip)
 
 
@@ -97,13 +98,15 @@ def test_spikes_keep_their_own_counts_and_heaping_keeps_the_clip():
   k, sd = 25, 20.0
   truth = np.where(np.arange(k) % 5 == 0, 300.0, 0.0)
   var, width, point = np.full(k, sd * sd), np.ones(k), np.ones(k, bool)
+  kept = 0
   for _ in range(10):
     y = truth + rng.normal(0.0, sd, k)
     out = rd.decode_run(y, var, width, point, weight=10.0)
     spike = y > rd.SPIKE_SIGMAS * sd
     np.testing.assert_allclose(out.weights[spike], y[spike])
-    assert not out.smooth and out.sure_clip <= out.sure_smooth
-    np.testing.assert_allclose(out.weights, np.maximum(y, 0.0))
+    assert out.share < 0.5 and out.sure <= out.sure_clip
+    kept += out.share == 0.0
+  assert kept >= 8                                    # mostly the clip alone
 
 
 @pytest.mark.parametrize("case", ["weight0", "short"])
@@ -112,7 +115,7 @@ def test_without_a_fit_the_clip_is_kept(case):
   point = np.array([False] * len(y))
   out = rd.decode_run(y, np.full(len(y), 100.0), np.ones(len(y)), point,
                       weight=0.0 if case == "weight0" else 10.0)
-  assert not out.smooth and out.sure_smooth == np.inf
+  assert out.share == 0.0 and out.sure == out.sure_clip
   np.testing.assert_allclose(out.weights, np.maximum(y - 10.0, 0.0))   # intervals: minus sd
 
 
@@ -134,3 +137,25 @@ def test_newton_reaches_a_minimum_no_worse_than_lbfgs(seed):
   assert np.max(np.abs(grad)) < 1e-6 * (1.0 + abs(f_newton))
   assert np.all(np.isfinite(histogram.fit_sensitivity(newton.counts, y, var, width,
                                                       weight=10.0)))   # a proper minimum
+
+
+def test_the_blend_minimises_sure_over_the_share():
+  """The closed-form share is the minimiser of SURE over [0, 1] (a grid check)."""
+  rng = np.random.default_rng(4)
+  k, sd = 30, 50.0
+  truth = np.r_[800.0, 300.0 * np.exp(-np.arange(k - 1) / 6.0)]
+  y = truth + rng.normal(0.0, sd, k)
+  var, width, point = np.full(k, sd * sd), np.ones(k), np.ones(k, bool)
+  out = rd.decode_run(y, var, width, point, weight=10.0)
+  assert 0.0 < out.share <= 1.0
+  fit = histogram.smooth_histogram(y, var, width, weight=10.0, newton=True)
+  slope = np.diag(histogram.fit_sensitivity(fit.counts, y, var, width, weight=10.0))
+  spike = y > rd.SPIKE_SIGMAS * sd
+  clip, above = np.maximum(y, 0.0), (y > 0).astype(float)
+  smooth = np.where(spike, clip, fit.counts)
+  grid = np.linspace(0.0, 1.0, 201)
+  sures = [rd._sure(clip + g * (smooth - clip), y, var,
+                    above + g * np.where(spike, 0.0, slope - above)) for g in grid]
+  assert out.sure <= min(sures) + 1e-6 * abs(min(sures))
+  assert abs(out.share - grid[int(np.argmin(sures))]) <= 0.005 + 1e-9
+  np.testing.assert_allclose(out.weights, clip + out.share * (smooth - clip))
