@@ -52,7 +52,8 @@ class RunDecoding(NamedTuple):
     weights: float64 [k] non-negative, unnormalised: clip + share * (smooth - clip).
     share: the smooth estimate's share lam in [0, 1] (0: the clip alone).
     sure_clip: SURE of the clipped counts (in rows squared).
-    sure: SURE of `weights`.
+    sure: SURE of `weights`, with the share treated as fixed (it was chosen
+      from the same counts, so this is optimistic).
   """
   weights: np.ndarray
   share: float
