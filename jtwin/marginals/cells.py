@@ -299,10 +299,10 @@ def compress(cells, noisy_counts, threshold: float, noise_sd: float = 0.0, *,
       numeric cell decodes to its interval members in proportion to
       max(count - noise_sd, 0), so empty bins are rarely drawn for their
       noise alone (categories and one-value cells keep max(count, 0)).
-    run_weights: optional callable (column index, run) -> float [len(run)]
-      weights of a merged numeric run's base cells (`run` lists their
-      indices), or None for the rule above; `napsumq` passes
-      `run_decoding.decode_run`'s choice.
+    run_weights: optional callable (column index, run, clip) -> float
+      [len(run)] weights of a merged numeric run's base cells (`run` lists
+      their indices, `clip` their weights by the rule above), or None to
+      keep `clip`; `napsumq` passes `run_decoding.run_chooser`'s.
 
   Returns:
     (new cells, per column the [new size, old size] 0/1 matrix that maps old
@@ -342,7 +342,7 @@ def compress(cells, noisy_counts, threshold: float, noise_sd: float = 0.0, *,
       w = np.concatenate([np.asarray(c.weights[g]) * max(y_obs[g] - d, 0.0)
                           for g, d in zip(run, shift)])
       if run_weights is not None and c.kind == "numeric" and len(run) > 1:
-        chosen = run_weights(j, run)
+        chosen = run_weights(j, run, w)
         if chosen is not None:
           w = np.concatenate([np.asarray(c.weights[g]) * max(float(v), 0.0)
                               for g, v in zip(run, chosen)])

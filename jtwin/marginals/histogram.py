@@ -75,7 +75,6 @@ def smooth_histogram(noisy: np.ndarray, variance: np.ndarray, width: np.ndarray,
   Returns:
     a `SmoothFit`.
   """
-  from scipy.optimize import minimize
   y = np.asarray(noisy, np.float64)
   var = np.asarray(variance, np.float64)
   w = np.asarray(width, np.float64)
@@ -86,6 +85,7 @@ def smooth_histogram(noisy: np.ndarray, variance: np.ndarray, width: np.ndarray,
   if newton:
     l = _newton(start, y, var, w, weight, scale, coef)
   else:
+    from scipy.optimize import minimize
     l = minimize(_objective, start, args=(y, var, w, weight, scale, coef), jac=True,
                  method="L-BFGS-B", options={"maxiter": 5000}).x
   counts = w * np.exp(l)

@@ -7,7 +7,7 @@ taken from the run's own noisy counts y_i (noise variance v_i = sigma^2).
 Two estimates of the run's true counts x_i are candidates:
 
   * clip: max(y_i - s_i, 0), with s_i = sigma for interval cells and 0 for
-    one-value cells (the long-standing rule). Where most of a long run is
+    one-value cells (the long-standing rule, computed by `cells.compress`). Where most of a long run is
     empty (the tail of a 10,000-row table at epsilon = 0.3: open accounts
     from 16 to 237, real values up to 56), every empty cell still gets
     about 0.4 sigma, and the decoder spreads rows over the whole range.
@@ -62,14 +62,14 @@ class RunDecoding(NamedTuple):
 
 
 def decode_run(noisy: np.ndarray, variance: np.ndarray, width: np.ndarray,
-               point: np.ndarray, *, weight: float) -> RunDecoding:
+               clip: np.ndarray, *, weight: float) -> RunDecoding:
   """Per-cell weights of a merged numeric run (module docstring).
 
   Args:
     noisy: float [k] the run's noisy counts, in cell order.
     variance: float [k] their noise variances (> 0).
     width: float [k] the cells' widths (> 0).
-    point: bool [k] whether each cell is a single value (no sigma shift).
+    clip: float [k] the clipped counts max(noisy - shift, 0) (`cells.compress`).
     weight: the smooth fit's penalty weight; 0 keeps the clipped counts.
 
   Returns:
@@ -78,9 +78,8 @@ def decode_run(noisy: np.ndarray, variance: np.ndarray, width: np.ndarray,
   y = np.asarray(noisy, np.float64)
   var = np.asarray(variance, np.float64)
   sd = np.sqrt(var)
-  shift = np.where(np.asarray(point, bool), 0.0, sd)
-  clip = np.maximum(y - shift, 0.0)
-  above = (y > shift).astype(np.float64)
+  clip = np.asarray(clip, np.float64)
+  above = (clip > 0.0).astype(np.float64)      # d clip / d noisy
   sure_clip = _sure(clip, y, var, above)
   keep = RunDecoding(clip, 0.0, sure_clip, sure_clip)
   if weight <= 0 or len(y) < MIN_RUN:
@@ -123,13 +122,12 @@ def run_chooser(cells, measurements, weight: float):
   """
   names = []
 
-  def choose(j, run):
+  def choose(j, run, clip):
     c, m = cells[j], measurements[j]
     run = np.asarray(run)
     width = np.diff(np.asarray(c.edges, np.float64))[run]
-    point = np.asarray(c.point, bool)[run]
     out = decode_run(np.asarray(m.noisy, np.float64)[run],
-                     np.asarray(m.variance, np.float64)[run], width, point, weight=weight)
+                     np.asarray(m.variance, np.float64)[run], width, clip, weight=weight)
     if out.share == 0.0:
       return None
     if c.name not in names:

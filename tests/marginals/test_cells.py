@@ -131,8 +131,9 @@ def test_run_weights_replace_a_merged_numeric_runs_weights_only():
   y_hours[5:41] = np.tile([3.0, -2.0, 1.0, 0.0], 9)      # a long rare tail: one merged run
   asked = []
 
-  def choose(j, run):
+  def choose(j, run, clip):
     asked.append((j, list(run)))
+    np.testing.assert_allclose(clip, np.maximum(y_hours[list(run)], 0.0))  # one-value cells
     if j == 1 and len(run) > 5:
       return np.linspace(2.0, 0.0, len(run))              # decreasing, last one 0
     return None

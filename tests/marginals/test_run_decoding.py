@@ -50,7 +50,6 @@ def test_sure_is_unbiased_for_the_clip_and_the_smooth_estimate():
   k, sd = 12, 30.0
   truth = np.concatenate([[240.0, 150.0, 90.0, 50.0, 25.0], np.zeros(k - 5)])
   var = np.full(k, sd * sd)
-  point = np.ones(k, bool)
   sure_clip, err_clip, sure_smooth, err_smooth = [], [], [], []
   for _ in range(300):
     y = truth + rng.normal(0.0, sd, k)
@@ -78,11 +77,11 @@ def test_a_noisy_sparse_tail_is_decoded_smoothly_and_closer_to_the_truth():
   rng = np.random.default_rng(2)
   k, sd = 60, 75.0
   truth = 500.0 * np.exp(-np.arange(k) / 4.0)
-  var, width, point = np.full(k, sd * sd), np.ones(k), np.ones(k, bool)
+  var, width = np.full(k, sd * sd), np.ones(k)
   shares, tvd_clip, tvd_out = [], [], []
   for _ in range(20):
     y = truth + rng.normal(0.0, sd, k)
-    out = rd.decode_run(y, var, width, point, weight=10.0)
+    out = rd.decode_run(y, var, width, np.maximum(y, 0.0), weight=10.0)
     shares.append(out.share)
     assert out.sure <= out.sure_clip
     tvd_clip.append(_tvd(np.maximum(y, 0.0), truth))
@@ -97,11 +96,11 @@ def test_spikes_keep_their_own_counts_and_heaping_keeps_the_clip():
   rng = np.random.default_rng(3)
   k, sd = 25, 20.0
   truth = np.where(np.arange(k) % 5 == 0, 300.0, 0.0)
-  var, width, point = np.full(k, sd * sd), np.ones(k), np.ones(k, bool)
+  var, width = np.full(k, sd * sd), np.ones(k)
   kept = 0
   for _ in range(10):
     y = truth + rng.normal(0.0, sd, k)
-    out = rd.decode_run(y, var, width, point, weight=10.0)
+    out = rd.decode_run(y, var, width, np.maximum(y, 0.0), weight=10.0)
     spike = y > rd.SPIKE_SIGMAS * sd
     np.testing.assert_allclose(out.weights[spike], y[spike])
     assert out.share < 0.5 and out.sure <= out.sure_clip
@@ -112,11 +111,13 @@ def test_spikes_keep_their_own_counts_and_heaping_keeps_the_clip():
 @pytest.mark.parametrize("case", ["weight0", "short"])
 def test_without_a_fit_the_clip_is_kept(case):
   y = np.array([120.0, -30.0, 40.0, 10.0]) if case == "weight0" else np.array([120.0, -30.0])
-  point = np.array([False] * len(y))
-  out = rd.decode_run(y, np.full(len(y), 100.0), np.ones(len(y)), point,
+  clip = np.maximum(y - 10.0, 0.0)                       # interval cells: minus sd
+  out = rd.decode_run(y, np.full(len(y), 100.0), np.ones(len(y)), clip,
                       weight=0.0 if case == "weight0" else 10.0)
   assert out.share == 0.0 and out.sure == out.sure_clip
-  np.testing.assert_allclose(out.weights, np.maximum(y - 10.0, 0.0))   # intervals: minus sd
+  np.testing.assert_allclose(out.weights, clip)
+  assert out.sure_clip == pytest.approx(rd._sure(clip, y, np.full(len(y), 100.0),
+                                                 (clip > 0).astype(float)))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -145,8 +146,8 @@ def test_the_blend_minimises_sure_over_the_share():
   k, sd = 30, 50.0
   truth = np.r_[800.0, 300.0 * np.exp(-np.arange(k - 1) / 6.0)]
   y = truth + rng.normal(0.0, sd, k)
-  var, width, point = np.full(k, sd * sd), np.ones(k), np.ones(k, bool)
-  out = rd.decode_run(y, var, width, point, weight=10.0)
+  var, width = np.full(k, sd * sd), np.ones(k)
+  out = rd.decode_run(y, var, width, np.maximum(y, 0.0), weight=10.0)
   assert 0.0 < out.share <= 1.0
   fit = histogram.smooth_histogram(y, var, width, weight=10.0, newton=True)
   slope = np.diag(histogram.fit_sensitivity(fit.counts, y, var, width, weight=10.0))
