@@ -74,6 +74,12 @@ def check_output_path(path, inputs: Iterable = ()) -> None:
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(directory):
+    parent = directory
+    while parent and not os.path.exists(parent) and os.path.dirname(parent) != parent:
+      parent = os.path.dirname(parent)
+    if os.path.exists(parent) and not os.path.isdir(parent):
+      raise DataError(f"{path}: '{parent}' is a file, not a directory; choose another "
+                      "output path")
     raise DataError(f"{path}: output directory '{directory}' does not exist; "
                     "create it first")
   if not os.access(directory, os.W_OK | os.X_OK):
@@ -81,6 +87,13 @@ def check_output_path(path, inputs: Iterable = ()) -> None:
                     "choose another output path")
   if os.path.isdir(path):
     raise DataError(f"{path}: is a directory; give an output file name")
+  try:       # the OS may still refuse (e.g. /proc): find out now, not after the fit
+    tmp, fd = _create_temp(directory, os.path.basename(path))
+    os.close(fd)
+    os.unlink(tmp)
+  except OSError as e:
+    raise DataError(f"{path}: cannot write in output directory '{directory}' "
+                    f"({e.strerror or e}); choose another output path") from None
   for source in inputs:
     if source is None:
       continue
@@ -88,6 +101,26 @@ def check_output_path(path, inputs: Iterable = ()) -> None:
     if _same_file(path, source):
       raise DataError(f"{path}: refusing to overwrite the input file "
                       f"'{source}'; choose a different output path")
+
+
+def check_output_prefix(prefix: str, visualize: str = "none") -> None:
+  """Checks an OUTPUT_PREFIX before anything is computed.
+
+  Raises:
+    DataError: the prefix names a directory (ends with a separator: the files
+      would be hidden '.csv' and the like), or the plots' folder
+      (`PREFIX.real_data_plots`, made when `visualize` stores plots) is taken by
+      a file.
+  """
+  prefix = os.fspath(prefix)
+  if not os.path.basename(prefix) or prefix.endswith(os.sep) or (
+      os.altsep and prefix.endswith(os.altsep)):
+    raise DataError(f"{prefix}: OUTPUT_PREFIX names a directory; give a file name prefix "
+                    f"such as '{os.path.join(prefix, 'twin')}'")
+  folder = prefix + ".real_data_plots"
+  if visualize in ("store", "both") and os.path.exists(folder) and not os.path.isdir(folder):
+    raise DataError(f"{folder}: is a file, but the real-data plots go into a folder of "
+                    "that name; move it, or pass --visualize none")
 
 
 def _same_file(a: str, b: str) -> bool:

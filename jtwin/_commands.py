@@ -128,8 +128,9 @@ def _warn_inferred(inferred):
 
 
 def _output_paths(args):
-  from jtwin._atomic import check_output_path
+  from jtwin._atomic import check_output_path, check_output_prefix
   prefix = args.output_path
+  check_output_prefix(prefix, getattr(args, "visualize", "none"))
   paths = {"csv": prefix + ".csv", "result": prefix + ".jtwin.npz",
            "domain": prefix + ".domain.txt"}
   inputs = [args.data_path, args.model_path]

@@ -25,6 +25,20 @@ def _positive_float(name):
       raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
     if not value > 0 or value != value:
       raise argparse.ArgumentTypeError(f"{name} must be > 0, got {text}")
+    if value == float("inf"):
+      raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text}")
+    return value
+  return parse
+
+
+def _non_negative_int(name):
+  def parse(text):
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
+    if value < 0:
+      raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {text}")
     return value
   return parse
 
@@ -77,7 +91,7 @@ def add_drop_na_and_seed(g) -> None:
   g.add_argument("--drop_na", type=int, nargs="?", const=1, default=0, choices=(0, 1),
                  help="drop rows with a missing value in a modelled column "
                  "('--drop_na' or '--drop_na 1')")
-  g.add_argument("--seed", type=int, default=None,
+  g.add_argument("--seed", type=_non_negative_int("--seed"), default=None,
                  help="seed for reproducibility (default: drawn from the OS; a known seed "
                  "lets anyone recompute the noise, so keep it secret)")
 

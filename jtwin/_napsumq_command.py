@@ -52,7 +52,7 @@ def _load(args, streaming: bool = False):
     if query_file:
       forced = mq.parse_query_file(args.model_path, columns=set(map(str, df.columns)))
       df.columns = [str(c) for c in df.columns]
-      spec = mq.spec_from_data(df)
+      spec = mq.spec_from_data(df, source=args.data_path)
       notes = [f"every column: modelled (a query file declares no model), family chosen by "
                f"its number of distinct values (numeric with more than "
                f"{mq.MAX_CATEGORIES} distinct values: Normal, else Categorical)"]
@@ -68,7 +68,7 @@ def napsumq(args) -> int:
   import jax
   from jtwin import data as jdata
   from jtwin import napsumq as nq
-  from jtwin._atomic import check_output_path
+  from jtwin._atomic import check_output_path, check_output_prefix
   from jtwin._progress import ProgressBar
   from jtwin._rng import root_key
   from jtwin.result_io import save_result
@@ -89,6 +89,7 @@ def napsumq(args) -> int:
   inputs = [args.data_path, args.model_path] + ([args.queries] if args.queries else [])
   paths = {"csv": args.output_path + ".csv", "result": args.output_path + ".jtwin.npz",
            "domain": args.output_path + ".domain.txt"}
+  check_output_prefix(args.output_path, args.visualize)
   for p in paths.values():
     check_output_path(p, inputs=inputs)
   from jtwin._stream_command import wants_stream

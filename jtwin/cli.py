@@ -231,6 +231,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (JtwinInputError, NonFiniteError) as e:
     print(f"jtwin: error: {e}", file=sys.stderr)
     return _exit_code(e)
+  except OSError as e:   # the system refused a file operation (disk full, permissions)
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    print(f"jtwin: error: {where}{e.strerror or e}; nothing more was written "
+          "(check the disk and the output path)", file=sys.stderr)
+    return 1
   except KeyboardInterrupt:
     print(_interrupt.message(), file=sys.stderr)
     return 130

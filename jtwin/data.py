@@ -167,10 +167,62 @@ def csv_read_errors(path):
     raise DataError(f"{path}: malformed CSV ({msg}); every row needs as many "
                     "fields as the header") from None
   except UnicodeDecodeError as e:
-    raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
+    raise DataError(f"{path}: not UTF-8 text ({_bad_utf8_place(path) or e.reason}); "
                     "save the data as UTF-8 CSV") from None
   except OSError as e:
     raise DataError(f"{path}: cannot read the data file ({e.strerror or e})") from None
+
+
+def _bad_utf8_place(path) -> str:
+  """'REASON at line L (byte B)' for the first invalid UTF-8 byte of `path` ('' if none).
+
+  pandas reports the position within its own read buffer, not the file, so
+  the file is scanned again (only after the error) in blocks.
+  """
+  import codecs
+  decoder = codecs.getincrementaldecoder("utf-8")()
+  offset, lines = 0, 1
+  try:
+    with open(path, "rb") as f:
+      while block := f.read(1 << 20):
+        try:
+          decoder.decode(block)
+        except UnicodeDecodeError as e:
+          at = max(e.start - len(decoder.getstate()[0]), 0)
+          line = lines + block[:at].count(b"\n")
+          return f"{e.reason} at line {line} (byte {offset + at + 1})"
+        offset, lines = offset + len(block), lines + block.count(b"\n")
+  except OSError:
+    pass
+  return ""
+
+
+def check_header(path) -> None:
+  """Refuses header problems of the CSV at `path` that pandas would hide.
+
+  Raises:
+    DataError: a column name that appears twice (pandas would rename the
+      second 'x.1'), or one column whose name holds ';' or a tab (a file
+      separated by something other than commas).
+  """
+  names = [str(n) for n in _raw_header(path)]
+  seen = {}
+  for i, name in enumerate(names, start=1):
+    if name in seen and name.strip():
+      raise DataError(f"{path}: column '{name}' appears twice in the header (columns "
+                      f"{seen[name]} and {i}); rename one of them")
+    seen.setdefault(name, i)
+  if len(names) == 1 and (";" in names[0] or "\t" in names[0]):
+    sep = "semicolons" if ";" in names[0] else "tabs"
+    raise DataError(f"{path}: the header is one column ({names[0][:60]!r}): the file "
+                    f"seems separated by {sep}; jtwin reads comma-separated CSV, so save "
+                    "it with commas")
+
+
+def _raw_header(path) -> list:
+  """The first line's fields as written (duplicates kept, blanks as '')."""
+  head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+  return list(head.iloc[0]) if len(head) else []
 
 
 def read_csv(path) -> pd.DataFrame:
@@ -190,6 +242,7 @@ def read_csv(path) -> pd.DataFrame:
     raise DataError(f"{path}: is a directory, not a CSV file")
   with csv_read_errors(path):
     df = pd.read_csv(path)
+    check_header(path)
   if len(df) == 0:
     raise DataError(f"{path}: the file has a header but no data rows")
   return df

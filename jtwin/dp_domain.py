@@ -396,7 +396,7 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
       hist = _numeric_histogram(rng, c.cells, noise_std)
       missing_count = float(c.missing) + rng.normal(0.0, noise_std)
       fields.update(_numeric_items(hist, items, f, noise_std, edge_levels, max_value_cells,
-                                   edges))
+                                   edges, f"{source}: column '{f.name}'", spec.where(f)))
       if rho is not None and f.name in edges and c.fine is not None:
         drawn, refined = _fine_edges(fine_rng, c.fine, hist, noise_std, edge_levels,
                                      fields.get("integer", f.integer if f.family != "poisson"
@@ -507,9 +507,7 @@ def _quantiles(hist: np.ndarray, levels, noise_std: float) -> Optional[np.ndarra
   """Quantiles of the denoised histogram (linear within a cell); None if empty."""
   weight = _denoised(hist.sum(1), noise_std)
   if not weight.sum() > 0:
-    weight = np.maximum(hist.sum(1), 0.0)
-    if not weight.sum() > 0:
-      return None
+    return None
   cum = np.concatenate([[0.0], np.cumsum(weight)]) / weight.sum()
   lo, hi = _cell_edges()
   levels = np.clip(np.asarray(levels, np.float64), 0.0, 1.0)
@@ -524,12 +522,20 @@ def _quantiles(hist: np.ndarray, levels, noise_std: float) -> Optional[np.ndarra
 
 
 def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_value_cells,
-                   edges_out) -> dict:
+                   edges_out, what: str = "column", where: str = "its model file line") -> dict:
   fields = {}
   integer = f.integer if f.family != "poisson" else True
+  total = hist.sum(1)
+  threshold = _cell_threshold(noise_std, len(total))
+  if ({"standardisation", "edges"} & set(items)) and not _denoised(total, noise_std).sum() > 0:
+    # nothing clears the noise: any range read off the noisy histogram would be noise
+    raise DataError(f"{what}: too few rows for its range to be released under DP at this "
+                    f"budget (a range of values needs about {threshold:.0f} rows); declare "
+                    f"its range at {where} ('bounds = lo, hi'), or remove the column")
   if "integer" in items:
-    total = hist.sum(1)
-    kept = total > _cell_threshold(noise_std, len(total))
+    kept = total > threshold
+    if not kept.any():    # no cell clears the noise alone: the cells of the blocks that do
+      kept = _denoised(total, noise_std) > 0
     # integer unless the non-integer counts of the occupied cells exceed 1% of
     # their rows by more than 3 noise sds of their sum
     nonint = hist[kept, 0].sum()

@@ -236,7 +236,9 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       (post-processing: costs no privacy).
     selection: "aim", "mst", "all" or "none" (see the module docstring).
     target: a column name: 3-way cliques containing it join the workload.
-    queries: cliques (lists of column names) always measured.
+    queries: cliques (lists of column names) always measured, each once
+      (in any order of its columns); a one-column clique is its 1-way table,
+      which is measured anyway, so it adds nothing.
     non_private: measure without noise and select by argmax (NOT private).
     one_way_fraction: share of rho spent on the 1-way tables.
     rounds: AIM's initial number of rounds (default 16 * columns), which sets
@@ -414,7 +416,8 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     if x in determined:
       raise JtwinInputError(f"{what} '{x}' is declared 'determined_by = {determined[x]}' in the "
                             f"model file, so it is not modelled; use '{determined[x]}' instead")
-  forced = [_clique(q, col, source) for q in queries]
+  # each clique once; a one-column clique is a 1-way table, which is measured anyway
+  forced = [q for q in dict.fromkeys(_clique(q, col, source) for q in queries) if len(q) > 1]
   target_col = None
   if target is not None:
     if target not in col:

@@ -84,6 +84,9 @@ _YES = ("yes", "true")
 _NO = ("no", "false")
 
 
+QUERY_FILE_SPEC = "(every column of the data)"   # path of a spec made for a query file
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
   """One line of a model file.
@@ -161,7 +164,13 @@ class ModelSpec:
     return tuple(f.name for f in self.features)
 
   def where(self, feature: FeatureSpec) -> str:
-    """`path:line` prefix for messages about `feature`."""
+    """`path:line` prefix for messages about `feature`.
+
+    A spec made from the data for a query file (`jtwin.marginals.queries`,
+    path QUERY_FILE_SPEC) has no file to point at: the messages then say to
+    write a model file."""
+    if self.path == QUERY_FILE_SPEC:
+      return f"a model file line for '{feature.name}' (a query file cannot declare it)"
     return f"{self.path or 'model file'}:{feature.line}"
 
   def to_text(self) -> str:

@@ -107,6 +107,7 @@ def iter_csv(path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFram
   if not (isinstance(chunk_rows, (int, np.integer)) and chunk_rows >= 1):
     raise JtwinInputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
   with jdata.csv_read_errors(path):
+    jdata.check_header(path)
     reader = pd.read_csv(path, chunksize=int(chunk_rows))
   with reader:
     while True:

@@ -141,6 +141,12 @@ def _bad(tmp, name, text):
   return str(p)
 
 
+def _bad_bytes(tmp, name, data: bytes):
+  p = tmp / name
+  p.write_bytes(data)
+  return str(p)
+
+
 BAD_CASES = {
     "missing data file": lambda t, d, m: ([str(t / "nope.csv"), m], "nope.csv"),
     "data is a directory": lambda t, d, m: ([str(t), m], str(t)),
@@ -153,7 +159,12 @@ BAD_CASES = {
     "poisson non-integer": lambda t, d, m: ([_bad(t, "p2.csv", "x\n1\n2.5\n3\n" * 50), _bad(t, "m5.txt", "x : Poisson\n")], "x"),
     "bernoulli three values": lambda t, d, m: ([_bad(t, "b.csv", "x\na\nb\nc\n" * 50), _bad(t, "m6.txt", "x : Bernoulli\n"), "--domain", "data"], "x"),
     "all missing column": lambda t, d, m: ([_bad(t, "n.csv", "x,y\n,1\n,2\n" * 50), _bad(t, "m7.txt", "x : Normal\ny : Normal\n")], "x"),
-    "too small for q": lambda t, d, m: ([_bad(t, "s.csv", "x\n1\n2\n3\n"), _bad(t, "m8.txt", "x : Normal\n")], "sampling_ratio"),
+    "too small for q": lambda t, d, m: ([_bad(t, "s.csv", "x\n1\n2\n3\n"), _bad(t, "m8.txt", "x : Normal ; bounds = 0, 5\n")], "sampling_ratio"),
+    # too few rows for any range of x to clear the DP noise: no range read off noise
+    "range hidden by the noise": lambda t, d, m: ([_bad(t, "r.csv", "x\n" + "".join(f"{1.5 + 7.25 * i}\n" for i in range(40))), _bad(t, "m9.txt", "x : Normal\n")], "bounds = lo, hi"),
+    "duplicate column name": lambda t, d, m: ([_bad(t, "dup.csv", "x,y,x\n1,2,3\n" * 50), _bad(t, "m10.txt", "x : Normal\n")], "'x' appears twice"),
+    "semicolon separated": lambda t, d, m: ([_bad(t, "semi.csv", "x;y\n1;2\n" * 50), _bad(t, "m11.txt", "x : Normal\n")], "semicolons"),
+    "not utf-8, named line": lambda t, d, m: ([_bad_bytes(t, "l1.csv", b"x\n" + b"a\n" * 30 + b"caf\xe9\n" + b"b\n" * 5000), _bad(t, "m12.txt", "x : Categorical\n")], "line 32 (byte"),
 }
 
 

@@ -50,7 +50,9 @@ def gaussian_noise_multiplier(epsilon: float, delta: float) -> float:
   while f(hi) > 0:
     hi *= 2.0
     if hi > 1e8:
-      raise ValueError(f"no noise multiplier reaches epsilon = {epsilon:g}, delta = {delta:g}")
+      from jtwin.errors import JtwinInputError
+      raise JtwinInputError(f"epsilon = {epsilon:g} is too small for delta = {delta:g}: no "
+                            "Gaussian noise level reaches it; raise epsilon (or delta)")
   sigma = optimize.brentq(f, lo, hi, xtol=1e-12) * (1 + 1e-9)
   assert gaussian_delta(epsilon, sigma) <= delta
   return sigma

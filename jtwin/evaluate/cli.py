@@ -83,8 +83,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read_csv(path: str, what: str) -> pd.DataFrame:
+  from jtwin.data import check_header
   try:
-    return pd.read_csv(path)
+    frame = pd.read_csv(path)
+    check_header(path)
+    return frame
   except FileNotFoundError:
     raise DataError(f"{path}: {what} file not found; check the path") \
         from None
@@ -152,6 +155,12 @@ def _columns(args, real, synth) -> _Columns:
     if not columns:
       raise DataError(f"{args.synthetic}: no column in common with "
                       f"{args.real}")
+    absent = [c for c in real.columns if c not in synth.columns]
+    if absent:
+      import warnings
+      warnings.warn(f"{args.synthetic} lacks column(s) {absent} of {args.real}: they are "
+                    "NOT scored, so the scores cover only the shared columns (pass --model "
+                    "to score exactly the modelled columns)", stacklevel=2)
     return _Columns(columns, [], [], {})
   features = _model_features(args.model)
   for table, path in ((real, args.real), (synth, args.synthetic)):
@@ -172,6 +181,32 @@ def _columns(args, real, synth) -> _Columns:
       if bounds is not None and bounds[1] > bounds[0]:
         bins[name] = np.linspace(bounds[0], bounds[1], args.bins + 1)
   return _Columns(columns, categorical, numeric, bins)
+
+
+def _mismatch_warnings(real: pd.DataFrame, synth: pd.DataFrame, columns, paths) -> None:
+  """Warns of scored columns whose synthetic values cannot match the real ones.
+
+  A column numeric in one file and text in the other, or text columns
+  without a single label in common, score the worst possible TVD (1) for
+  reasons of format, not of quality: usually a twin written by another tool
+  or read with other types.
+  """
+  import warnings
+  for c in columns:
+    r, s_ = real[c].dropna(), synth[c].dropna()
+    if len(r) == 0 or len(s_) == 0:
+      continue
+    kind = lambda x: ("numbers" if pd.api.types.is_numeric_dtype(x)
+                      and not pd.api.types.is_bool_dtype(x) else "labels")
+    if kind(r) != kind(s_):
+      warnings.warn(f"column '{c}' holds {kind(r)} in {paths[0]} but {kind(s_)} in "
+                    f"{paths[1]}: its scores compare values that cannot match; check "
+                    "how the synthetic file was written", stacklevel=2)
+    elif kind(r) == "labels" and not set(map(str, r.unique())) & set(map(str, s_.unique())):
+      warnings.warn(f"column '{c}': no label of {paths[1]} occurs in {paths[0]} (e.g. "
+                    f"{str(s_.iloc[0])!r} against {str(r.iloc[0])!r}): its scores compare "
+                    "values that cannot match; check how the synthetic file was written",
+                    stacklevel=2)
 
 
 def _privacy(args) -> Optional[dict]:
@@ -238,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
   synth = _read_csv(args.synthetic, "synthetic data")
   test = _read_csv(args.test, "test data") if args.test else None
   columns, categorical, declared_numeric, bins = _columns(args, real, synth)
+  _mismatch_warnings(real, synth, columns, (args.real, args.synthetic))
   privacy = _privacy(args)
   if args.target is not None and args.target not in columns:
     raise DataError(f"--target {args.target!r}: not a column of both "

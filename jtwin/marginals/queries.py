@@ -24,7 +24,7 @@ __all__ = ["MAX_CATEGORIES", "is_query_file", "parse_query_file", "spec_from_dat
 
 def _lines(path: str) -> list:
   try:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
       return f.read().splitlines()
   except FileNotFoundError:
     raise ModelFileError(f"{path}: model file not found; check the path") from None
@@ -86,16 +86,28 @@ def parse_query_file(path: str, columns=None) -> list:
 MAX_CATEGORIES = 32
 
 
-def spec_from_data(df: pd.DataFrame, max_categories: int = MAX_CATEGORIES):
-  """A model spec of every column of `df` (domains inferred, so listed)."""
+def spec_from_data(df: pd.DataFrame, max_categories: int = MAX_CATEGORIES, *,
+                   source: str = "the data"):
+  """A model spec of every column of `df` (domains inferred, so listed).
+
+  Raises:
+    ModelFileError: a column without a name in the header (pandas calls it
+      'Unnamed: k'), or a name a model file cannot hold; `source` names the
+      data file in the message.
+  """
+  import re
   from jtwin.spec import parse_model_text
   lines = []
-  for name in df.columns:
+  for k, name in enumerate(df.columns, start=1):
     col = df[name]
     numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
     family = "Normal" if numeric and col.nunique(dropna=True) > max_categories else "Categorical"
+    if re.fullmatch(r"Unnamed: \d+", str(name)):
+      raise ModelFileError(f"{source}: column {k} has no name in the header; name it (a "
+                           "query file models every column), or write a model file without it")
     if any(ch in str(name) for ch in ":#\n\r") or not str(name).strip():
-      raise ModelFileError(f"column name {name!r} cannot be used with a query file; "
+      raise ModelFileError(f"{source}: column name {name!r} cannot be used with a query file; "
                            "write a model file instead")
     lines.append(f"{name} : {family}")
-  return parse_model_text("\n".join(lines) + "\n", path="(every column of the data)")
+  from jtwin.spec import QUERY_FILE_SPEC
+  return parse_model_text("\n".join(lines) + "\n", path=QUERY_FILE_SPEC)
