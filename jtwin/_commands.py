@@ -121,10 +121,11 @@ def _prepare_custom(df, path, *, drop_na, source, release=None):
   return Prepared(model, values, observed, frame, None, decode, info, inferred, public)
 
 
-def _warn_inferred(inferred):
+def _warn_inferred(inferred, advice=None):
   if inferred:
     from jtwin.data import inferred_warning
-    warnings.warn(inferred_warning(inferred))
+    warnings.warn(inferred_warning(inferred) if advice is None else
+                  inferred_warning(inferred, advice))
 
 
 def _output_paths(args):

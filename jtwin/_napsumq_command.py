@@ -118,7 +118,8 @@ def napsumq(args) -> int:
                          else args.one_way_smoothing),
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
-  _warn_inferred(notes)   # fit_marginals warned about the rest itself
+  # fit_marginals warned about the rest itself; only a model file chooses these
+  _warn_inferred(notes, "write a model file to choose the columns and their families")
   _note_release(args, result.public)
   for name, secs in result.timings.items():
     timer.phases[name] = secs

@@ -161,3 +161,14 @@ def test_evaluate_warns_of_columns_it_cannot_score(tmp_path, capsys):
     assert code == 0 and "Traceback" not in err
     warned = [l for l in err.splitlines() if "warning" in l]
     assert (warned == []) if needle is None else (len(warned) == 1 and needle in warned[0])
+
+
+def test_query_file_warning_gives_advice_that_applies(files, capsys):
+  tmp, data, model = files
+  queries = tmp / "q.txt"
+  queries.write_text("age, job\n")
+  code, _, err = _run(["napsumq", data, str(queries), str(tmp / "out"), "--domain", "data"]
+                      + FAST, capsys)
+  assert code == 0, err
+  family = [l for l in err.splitlines() if "write a model file to choose" in l]
+  assert len(family) == 1 and "--domain dp" not in family[0]
