@@ -87,7 +87,9 @@ def test_a_directory_the_os_will_not_write_is_found_before_the_fit(files, capsys
   monkeypatch.setattr(jtwin.napsumq, "fit_marginals", lambda *a, **k: pytest.fail("fitted"))
   tmp, data, model = files
   code, _, err = _run(["napsumq", data, model, "/proc/out"] + FAST, capsys)
-  assert code == 1 and "cannot write in output directory '/proc'" in _one_error(err)
+  line = _one_error(err)     # root passes os.access and meets the OS's refusal instead
+  assert code == 1 and "output directory '/proc'" in line
+  assert "cannot write" in line or "is not writable" in line
 
 
 def test_a_failed_write_is_one_line(files, capsys, monkeypatch):
