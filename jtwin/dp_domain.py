@@ -334,7 +334,9 @@ def release_domain(rng: np.random.Generator, frame: pd.DataFrame, spec: ModelSpe
     a `DomainRelease`; with nothing undeclared, one that spent nothing.
 
   Raises:
-    DataError: a column has no category frequent enough to be released.
+    DataError: a column has no category frequent enough to be released, or
+      a numeric column's range (for its standardisation or bin edges) has
+      no part that clears the noise (too few rows: declare its bounds).
   """
   columns = [f for f in spec.features if _counted(f, need_edges)]
   if not columns:
