@@ -31,28 +31,24 @@ def _positive_float(name):
   return parse
 
 
-def _non_negative_int(name):
+def _int_at_least(name, low: int):
   def parse(text):
     try:
       value = int(text)
     except ValueError:
       raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-    if value < 0:
-      raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {text}")
+    if value < low:
+      raise argparse.ArgumentTypeError(f"{name} must be >= {low}, got {text}")
     return value
   return parse
+
+
+def _non_negative_int(name):
+  return _int_at_least(name, 0)
 
 
 def _positive_int(name):
-  def parse(text):
-    try:
-      value = int(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"{name} must be an integer, got {text!r}") from None
-    if value < 1:
-      raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {text}")
-    return value
-  return parse
+  return _int_at_least(name, 1)
 
 
 def _probability(name, upper_open=False):
