@@ -123,9 +123,8 @@ def _prepare_custom(df, path, *, drop_na, source, release=None):
 
 def _warn_inferred(inferred, advice=None):
   if inferred:
-    from jtwin.data import inferred_warning
-    warnings.warn(inferred_warning(inferred) if advice is None else
-                  inferred_warning(inferred, advice))
+    from jtwin.data import INFERRED_ADVICE, inferred_warning
+    warnings.warn(inferred_warning(inferred, advice or INFERRED_ADVICE))
 
 
 def _output_paths(args):

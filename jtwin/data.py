@@ -297,8 +297,10 @@ def resolve_domain(df: pd.DataFrame, spec: ModelSpec, *,
   return domain
 
 
-def inferred_warning(items, advice: str = "declare them in the model file, or let jtwin "
-                     "release them under DP: --domain dp") -> str:
+INFERRED_ADVICE = "declare them in the model file, or let jtwin release them under DP: --domain dp"
+
+
+def inferred_warning(items, advice: str = INFERRED_ADVICE) -> str:
   """The warning for domain items read off the private data (CLI and library alike)."""
   return (f"taken from the private data, NOT covered by the epsilon guarantee ({advice}):\n"
           + "\n".join(f"    {item}" for item in items))

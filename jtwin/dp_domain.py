@@ -545,26 +545,20 @@ def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_valu
     integer = bool(nonint <= 0.01 * max(total[kept].sum(), 0.0) + slack)
     fields["integer"] = integer
   if "standardisation" in items:
-    q = _quantiles(hist, [0.1587, 0.5, 0.8413, 0.01, 0.99], noise_std)
-    if q is None:
-      loc, scale = 0.0, 1.0
-    else:
-      loc = float(q[1])
-      # the robust sd, unless a spike (e.g. most values 0) makes it tiny
-      # next to the 1-99% range (for Normal data the second term is 0.47 sd)
-      scale = max(float(q[2] - q[0]) / 2.0, float(q[4] - q[3]) / 10.0)
-      if not scale > 0:
-        scale = max(abs(loc) * 0.1, 1.0)
+    q = _quantiles(hist, [0.1587, 0.5, 0.8413, 0.01, 0.99], noise_std)   # not empty: see above
+    loc = float(q[1])
+    # the robust sd, unless a spike (e.g. most values 0) makes it tiny
+    # next to the 1-99% range (for Normal data the second term is 0.47 sd)
+    scale = max(float(q[2] - q[0]) / 2.0, float(q[4] - q[3]) / 10.0)
+    if not scale > 0:
+      scale = max(abs(loc) * 0.1, 1.0)
     if abs(loc) < 1e-3 * scale:
       loc = 0.0
     fields["loc"] = f.loc if f.loc is not None else _round(loc)
     fields["scale"] = f.scale if f.scale is not None else _round(scale)
   if "edges" in items:
     levels = edge_levels if edge_levels is not None else np.linspace(0.0, 1.0, 33)
-    q = _quantiles(hist, levels, noise_std)
-    if q is None:
-      q = np.array([0.0, 1.0])
-    e = np.unique(q)
+    e = np.unique(_quantiles(hist, levels, noise_std))     # not empty: see above
     below, above = _tail_edges(float(e[0]), float(e[-1]))
     if integer:
       e = np.unique(np.ceil(e))
