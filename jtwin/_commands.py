@@ -25,6 +25,9 @@ class _Timer:
     self._t = now
 
 
+DEFAULT_EPSILON = 1.0
+
+
 class Prepared(NamedTuple):
   """Data and model ready for training."""
   model: object
@@ -37,6 +40,7 @@ class Prepared(NamedTuple):
   inferred: list            # items taken from the private data without noise
   public: object = None     # jtwin.dp_domain.PublicPlan: DP row count and domains
   store: object = None      # jtwin.table_store.TableStore when streamed (values are its memmaps)
+  clipped: dict = {}        # column -> exact count of values clipped to declared bounds (private)
 
 
 def _say(args, *lines):
@@ -65,17 +69,21 @@ def prepare(df, model_path, *, k: int, drop_na: bool, source: str, release=None)
     public = release(frame, spec)
     frame, spec = public.frame, public.spec
   domain = jdata.resolve_domain(frame, spec, source=source, warn=False)   # fit() warns
-  for name, count in jdata.out_of_bounds(frame, domain).items():
-    # the exact count is a statistic of the private data: not printed
-    warnings.warn(f"column '{name}': values outside the declared bounds were clipped to "
-                  "them (check the bounds in the model file)")
+  clipped = jdata.out_of_bounds(frame, domain)   # private: printed only with --verbose
   encoded = jdata.encode(frame, domain, source=source)
   model = make_mixture_model(domain.features(), k)
   info = {"kind": "mixture", "num_components": int(k),
           "features": [list(f) for f in domain.features()]}
   return Prepared(model, encoded.values, encoded.observed, frame, domain,
                   lambda v, o, rng=None: jdata.decode(v, o, domain, rng=rng), info,
-                  list(domain.inferred_from_data), public)
+                  list(domain.inferred_from_data), public, clipped=clipped)
+
+
+def clipped_lines(clipped: dict) -> list:
+  """Lines naming the exact counts of values clipped to declared ranges (NOT private)."""
+  return [f"column '{name}': {count} value(s) outside the declared range were clipped to "
+          "it (exact count, NOT private; check the bounds or bins in the model file)"
+          for name, count in clipped.items()]
 
 
 def _prepare_custom(df, path, *, drop_na, source, release=None):
@@ -144,12 +152,7 @@ def fit(args) -> int:
   timer = _Timer()
   from jtwin import parallel
   parallel.configure_cpu_devices(args.devices)   # before JAX starts its backend
-  if args.num_synthetic is not None and args.num_synthetic < 0:
-    raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
-  if not 0.0 <= args.average_decay < 1.0:
-    raise JtwinInputError(f"--average_decay must be in [0, 1), got {args.average_decay}")
-  if not 0.0 <= args.warm_start < 1.0:
-    raise JtwinInputError(f"--warm_start must be in [0, 1), got {args.warm_start}")
+  _resolve_epsilon_flags(args)
   from jtwin._guidance import check_epsilon
   if not args.non_private and args.noise_multiplier is None:
     check_epsilon(args.epsilon, allow_large=args.allow_large_epsilon)
@@ -187,6 +190,8 @@ def _fit_prepared(args, prep, key, timer, paths, calibrated) -> int:
     prep = _without_group_clip(prep, args.k)
   _warn_inferred(prep.inferred)
   _note_release(args, public)
+  if args.verbose:
+    _say(args, *(f"jtwin: {line}" for line in clipped_lines(prep.clipped)))
   q = args.sampling_ratio
   if q * n < 1:
     raise DataError(f"{args.data_path}: too few rows for --sampling_ratio {q:g} "
@@ -253,8 +258,7 @@ def _fit_prepared(args, prep, key, timer, paths, calibrated) -> int:
   save_result(paths["result"], result.posterior, model_info=prep.model_info,
               privacy=privacy, domain=prep.domain, inferred_from_data=prep.inferred,
               extra={"release": public.record()})
-  if public.release.released:
-    written.append(_write_domain_file(args.output_path, public, args.model_path))
+  written += _write_domain_file(args.output_path, public, args.model_path)
   written.append(paths["result"])
   timer.lap("writing")
   if args.visualize != "none":
@@ -303,6 +307,28 @@ def public_release(args, key, epsilon, *, source, need_edges=False, edge_levels=
   return release
 
 
+def _resolve_epsilon_flags(args) -> None:
+  """--epsilon (default 1) against --noise_multiplier and --max_epsilon, before any data is read.
+
+  --noise_multiplier sets the noise and reports the epsilon it spends, so an
+  explicit --epsilon beside it would be ignored: refused instead.
+  """
+  if args.noise_multiplier is not None:
+    if args.epsilon is not None and not args.non_private:
+      raise JtwinInputError(
+          f"--epsilon {args.epsilon:g} and --noise_multiplier {args.noise_multiplier:g} both "
+          "given: --noise_multiplier sets the noise and reports the epsilon it spends; "
+          "drop --noise_multiplier to calibrate to --epsilon, or cap the spend with "
+          f"--max_epsilon {args.epsilon:g}")
+    return
+  if args.epsilon is None:
+    args.epsilon = DEFAULT_EPSILON
+  if (args.max_epsilon is not None and not args.non_private
+      and args.epsilon > args.max_epsilon):
+    raise JtwinInputError(f"--epsilon {args.epsilon:g} exceeds --max_epsilon "
+                          f"{args.max_epsilon:g}; lower --epsilon or raise --max_epsilon")
+
+
 def _rest_ceiling(max_epsilon, public):
   rest = max_epsilon - public.epsilon
   if not rest > 0:
@@ -339,12 +365,17 @@ def _note_release(args, public):
     _say(args, f"jtwin: DP domain: {len(r.released)} undeclared item(s) released with "
          f"{_domain_budget(r)} (noise sd {r.noise_std:.3g} per count"
          + (f", {r.category_std:.3g} on the label counts"
-            if r.merged and r.category_std != r.noise_std else "") + "), written to "
-         "OUTPUT_PREFIX.domain.txt")
+            if r.merged and r.category_std != r.noise_std else "") + "), to be written to "
+         f"{args.output_path}.domain.txt")
   if r.merged:
     warnings.warn(f"DP domain: categories with fewer than about {r.threshold:.0f} rows are "
                   f"merged into '(other)' in: {', '.join(r.merged)} (declare the categories "
                   "in the model file to keep them)")
+  if r.undecided_integer:
+    warnings.warn("DP domain: too few rows clear the noise to tell whether these columns "
+                  f"hold whole numbers, so they are treated as continuous: "
+                  f"{', '.join(r.undecided_integer)} (declare 'integer' in the model file "
+                  "where they do)")
   if r.drop_missing:
     warnings.warn("DP domain: missing values are not modelled (the noisy count of missing "
                   f"values was below twice its noise sd, {2 * r.noise_std:.0f}"
@@ -362,17 +393,35 @@ def _domain_budget(r) -> str:
   return f"epsilon {format_up(r.epsilon)}, delta {r.delta:.3g}, both in the printed epsilon"
 
 
-def _write_domain_file(prefix, public, model_path):
+_DOMAIN_FILE_HEAD = "# Domain released under DP by jtwin"
+
+
+def _write_domain_file(prefix, public, model_path) -> list:
+  """Writes PREFIX.domain.txt when the run released a domain: [path], else [].
+
+  A run that releases none removes a PREFIX.domain.txt an earlier jtwin run
+  wrote (recognised by its first line), so that no stale domain sits beside
+  this run's files; any other file of that name is left alone.
+  """
   from jtwin._atomic import atomic_write
   path = prefix + ".domain.txt"
   r = public.release
-  head = (f"# Domain released under DP by jtwin ({_domain_budget(r)}) for the model file "
+  if not r.released:
+    try:
+      with open(path, encoding="utf-8") as f:
+        stale = f.readline().startswith(_DOMAIN_FILE_HEAD)
+    except (OSError, UnicodeDecodeError):
+      stale = False
+    if stale:
+      os.remove(path)
+    return []
+  head = (f"{_DOMAIN_FILE_HEAD} ({_domain_budget(r)}) for the model file "
           f"{os.path.basename(str(model_path))}.\n"
           "# Review it, edit it (e.g. replace '(other)' by the real categories) and pass it\n"
           "# as MODEL next time: declared items cost no privacy budget.\n")
   with atomic_write(path, "w") as f:
     f.write(head + public.spec.to_text())
-  return path
+  return [path]
 
 
 def _without_group_clip(prep, k):
@@ -500,8 +549,6 @@ def sample(args) -> int:
   from jtwin.result_io import load_result, rebuild
   from jtwin.marginals.cells import coarse_maps
   from jtwin.marginals.ensemble import resolve_sampling, sample_posterior
-  if args.num_synthetic < 0:
-    raise JtwinInputError(f"-n must be >= 0, got {args.num_synthetic}")
   check_output_path(args.output, inputs=[args.result] + ([args.model] if args.model else []))
   t0 = time.perf_counter()
   loaded = load_result(args.result)
@@ -595,12 +642,17 @@ def check(args) -> int:
   else:
     prep.decode(np.asarray(values), np.asarray(observed))
   print(f"jtwin check: {args.model_path} against {args.data_path}: {n} rows x {d} features")
+  print("  (this report reads the private data: its counts are exact, NOT private; "
+        "do not release it)")
+  for line in clipped_lines(prep.clipped):
+    print(f"  {line}")
   if prep.inferred:
     print("  undeclared (fit and napsumq release these under DP from a share of epsilon, "
           "or read them off the data with --domain data; declare them to save that share): "
           + "; ".join(prep.inferred))
   else:
-    print("  every domain is declared: nothing is taken from the private data")
+    print("  every domain is declared: fit and napsumq take nothing from the private data "
+          "without noise")
   unbounded = [c.name for c in (prep.domain.columns if prep.domain is not None else ())
                if c.family in ("normal", "poisson") and c.bounds is None]
   if unbounded:

@@ -65,6 +65,19 @@ def _probability(name, upper_open=False):
   return parse
 
 
+def _fraction(name):
+  """A number in [0, 1)."""
+  def parse(text):
+    try:
+      value = float(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+      raise argparse.ArgumentTypeError(f"{name} must be in [0, 1), got {text}")
+    return value
+  return parse
+
+
 def add_domain_flags(p) -> None:
   """--domain, --domain_epsilon and --verbose (shared by `fit` and `napsumq`)."""
   g = p.add_argument_group("public domain and row count")
@@ -95,7 +108,8 @@ def add_drop_na_and_seed(g) -> None:
 def add_output_group(p, rows_default: str) -> None:
   """The output options (shared by `fit` and `napsumq`, with twinify's names)."""
   g = p.add_argument_group("output")
-  g.add_argument("--num_synthetic", "--n", type=int, default=None,
+  g.add_argument("--num_synthetic", "--n", type=_non_negative_int("--num_synthetic"),
+                 default=None,
                  help=f"synthetic rows to write (default: {rows_default})")
   g.add_argument("--num_synthetic_records_per_parameter_sample", "--m", type=_positive_int("--m"),
                  default=1, help="rows per posterior parameter draw")

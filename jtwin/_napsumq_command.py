@@ -76,10 +76,6 @@ def napsumq(args) -> int:
   timer = _Timer()
   from jtwin import parallel
   parallel.configure_cpu_devices(args.devices)   # before JAX starts its backend
-  if args.num_synthetic is not None and args.num_synthetic < 0:
-    raise JtwinInputError(f"--num_synthetic must be >= 0, got {args.num_synthetic}")
-  if not 0.0 < args.one_way_fraction < 1.0:
-    raise JtwinInputError(f"--one_way_fraction must be in (0, 1), got {args.one_way_fraction}")
   from jtwin.marginals.ensemble import resolve_sampling
   resolve_sampling(args.sampling, args.num_synthetic_records_per_parameter_sample,
                    flag="--sampling", m_flag="--m")      # before anything is spent
@@ -159,8 +155,7 @@ def napsumq(args) -> int:
                      "num_rows_estimate": result.num_rows_estimate,
                      "release": result.public.record()})
   written.append(paths["result"])
-  if result.public.release.released:
-    written.append(_write_domain_file(args.output_path, result.public, args.model_path))
+  written += _write_domain_file(args.output_path, result.public, args.model_path)
   timer.lap("writing")
   if args.visualize != "none":
     from jtwin.plots import make_plots
@@ -248,7 +243,8 @@ def add_parser(sub, types):
                  "less noise for the same budget [default: on]")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
-  g.add_argument("--one_way_fraction", type=float, default=0.4,
+  g.add_argument("--one_way_fraction", type=probability("--one_way_fraction", upper_open=True),
+                 default=0.4,
                  help="share of the budget spent on the 1-way tables")
   g.add_argument("--max_cells", type=positive_int("--max_cells"), default=1 << 20,
                  help="largest marginal table measured (cells)")

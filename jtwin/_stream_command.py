@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import warnings
 
 from jtwin.errors import JtwinInputError
 
@@ -90,9 +89,6 @@ def prepare_streamed(args, directory: str, *, release) -> dict:
                                        chunk_rows=args.chunk_rows, drop_na=bool(args.drop_na),
                                        release=release, source=args.data_path)
   store, domain = streamed.store, streamed.store.domain
-  for name in streamed.clipped:
-    warnings.warn(f"column '{name}': values outside the declared bounds were clipped to "
-                  "them (check the bounds in the model file)")
   model = make_mixture_model(domain.features(), args.k)
   info = {"kind": "mixture", "num_components": int(args.k),
           "features": [list(f) for f in domain.features()]}
@@ -101,4 +97,5 @@ def prepare_streamed(args, directory: str, *, release) -> dict:
   frame = decode(np.asarray(store.values[rows]), np.asarray(store.observed[rows]))
   return dict(model=model, values=store.values, observed=store.observed, frame=frame,
               domain=domain, decode=decode, model_info=info,
-              inferred=list(domain.inferred_from_data), public=streamed.public, store=store)
+              inferred=list(domain.inferred_from_data), public=streamed.public, store=store,
+              clipped=streamed.clipped)

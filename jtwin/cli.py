@@ -22,7 +22,8 @@ import warnings
 from typing import Optional, Sequence
 
 from jtwin import __version__
-from jtwin._flags import (HelpFormatter, _positive_float, _positive_int, _probability,  # noqa: F401
+from jtwin._flags import (HelpFormatter, _fraction, _non_negative_int,  # noqa: F401
+                          _positive_float, _positive_int, _probability,
                           add_domain_flags, add_drop_na_and_seed, add_output_group,
                           add_sampling_flag)
 from jtwin.errors import (JtwinInputError, ModelFileError, NonFiniteError, UnsafeDeltaError,
@@ -43,20 +44,21 @@ def _add_fit_parser(sub):
   p.add_argument("model_path", metavar="MODEL", help="model.txt, or a .py custom model")
   p.add_argument("output_path", metavar="OUTPUT_PREFIX", help="prefix of the output files")
   g = p.add_argument_group("privacy")
-  g.add_argument("--epsilon", type=_positive_float("--epsilon"), default=1.0,
-                 help="target epsilon; the noise is calibrated so that the certified upper "
-                 "bound is at most this")
+  g.add_argument("--epsilon", type=_positive_float("--epsilon"), default=None,
+                 help="target epsilon (default 1); the noise is calibrated so that the "
+                 "certified upper bound is at most this")
   g.add_argument("--delta", type=_probability("--delta", upper_open=True), default=None,
                  help="delta (default: 0.1/N, N = rows used)")
   g.add_argument("--noise_multiplier", type=_positive_float("--noise_multiplier"),
                  default=None, help="use this noise multiplier sigma and REPORT the epsilon "
-                 "spent instead of calibrating to --epsilon")
+                 "spent instead of calibrating to --epsilon (not with --epsilon: cap the spend with "
+                 "--max_epsilon)")
   g.add_argument("--max_epsilon", type=_positive_float("--max_epsilon"), default=None,
                  help="ceiling: with --noise_multiplier, train only as many steps as fit "
                  "under it; with --epsilon, refuse a larger target")
   g.add_argument("--clipping_threshold", type=_positive_float("--clipping_threshold"),
                  default=1.0, help="per-example gradient clipping norm C")
-  g.add_argument("--warm_start", type=float, default=0.1,
+  g.add_argument("--warm_start", type=_fraction("--warm_start"), default=0.1,
                  help="fraction of (epsilon, delta) spent on noisy 1-way marginals that "
                  "start every mixture component near the data's marginals (Gaussian "
                  "mechanism, composed with DP-SGD); 0 disables it (twinify has none)")
@@ -83,7 +85,7 @@ def _add_fit_parser(sub):
                  help="automatic mixture: clip each parameter group (mixture weights, each "
                  "numeric column, categorical columns, missingness) to its share of C; 'off' "
                  "clips the whole per-example gradient to C at once, as twinify does")
-  g.add_argument("--average_decay", type=float, default=0.999,
+  g.add_argument("--average_decay", type=_fraction("--average_decay"), default=0.999,
                  help="the posterior is an exponential moving average of the iterates "
                  "with this decay (free post-processing; 0 = last iterate, as twinify)")
   add_drop_na_and_seed(g)
@@ -129,7 +131,8 @@ def _add_sample_parser(sub):
       "is post-processing of the DP posterior: it costs no privacy and needs no data.",
       formatter_class=HelpFormatter)
   p.add_argument("result", metavar="RESULT", help="PREFIX.jtwin.npz from 'jtwin fit'")
-  p.add_argument("-n", "--num_synthetic", type=int, required=True, help="rows to draw")
+  p.add_argument("-n", "--num_synthetic", type=_non_negative_int("-n"), required=True,
+                 help="rows to draw")
   p.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="output CSV")
   p.add_argument("--seed", type=int, default=None, help="seed (default: from the OS)")
   p.add_argument("--model", default=None, metavar="MODEL.py",
@@ -158,8 +161,19 @@ def _add_check_parser(sub):
   return p
 
 
+class _OneLineParser(argparse.ArgumentParser):
+  """A usage error is one line (exit code 2), pointing to --help, not a usage dump.
+
+  Subcommand parsers are of this class too (argparse's `add_subparsers` uses
+  the parent's class).
+  """
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = _OneLineParser(
       prog="jtwin", fromfile_prefix_chars="%",
       description="Differentially private synthetic twins of tabular data (a fast, "
       "pure-JAX twinify). 'jtwin DATA MODEL OUT' is short for 'jtwin fit DATA MODEL OUT'.")

@@ -297,6 +297,8 @@ def resolve_domain(df: pd.DataFrame, spec: ModelSpec, *,
   return domain
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 INFERRED_ADVICE = "declare them in the model file, or let jtwin release them under DP: --domain dp"
 
 
@@ -361,8 +363,14 @@ def encode(df: pd.DataFrame, domain: Domain, *,
         _check_counts(col, x, c.name, source)
       if c.bounds is not None:
         x = np.clip(x, *c.bounds)
-      x = (x - c.shift) / c.scale
+      raw, x = x, (x - c.shift) / c.scale
       x[isna] = 0.0
+      bad = np.abs(x) > FLOAT32_MAX
+      if bad.any():
+        raise DataError(f"{_row(col.index, bad, source)}: column '{c.name}' has the value "
+                        f"{raw[np.argmax(bad)]:.3g}, beyond the range of 32-bit floats once "
+                        f"standardised, (x - {c.shift:.3g}) / {c.scale:.3g}; fix the data, or "
+                        "declare 'bounds = lo, hi' to clip it")
     values[:, j] = x
     observed[:, j] = ~isna
   return EncodedData(values, observed)
@@ -614,6 +622,12 @@ def _numeric(col: pd.Series, name: str, family: str,
   if bad.any():
     raise DataError(f"{_row(col.index, bad, source)}: column '{name}' has an "
                     "infinite value; fix the data")
+  bad = np.abs(np.nan_to_num(x)) > FLOAT32_MAX
+  if bad.any():
+    raise DataError(f"{_row(col.index, bad, source)}: column '{name}' has the "
+                    f"value {x[np.argmax(bad)]:.3g}, beyond the range of the 32-bit "
+                    f"floats jtwin computes in (magnitude at most {FLOAT32_MAX:.3g}); "
+                    "fix the data")
   return x
 
 

@@ -88,6 +88,8 @@ class DomainRelease:
     released: human-readable list of the items released under DP.
     merged: columns whose rare (or unseen) labels map to `OTHER`.
     drop_missing: columns whose missing values are left out (flag "no").
+    undecided_integer: columns whose integer flag the noisy counts could not
+      decide (too few rows clear the noise): released as non-integer.
     edges: DP quantile bin edges and point flags of numeric columns without
       declared bounds, {name: (edges, point)} (for the marginal method).
     rho: zCDP budget of the histograms when composed in zCDP (then `epsilon`
@@ -105,6 +107,7 @@ class DomainRelease:
   rho: float = 0.0
   category_std: float = 0.0
   label_counts: dict = dataclasses.field(default_factory=dict)
+  undecided_integer: tuple = ()
 
   def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
     """The frame the fit sees: merged labels -> OTHER, rows dropped per `drop_missing`."""
@@ -134,7 +137,8 @@ class DomainRelease:
             "noise_std": self.noise_std, "category_std": self.category_std,
             "threshold": self.threshold if math.isfinite(self.threshold) else None,
             "released": list(self.released), "merged": list(self.merged),
-            "drop_missing": list(self.drop_missing)}
+            "drop_missing": list(self.drop_missing),
+            "undecided_integer": list(self.undecided_integer)}
 
 
 def _undeclared(f: FeatureSpec, need_edges: bool) -> list:
@@ -373,7 +377,7 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
   noise_std, category_std, threshold = _noise_params(len(columns), m_cat, epsilon, delta,
                                                      rho, threshold_delta, category_rho)
   label_counts = {}
-  released, merged, drop, edges, new = [], [], [], {}, []
+  released, merged, drop, edges, new, undecided = [], [], [], {}, [], []
   fine_released = 0
   fine_rng = _child_generator(rng)   # the fine stage's noise leaves rng's stream as it was
   for f in spec.features:
@@ -398,7 +402,8 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
       hist = _numeric_histogram(rng, c.cells, noise_std)
       missing_count = float(c.missing) + rng.normal(0.0, noise_std)
       fields.update(_numeric_items(hist, items, f, noise_std, edge_levels, max_value_cells,
-                                   edges, f"{source}: column '{f.name}'", spec.where(f)))
+                                   edges, f"{source}: column '{f.name}'", spec.where(f),
+                                   undecided))
       if rho is not None and f.name in edges and c.fine is not None:
         drawn, refined = _fine_edges(fine_rng, c.fine, hist, noise_std, edge_levels,
                                      fields.get("integer", f.integer if f.family != "poisson"
@@ -423,10 +428,12 @@ def release_counts(rng: np.random.Generator, counts: DomainCounts, spec: ModelSp
                          float(threshold), tuple(released), tuple(merged), tuple(drop), edges,
                          rho=float(rho) + m_cat * category_rho
                          + fine_released / (2.0 * noise_std**2),
-                         category_std=float(category_std), label_counts=label_counts)
+                         category_std=float(category_std), label_counts=label_counts,
+                         undecided_integer=tuple(undecided))
   return DomainRelease(out_spec, float(epsilon), float(delta), float(noise_std),
                        float(threshold), tuple(released), tuple(merged), tuple(drop), edges,
-                       category_std=float(category_std), label_counts=label_counts)
+                       category_std=float(category_std), label_counts=label_counts,
+                       undecided_integer=tuple(undecided))
 
 
 # ------------------------------------------------------------ categories
@@ -524,7 +531,8 @@ def _quantiles(hist: np.ndarray, levels, noise_std: float) -> Optional[np.ndarra
 
 
 def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_value_cells,
-                   edges_out, what: str = "column", where: str = "its model file line") -> dict:
+                   edges_out, what: str = "column", where: str = "its model file line",
+                   undecided_out: Optional[list] = None) -> dict:
   fields = {}
   integer = f.integer if f.family != "poisson" else True
   total = hist.sum(1)
@@ -538,11 +546,16 @@ def _numeric_items(hist, items, f: FeatureSpec, noise_std, edge_levels, max_valu
     kept = total > threshold
     if not kept.any():    # no cell clears the noise alone: the cells of the blocks that do
       kept = _denoised(total, noise_std) > 0
-    # integer unless the non-integer counts of the occupied cells exceed 1% of
-    # their rows by more than 3 noise sds of their sum
-    nonint = hist[kept, 0].sum()
+    # integer when the non-integer counts of the occupied cells exceed 1% of
+    # their rows by at most 3 noise sds of their sum, and their integer counts
+    # clear 3 noise sds: without that evidence (too few rows for the noise)
+    # non-integer, which keeps a continuous column continuous
+    nonint, ints = hist[kept, 0].sum(), hist[kept, 1].sum()
     slack = 3.0 * noise_std * math.sqrt(max(int(kept.sum()), 1))
-    integer = bool(nonint <= 0.01 * max(total[kept].sum(), 0.0) + slack)
+    few_nonint = bool(nonint <= 0.01 * max(total[kept].sum(), 0.0) + slack)
+    integer = few_nonint and bool(ints > slack)
+    if few_nonint and not integer and undecided_out is not None:
+      undecided_out.append(f.name)
     fields["integer"] = integer
   if "standardisation" in items:
     q = _quantiles(hist, [0.1587, 0.5, 0.8413, 0.01, 0.99], noise_std)   # not empty: see above

@@ -81,12 +81,12 @@ class StreamedTable(NamedTuple):
   Attributes:
     store: the `TableStore`.
     public: the `jtwin.dp_domain.PublicPlan` returned by `release` (None without one).
-    clipped: names of the columns with values outside their declared bounds
-      (clipped on encoding; private, for a warning only).
+    clipped: column name -> exact count of values outside its declared bounds
+      (clipped on encoding; private, printed only with --verbose).
   """
   store: TableStore
   public: Optional[object]
-  clipped: tuple
+  clipped: dict
 
 
 def iter_csv(path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -273,10 +273,10 @@ def _check_rows(n: int, path: str, source: str, drop_na: bool) -> None:
 
 
 def _write_pass(chunks, domain: jdata.Domain, release, tmp: str,
-                source: str) -> tuple[int, tuple]:
+                source: str) -> tuple[int, dict]:
   """Encodes every chunk and appends it to values.npy / observed.npy in `tmp`."""
   d = len(domain.columns)
-  n, observed_count, clipped = 0, np.zeros(d, np.int64), set()
+  n, observed_count, clipped = 0, np.zeros(d, np.int64), {}
   with _NpyWriter(os.path.join(tmp, "values.npy"), np.float32, d) as wv, \
        _NpyWriter(os.path.join(tmp, "observed.npy"), np.bool_, d) as wo:
     for chunk in chunks:
@@ -285,7 +285,8 @@ def _write_pass(chunks, domain: jdata.Domain, release, tmp: str,
       if len(chunk) == 0:
         continue
       enc = jdata.encode(chunk, domain, source=source)
-      clipped.update(jdata.out_of_bounds(chunk, domain))
+      for name, count in jdata.out_of_bounds(chunk, domain).items():
+        clipped[name] = clipped.get(name, 0) + count
       wv.append(enc.values)
       wo.append(enc.observed)
       observed_count += enc.observed.sum(0)
@@ -295,7 +296,7 @@ def _write_pass(chunks, domain: jdata.Domain, release, tmp: str,
       if k == 0:
         raise DataError(f"{source}: column '{c.name}' has no values (every cell is missing); "
                         "remove it from the model file or fill it in")
-  return n, tuple(c.name for c in domain.columns if c.name in clipped)
+  return n, {c.name: clipped[c.name] for c in domain.columns if c.name in clipped}
 
 
 class _NpyWriter:

@@ -31,6 +31,7 @@ not for release."""
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
   """Registers the `evaluate` sub-command on an argparse `subparsers`."""
+  from jtwin._flags import _non_negative_int, _positive_int
   p = subparsers.add_parser(
       "evaluate", help="compare a synthetic twin with the real data",
       description=_DESCRIPTION,
@@ -59,14 +60,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
   p.add_argument("-o", "--output", metavar="REPORT_PREFIX", default=None,
                  help="write REPORT_PREFIX.json and REPORT_PREFIX.html "
                  "(default: only print the summary)")
-  p.add_argument("--bins", type=int, default=20, metavar="N",
+  p.add_argument("--bins", type=_positive_int("--bins"), default=20, metavar="N",
                  help="equal-width bins for numeric columns with more than "
                  "20 distinct values (default: 20)")
-  p.add_argument("--max_levels", type=int, default=100, metavar="K",
+  p.add_argument("--max_levels", type=_positive_int("--max_levels"), default=100, metavar="K",
                  help="categorical columns with more distinct values keep "
                  "the K most frequent real ones, the rest pooled as "
                  "'(other)' (default: 100)")
-  p.add_argument("--max_model_rows", type=int, default=100_000, metavar="N",
+  p.add_argument("--max_model_rows", type=_non_negative_int("--max_model_rows"),
+                 default=100_000, metavar="N",
                  help="rows of each table used to fit the pMSE and utility "
                  "models, a seeded sample of larger tables; 0 = all "
                  "(default: 100000)")
@@ -257,13 +259,6 @@ def run(args: argparse.Namespace) -> int:
   from jtwin.evaluate.encoding import is_numeric_column
   from jtwin.evaluate.report import format_summary, write_report
 
-  if args.bins < 1:
-    raise DataError(f"--bins must be at least 1, got {args.bins}")
-  if args.max_levels < 1:
-    raise DataError(f"--max_levels must be at least 1, got {args.max_levels}")
-  if args.max_model_rows < 0:
-    raise DataError(f"--max_model_rows must be 0 (all) or more, got "
-                    f"{args.max_model_rows}")
   if args.output is not None:
     directory = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(directory):
