@@ -367,6 +367,11 @@ def _note_release(args, public):
          + (f", {r.category_std:.3g} on the label counts"
             if r.merged and r.category_std != r.noise_std else "") + "), to be written to "
          f"{args.output_path}.domain.txt")
+  _warn_release(r)
+
+
+def _warn_release(r):
+  """Warnings about what the DP domain step `r` merged, dropped or could not decide."""
   if r.merged:
     warnings.warn(f"DP domain: categories with fewer than about {r.threshold:.0f} rows are "
                   f"merged into '(other)' in: {', '.join(r.merged)} (declare the categories "
@@ -617,14 +622,17 @@ def check(args) -> int:
   if not str(args.model_path).endswith(".py"):
     from jtwin.spec import parse_model_file
     spec = parse_model_file(args.model_path)
+  key = jax.random.key(0)   # public, data-independent: only used to test the model
+  args.non_private = False
+  # the DP domain step as fit runs it (a fixed seed): its refusals are check's too
+  release = public_release(args, key, args.epsilon, source=args.data_path)
   prep = prepare(df, args.model_path if spec is None else spec, k=args.k, drop_na=args.drop_na,
-                 source=args.data_path)
+                 source=args.data_path, release=release)
   n, d = prep.values.shape
   problems = []
   if args.sampling_ratio * n < 1:
     problems.append(f"{n} rows are too few for --sampling_ratio {args.sampling_ratio:g}")
   model = prep.model
-  key = jax.random.key(0)   # public, data-independent: only used to test the model
   k1, k2 = jax.random.split(key)
   theta = model.init(k1)
   rows = slice(0, min(n, 1000))
@@ -646,9 +654,14 @@ def check(args) -> int:
         "do not release it)")
   for line in clipped_lines(prep.clipped):
     print(f"  {line}")
-  if prep.inferred:
+  released = prep.public.release.released if prep.public is not None else ()
+  if released:
     print("  undeclared (fit and napsumq release these under DP from a share of epsilon, "
           "or read them off the data with --domain data; declare them to save that share): "
+          + "; ".join(released))
+    _warn_release(prep.public.release)
+  elif prep.inferred:
+    print("  undeclared, read off the private data (--domain data; NOT covered by epsilon): "
           + "; ".join(prep.inferred))
   else:
     print("  every domain is declared: fit and napsumq take nothing from the private data "

@@ -127,14 +127,17 @@ def _add_scale_group(p) -> None:
 def _add_sample_parser(sub):
   p = sub.add_parser(
       "sample", help="draw more synthetic rows from a stored result (no data needed)",
-      description="Draw synthetic rows from a result file written by 'jtwin fit'. Sampling "
+      description="Draw synthetic rows from a result file written by 'jtwin fit' or "
+      "'jtwin napsumq'. Sampling "
       "is post-processing of the DP posterior: it costs no privacy and needs no data.",
       formatter_class=HelpFormatter)
-  p.add_argument("result", metavar="RESULT", help="PREFIX.jtwin.npz from 'jtwin fit'")
+  p.add_argument("result", metavar="RESULT",
+                 help="PREFIX.jtwin.npz from 'jtwin fit' or 'jtwin napsumq'")
   p.add_argument("-n", "--num_synthetic", type=_non_negative_int("-n"), required=True,
                  help="rows to draw")
   p.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="output CSV")
-  p.add_argument("--seed", type=int, default=None, help="seed (default: from the OS)")
+  p.add_argument("--seed", type=_non_negative_int("--seed"), default=None,
+                 help="seed (default: from the OS)")
   p.add_argument("--model", default=None, metavar="MODEL.py",
                  help="the custom model file, for results of custom models")
   p.add_argument("--m", "--num_synthetic_records_per_parameter_sample", dest="m",
@@ -158,6 +161,17 @@ def _add_check_parser(sub):
                  help="drop rows with missing values first")
   p.add_argument("--sampling_ratio", "-q", type=_probability("--sampling_ratio"),
                  default=0.01, help="checked against the data size")
+  g = p.add_argument_group("the DP domain step, run as fit and napsumq run it (same refusals)")
+  g.add_argument("--epsilon", type=_positive_float("--epsilon"), default=1.0,
+                 help="the epsilon the fit will use")
+  g.add_argument("--delta", type=_probability("--delta", upper_open=True), default=None,
+                 help="the delta the fit will use (default: 0.1/N)")
+  g.add_argument("--domain", choices=("dp", "data"), default="dp",
+                 help="as for fit: 'dp' releases undeclared domain items under DP (with a "
+                 "fixed seed here, so a borderline column may pass here and fail in the fit "
+                 "or the other way round)")
+  g.add_argument("--domain_epsilon", type=_positive_float("--domain_epsilon"), default=None,
+                 help="as for fit")
   return p
 
 

@@ -219,3 +219,25 @@ def test_bad_option_values_are_one_usage_line_with_exit_code_2(capsys, argv, nee
   assert code == 2 and out == ""
   (line,) = err.strip().splitlines()                       # no usage dump
   assert needle in line and line.endswith(f"(see 'jtwin {argv[0]} --help')")
+
+
+@pytest.mark.parametrize("column,line,refused", [
+    (["2000-01-%02d" % (i % 28 + 1) for i in range(300)], "x : Categorical", True),
+    (["F"] * 300, "x : Bernoulli ; missing = no", False),
+])
+def test_check_and_fit_agree_on_the_dp_domain_step(tmp_path, capsys, column, line, refused):
+  """check runs the DP domain step as fit does: a date column as Categorical
+  (no label clears the noise) is refused by both; a one-valued Bernoulli column
+  (its other label is '(other)') passes both."""
+  rng = np.random.default_rng(0)
+  pd.DataFrame({"age": rng.integers(18, 90, 300), "x": column}).to_csv(tmp_path / "d.csv",
+                                                                       index=False)
+  (tmp_path / "m.txt").write_text("age : Normal ; bounds = 0, 100 ; integer ; missing = no\n"
+                                  + line + "\n")
+  data, model = str(tmp_path / "d.csv"), str(tmp_path / "m.txt")
+  check_code, _, check_err = _run(["check", data, model], capsys)
+  fit_code, _, fit_err = _run(["fit", data, model, str(tmp_path / "out")] + FAST, capsys)
+  assert (check_code, fit_code) == ((1, 1) if refused else (0, 0)), check_err + fit_err
+  if refused:
+    assert "no category is frequent enough" in _one_error(check_err)
+    assert "no category is frequent enough" in _one_error(fit_err)

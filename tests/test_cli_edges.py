@@ -189,8 +189,8 @@ def test_check_names_columns_whose_synthetic_values_are_not_clipped(tmp_path, ca
 
 def test_check_names_narrow_columns_far_from_zero(tmp_path, capsys):
   rng = np.random.default_rng(0)
-  frame = pd.DataFrame({"year": rng.integers(2000, 2016, 500), "x": rng.normal(size=500),
-                        "count": rng.poisson(3, 500) + 1})
+  frame = pd.DataFrame({"year": rng.integers(2000, 2016, 5000), "x": rng.normal(size=5000),
+                        "count": rng.poisson(3, 5000) + 1})
   data, model = tmp_path / "d.csv", tmp_path / "m.txt"
   frame.to_csv(data, index=False)
   model.write_text("year : Poisson\nx : Normal\ncount : Poisson\n")
