@@ -229,8 +229,9 @@ def test_cli_says_which_classifiers(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "utility models: jtwin's NumPy classifiers" in out
   assert "'(other)'): id" in out
-  with pytest.raises(DataError, match="--max_levels"):
-    cli.run(_args([*paths, "--max_levels", "0"]))
+  with pytest.raises(SystemExit) as refused:           # the parser refuses it: exit code 2
+    _args([*paths, "--max_levels", "0"])
+  assert refused.value.code == 2 and "--max_levels must be >= 1" in capsys.readouterr().err
 
 
 def test_sklearn_logistic_matches_ours():
