@@ -21,6 +21,11 @@ def atomic_write(path, mode: str = "w", *, encoding: Optional[str] = "utf-8",
   and fsync'ed before the rename. On any exception, including
   KeyboardInterrupt, it is deleted and `path` is left untouched.
 
+  A symbolic link is followed (the file it names is replaced, the link
+  stays). A `path` that exists but is not a regular file (a device such as
+  /dev/null or /dev/stdout, a named pipe) is written directly, never
+  replaced: it cannot be written atomically, and replacing it would destroy it.
+
   Args:
     path: destination file.
     mode: "w" (text) or "wb" (binary).
@@ -34,8 +39,13 @@ def atomic_write(path, mode: str = "w", *, encoding: Optional[str] = "utf-8",
   """
   if mode not in ("w", "wt", "wb"):
     raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-  path = os.fspath(path)
-  directory, base = os.path.split(os.path.abspath(path))
+  path = os.path.realpath(os.fspath(path))
+  if _is_special(path):
+    with open(path, mode, **({} if "b" in mode else {"encoding": encoding,
+                                                      "newline": newline})) as f:
+      yield f
+    return
+  directory, base = os.path.split(path)
   tmp, fd = _create_temp(directory, base, file_mode)
   try:
     try:
@@ -72,6 +82,12 @@ def check_output_path(path, inputs: Iterable = ()) -> None:
       directory, or `path` is (a link to) one of the inputs.
   """
   path = os.fspath(path)
+  if not os.path.basename(path):
+    raise DataError(f"{path!r}: names no file; give an output file name")
+  if _is_special(os.path.realpath(path)):      # a device or pipe: written directly
+    if not os.access(path, os.W_OK):
+      raise DataError(f"{path}: is not writable; choose another output path")
+    return
   directory = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(directory):
     parent = directory
@@ -121,6 +137,16 @@ def check_output_prefix(prefix: str, visualize: str = "none") -> None:
   if visualize in ("store", "both") and os.path.exists(folder) and not os.path.isdir(folder):
     raise DataError(f"{folder}: is a file, but the real-data plots go into a folder of "
                     "that name; move it, or pass --visualize none")
+
+
+def _is_special(path: str) -> bool:
+  """True for an existing path that is neither a regular file nor a directory."""
+  import stat
+  try:
+    mode = os.stat(path).st_mode
+  except OSError:
+    return False
+  return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _same_file(a: str, b: str) -> bool:
