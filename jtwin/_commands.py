@@ -88,7 +88,7 @@ def clipped_lines(clipped: dict) -> list:
 
 def _prepare_custom(df, path, *, drop_na, source, release=None):
   import pandas as pd
-  from jtwin.custom import load_custom_model
+  from jtwin.custom import custom_decoder, load_custom_model, make_custom_model
   from jtwin.result_io import file_sha256
   custom = load_custom_model(path)
   frame = df.dropna() if drop_na else df
@@ -110,17 +110,8 @@ def _prepare_custom(df, path, *, drop_na, source, release=None):
   observed = np.isfinite(arr)
   values = np.where(observed, arr, 0.0).astype(np.float32)
   columns = list(frame.columns)
-  model = custom.make_model(columns)
-
-  def decode(v, o, rng=None):
-    del rng
-    out = pd.DataFrame(np.where(o, v, np.nan), columns=columns)
-    if custom.postprocess is not None:
-      try:
-        out = custom.postprocess(out)
-      except Exception as e:
-        raise JtwinInputError(f"{path}: postprocess() failed: {e.__class__.__name__}: {e}") from None
-    return out
+  model = make_custom_model(custom, columns, path)
+  decode = custom_decoder(custom, columns, path)
 
   inferred = ["custom model: whatever preprocess() derives from the data"] if custom.preprocess else []
   # the file name only: an absolute path would tell where the data holder works
@@ -551,7 +542,7 @@ def sample(args) -> int:
   from jtwin import data as jdata
   from jtwin._atomic import check_output_path
   from jtwin._rng import numpy_generator, root_key
-  from jtwin.result_io import load_result, rebuild
+  from jtwin.result_io import load_result, provenance_warnings, rebuild
   from jtwin.marginals.cells import coarse_maps
   from jtwin.marginals.ensemble import resolve_sampling, sample_posterior
   check_output_path(args.output, inputs=[args.result] + ([args.model] if args.model else []))
@@ -561,16 +552,29 @@ def sample(args) -> int:
   if args.model and loaded.meta["model"]["kind"] != "custom":
     warnings.warn(f"--model {args.model} is ignored: {args.result} was fitted with the "
                   "automatic mixture model, which the result file describes completely")
+  for text in provenance_warnings(loaded.meta):
+    warnings.warn(text)
   key = root_key(args.seed)
   _, k_sample, k_decode = jax.random.split(key, 3)
   sampling = resolve_sampling(args.sampling, args.m,
                               marginal=loaded.meta["model"].get("method") == "napsumq",
                               flag="--sampling", m_flag="--m")
-  values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
-                                      records_per_draw=args.m,
-                                      members=int(loaded.meta["model"].get("ensemble") or 1),
-                                      sampling=sampling,
-                                      coarse=coarse_maps(loaded.meta["model"].get("cells")))
+  custom = loaded.meta["model"]["kind"] == "custom"
+  try:
+    values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
+                                        records_per_draw=args.m,
+                                        members=int(loaded.meta["model"].get("ensemble") or 1),
+                                        sampling=sampling,
+                                        coarse=coarse_maps(loaded.meta["model"].get("cells")))
+  except (TypeError, ValueError, IndexError) as e:
+    if not custom or isinstance(e, JtwinInputError):
+      raise
+    raise JtwinInputError(f"{args.model or loaded.meta['model'].get('path')}: the custom "
+                          f"model's sample() failed: {e.__class__.__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+  if not custom and not np.all(np.isfinite(np.asarray(values)[np.asarray(observed)])):
+    raise JtwinInputError(f"{args.result}: sampling gave non-finite values: the result file "
+                          "is corrupt (its parameters are out of range)")
   jdata.write_csv_atomic(decode(values, observed, numpy_generator(k_decode)), args.output)
   p = loaded.meta.get("privacy", {})
   _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "

@@ -20,6 +20,8 @@ import re
 import sys
 from typing import Callable, NamedTuple, Optional
 
+import numpy as np
+
 from jtwin.errors import JtwinInputError
 from jtwin.models.interface import Model
 
@@ -93,3 +95,50 @@ def load_custom_model(path: str) -> CustomModel:
       raise JtwinInputError(f"{path}: '{fn}' must be a function")
   return CustomModel(path, make, getattr(module, "preprocess", None),
                      getattr(module, "postprocess", None))
+
+
+def make_custom_model(custom: CustomModel, columns: list, path: str) -> Model:
+  """`custom.make_model(columns)`; a failure is a `JtwinInputError` naming `path`."""
+  try:
+    return custom.make_model(columns)
+  except JtwinInputError:
+    raise
+  except Exception as e:
+    raise JtwinInputError(f"{path}: make_model() failed: {e.__class__.__name__}: {e}") from None
+
+
+def custom_decoder(custom: CustomModel, columns: list, path: str) -> Callable:
+  """`decode(values, observed, rng=None) -> DataFrame` of a custom model's samples.
+
+  Missing cells become NaN, then `postprocess` (if any) runs. A model whose
+  `sample` gives the wrong number of columns or non-finite observed values,
+  or a `postprocess` that fails or returns no DataFrame, is a
+  `JtwinInputError` naming `path`.
+  """
+  import pandas as pd
+
+  def decode(values, observed, rng=None):
+    del rng
+    v, o = np.asarray(values, np.float64), np.asarray(observed, bool)
+    if v.size == 0:
+      v, o = v.reshape(0, len(columns)), o.reshape(0, len(columns))
+    if v.ndim != 2 or v.shape[1] != len(columns) or o.shape != v.shape:
+      raise JtwinInputError(f"{path}: sample() returned values {v.shape} and observed "
+                            f"{o.shape}; expected [rows, {len(columns)}] for the columns "
+                            f"{', '.join(columns)}")
+    if not np.all(np.isfinite(v[o])):
+      raise JtwinInputError(f"{path}: sample() returned non-finite values where observed; "
+                            "fix the model")
+    out = pd.DataFrame(np.where(o, v, np.nan), columns=columns)
+    if custom.postprocess is None:
+      return out
+    try:
+      out = custom.postprocess(out)
+    except Exception as e:
+      raise JtwinInputError(f"{path}: postprocess() failed: {e.__class__.__name__}: "
+                            f"{e}") from None
+    if not isinstance(out, pd.DataFrame):
+      raise JtwinInputError(f"{path}: postprocess() must return a pandas DataFrame, got "
+                            f"{type(out).__name__}")
+    return out
+  return decode

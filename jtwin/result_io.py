@@ -119,13 +119,42 @@ def load_result(path: str) -> LoadedResult:
     meta = json.loads(arrays.pop("meta.json").tobytes().decode("utf-8"))
   except ValueError:
     raise JtwinInputError(f"{path}: corrupt metadata in result file") from None
-  if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
+  if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+    raise JtwinInputError(f"{path}: corrupt metadata in result file (no model description)")
+  try:
+    version = int(meta.get("format_version", 0))
+  except (TypeError, ValueError):
+    version = None
+  if meta.get("format") != FORMAT or version is None or version > FORMAT_VERSION:
     raise JtwinInputError(f"{path}: unsupported result format {meta.get('format')!r} "
                           f"version {meta.get('format_version')!r}; upgrade jtwin")
   loc = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loc/")}
   raw = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("raw_scale/")}
-  domain = Domain.from_dict(meta["domain"]) if meta.get("domain") else None
+  for name, value in [*loc.items(), *raw.items()]:
+    if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
+      raise JtwinInputError(f"{path}: corrupt result file (posterior parameter '{name}' is "
+                            "not all finite floating-point numbers)")
+  try:
+    domain = Domain.from_dict(meta["domain"]) if meta.get("domain") else None
+  except (KeyError, TypeError, ValueError, AttributeError) as e:
+    raise JtwinInputError(f"{path}: corrupt result file (its domain: "
+                          f"{e.__class__.__name__} {e})") from None
   return LoadedResult(MeanFieldParams(loc, raw), meta, domain)
+
+
+def provenance_warnings(meta: dict) -> list:
+  """What a result's epsilon does not cover, for a warning wherever it is loaded:
+  a non-private fit, and domain items read off the private data."""
+  from jtwin.data import inferred_warning
+  out = []
+  privacy = meta.get("privacy") or {}
+  if privacy.get("mode") == "non-private" or str(privacy.get("epsilon")) == "inf":
+    out.append("this result was fitted with NO differential privacy (--no-privacy): what is "
+               "sampled from it is NOT private; do not release it")
+  inferred = meta.get("inferred_from_data") or []
+  if inferred:
+    out.append("this result's model uses items " + inferred_warning(inferred))
+  return out
 
 
 class Rebuilt(NamedTuple):
@@ -167,9 +196,22 @@ def rebuild(loaded: LoadedResult, *, custom_model_path: Optional[str] = None,
     >>> from jtwin.result_io import load_result, rebuild   # doctest: +SKIP
     >>> model, posterior, decode = rebuild(load_result("out.jtwin.npz"))  # doctest: +SKIP
   """
+  try:
+    return _rebuild(loaded, custom_model_path, source)
+  except JtwinInputError:
+    raise
+  except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+    raise JtwinInputError(f"{source}: corrupt or unsupported jtwin result file "
+                          f"({e.__class__.__name__}: {e})") from None
+
+
+def _rebuild(loaded: LoadedResult, custom_model_path, source) -> Rebuilt:
   import warnings
   import pandas as pd
   info = loaded.meta["model"]
+  if info["kind"] not in ("mixture", "custom"):
+    raise JtwinInputError(f"{source}: unsupported model kind {info['kind']!r} in the result "
+                          "file; upgrade jtwin")
   if info["kind"] == "mixture":
     from jtwin.models import make_mixture_model
     from jtwin.models.interface import Feature
@@ -178,9 +220,13 @@ def rebuild(loaded: LoadedResult, *, custom_model_path: Optional[str] = None,
       decode = cells_decoder(info)
     else:
       from jtwin import data as jdata
+      features = [Feature(*f) for f in info["features"]]
+      if loaded.domain is None or list(loaded.domain.features()) != features:
+        raise JtwinInputError(f"{source}: corrupt result file (its domain does not match "
+                              "its model's columns)")
       decode = lambda v, o, rng=None: jdata.decode(v, o, loaded.domain, rng=rng)
   else:
-    from jtwin.custom import load_custom_model
+    from jtwin.custom import custom_decoder, load_custom_model, make_custom_model
     path = custom_model_path or info["path"]
     if not custom_model_path and not os.path.isfile(path):
       # result files store the model's file name only: look beside the result
@@ -189,16 +235,15 @@ def rebuild(loaded: LoadedResult, *, custom_model_path: Optional[str] = None,
       raise JtwinInputError(f"{source}: was fitted with the custom model {info['path']}, "
                             "which is not there (nor beside the result); pass it with "
                             "--model MODEL.py, or custom_model_path= to jtwin.load")
+    if not str(path).endswith(".py"):
+      raise JtwinInputError(f"{path}: the custom model must be its .py file (--model "
+                            "MODEL.py, or custom_model_path=)")
     if file_sha256(path) != info["sha256"]:
       warnings.warn(f"{path} differs from the model file the result was fitted with")
     custom = load_custom_model(path)
-    model = custom.make_model(info["columns"])
-
-    def decode(v, o, rng=None):
-      del rng
-      out = pd.DataFrame(np.where(o, v, np.nan), columns=info["columns"])
-      return custom.postprocess(out) if custom.postprocess else out
-  return Rebuilt(model, rebuild_posterior(model, loaded.posterior), decode)
+    model = make_custom_model(custom, list(info["columns"]), path)
+    decode = custom_decoder(custom, list(info["columns"]), path)
+  return Rebuilt(model, rebuild_posterior(model, loaded.posterior, source), decode)
 
 
 def cells_decoder(info: dict):
@@ -213,7 +258,7 @@ def cells_decoder(info: dict):
                                              derived=derived)
 
 
-def rebuild_posterior(model, saved_posterior):
+def rebuild_posterior(model, saved_posterior, source: str = "the result file"):
   """Puts saved posterior leaves (dicts of arrays) back into `model`'s structure.
 
   Raises:
@@ -231,11 +276,11 @@ def rebuild_posterior(model, saved_posterior):
     if isinstance(template, dict) and set(saved) == set(template):
       return {k_: jnp.asarray(saved[k_]) for k_ in template}
     if len(names) != len(leaves):
-      raise JtwinInputError("the result file does not match the model (parameter count)")
+      raise JtwinInputError(f"{source}: does not match the model (parameter count)")
     return jax.tree.unflatten(treedef, [jnp.asarray(saved[k_]) for k_ in names])
 
   post = MeanFieldParams(build(saved_posterior.loc), build(saved_posterior.raw_scale))
   for a, b in zip(jax.tree.leaves(post.loc), leaves):
     if a.shape != tuple(b.shape):
-      raise JtwinInputError("the result file does not match the model (parameter shapes)")
+      raise JtwinInputError(f"{source}: does not match the model (parameter shapes)")
   return post

@@ -372,8 +372,11 @@ class Synthesizer:
         path stored in the result).
       seed: root seed of later `sample` calls (default: from the OS).
     """
-    from jtwin.result_io import load_result, rebuild
+    import warnings
+    from jtwin.result_io import load_result, provenance_warnings, rebuild
     loaded = load_result(os.fspath(path))
+    for text in provenance_warnings(loaded.meta):
+      warnings.warn(text, stacklevel=2)
     info = loaded.meta["model"]
     method = "napsumq" if info.get("method") == "napsumq" else "vi"
     model, posterior, decode = rebuild(loaded, custom_model_path=custom_model_path,

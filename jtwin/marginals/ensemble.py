@@ -188,6 +188,10 @@ def sample_posterior(key, model, posterior, num_rows: int, *, records_per_draw: 
   """
   from jtwin.sampling import sample_synthetic
   if resolve_sampling(sampling, records_per_draw) == "balanced":
+    if model.features is None or "mix" not in posterior.loc:
+      from jtwin.errors import JtwinInputError
+      raise JtwinInputError("balanced sampling needs jtwin's mixture of categorical columns "
+                            "(this is a custom model): use --sampling iid (sampling='iid')")
     from jtwin._rng import numpy_generator
     from jtwin.marginals.balanced import sample_balanced
     k = np.asarray(posterior.loc["mix"]).shape[0] + 1
