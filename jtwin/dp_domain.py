@@ -756,6 +756,9 @@ def _round(x: float) -> float:
 
 
 # ------------------------------------------------------------ one call for a run
+LARGE_DEFAULT_DELTA = 1e-3   # a default delta above this (under 100 rows) is warned about
+
+
 class PublicPlan(NamedTuple):
   """The public quantities of a run, released before the main mechanism.
 
@@ -855,6 +858,12 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
   ref = float(epsilon) if epsilon is not None else 1.0
   rows_eps = ROWS_FRACTION * ref
   rows = noisy_row_count(rng, n, rows_eps)
+  if delta is None and 0.1 / rows > LARGE_DEFAULT_DELTA:
+    import warnings
+    warnings.warn(f"the table is tiny (about {rows} rows, DP estimate), so the default "
+                  f"delta = 0.1 / rows is {0.1 / rows:.2g}: a weak guarantee; no DP method "
+                  "protects so few rows well (pass --delta to choose it yourself)",
+                  stacklevel=2)
   delta = float(delta) if delta is not None else 0.1 / rows
   todo = needs_release(spec, need_edges=need_edges) if spec is not None else []
   if composition not in ("basic", "zcdp", "gdp"):

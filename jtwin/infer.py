@@ -144,7 +144,8 @@ class FitResult(NamedTuple):
       statistics of the data, for the data holder only; not stored in result
       files.
     model: the model that was fitted.
-    num_examples: N.
+    num_examples: N, the exact number of training rows (NOT private: keep it with
+      the data; the row count jtwin releases is the DP estimate).
     timings: seconds per phase ("calibration", "compile", "training").
   """
   posterior: post.MeanFieldParams

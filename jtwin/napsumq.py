@@ -49,7 +49,7 @@ import jax
 import numpy as np
 
 from jtwin._rng import numpy_generator, root_key
-from jtwin.errors import JtwinInputError
+from jtwin.errors import JtwinInputError, NonFiniteError
 from jtwin.marginals import cells as cl
 from jtwin.marginals import ensemble as ens
 from jtwin.marginals import fit as mfit
@@ -135,7 +135,8 @@ class MarginalResult(NamedTuple):
     num_components: K.
     inferred_from_data: items taken from the private data without noise.
     timings: seconds per phase.
-    public: the `jtwin.dp_domain.PublicPlan` (DP row count and domain).
+    public: the `jtwin.dp_domain.PublicPlan` (DP row count and domain; its
+      `frame`, the private rows, is None here).
     ensemble: the number of mixtures joined into `posterior` (members are
       consecutive blocks of K / ensemble components).
     derived: the `jtwin.marginals.derived.DerivedColumn`s: columns declared
@@ -351,6 +352,8 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   per_member = -(-int(num_components) // ensemble)
   if not 0.0 < one_way_fraction < 1.0:
     raise JtwinInputError(f"one_way_fraction must be in (0, 1), got {one_way_fraction}")
+  if not (math.isfinite(learning_rate) and learning_rate > 0):
+    raise JtwinInputError(f"learning_rate must be a finite number > 0, got {learning_rate}")
   names = list(spec.names)
   from jtwin import dp_domain, table_store
   streaming = isinstance(frame, CsvSource)
@@ -564,6 +567,9 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     if progress is not None and r + 1 < ensemble:
       progress(0.5 + 0.5 * (r + 1) / ensemble, f"fitting mixture {r + 2} of {ensemble}")
   post = ens.join_mixtures(members)
+  if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(post)):
+    raise NonFiniteError("the marginal fit diverged (non-finite parameters); lower "
+                         "learning_rate")
   if progress is not None:
     progress(1.0, "fitted")
   timings["fit"] = time.perf_counter() - t0 - sum(timings.values())
@@ -592,6 +598,7 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
   if inferred:
     import warnings
     warnings.warn(jdata.inferred_warning(inferred), stacklevel=2)
+  public = public._replace(frame=None)     # the private rows never leave in the result
   return MarginalResult(post, cells, record, log, total, model, num_components, inferred,
                         timings, public, ensemble, tuple(derived), tuple(smoothed), plot_rows,
                         tuple(run_smoothed))

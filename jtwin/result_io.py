@@ -75,6 +75,8 @@ def save_result(path: str, posterior, *, model_info: dict, privacy, domain=None,
     extra: more JSON-able metadata.
   """
   from jtwin import __version__
+  from jtwin._atomic import check_output_path
+  check_output_path(path)     # a directory, a missing folder: one clear error, nothing written
   arrays = {}
   for part in ("loc", "raw_scale"):
     tree = getattr(posterior, part)

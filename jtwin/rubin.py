@@ -48,7 +48,9 @@ def combine(estimates, variances, *, n_synthetic: Optional[int] = None,
   """Combines per-data-set estimates [m, ...] and variances [m, ...].
 
   Raises:
-    ValueError: fewer than 2 data sets or mismatched shapes.
+    ValueError: fewer than 2 data sets, mismatched shapes, non-finite
+      estimates, variances that are negative or not finite, or row counts
+      that are not positive.
   """
   q = np.asarray(estimates, np.float64)
   u = np.asarray(variances, np.float64)
@@ -56,6 +58,13 @@ def combine(estimates, variances, *, n_synthetic: Optional[int] = None,
     raise ValueError(f"estimates {q.shape} and variances {u.shape} must have one shape")
   if q.ndim == 0 or q.shape[0] < 2:
     raise ValueError("Rubin's rules need estimates from at least 2 synthetic data sets")
+  if not np.all(np.isfinite(q)):
+    raise ValueError("estimates must be finite")
+  if not np.all(np.isfinite(u) & (u >= 0)):
+    raise ValueError("variances must be finite and >= 0 (squared standard errors)")
+  for name, value in (("n_synthetic", n_synthetic), ("n_original", n_original)):
+    if value is not None and not value > 0:
+      raise ValueError(f"{name} must be > 0, got {value}")
   m = q.shape[0]
   q_bar, b, u_bar = q.mean(0), q.var(0, ddof=1), u.mean(0)
   t = (1.0 + 1.0 / m) * b - u_bar

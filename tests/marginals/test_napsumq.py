@@ -52,6 +52,7 @@ def test_privacy_record_recomputed(frame, selection, residuals):
   # the DP domain's histograms share the zCDP budget: rho = sum 1 / (2 sd^2) over the
   # m histograms, at category_std for the columns whose categories were released
   pub = res.public
+  assert pub.frame is None                    # the private rows are not returned
   rel = pub.release
   m = (len({item.split(":")[0] for item in rel.released})
        + sum(": fine " in item for item in rel.released))
