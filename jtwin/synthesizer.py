@@ -19,6 +19,7 @@ The result file is the one `jtwin fit` and `jtwin napsumq` write, so
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Optional
 
@@ -39,6 +40,43 @@ _FIT_TAG, _SAMPLE_TAG, _SEEDED_SAMPLE_TAG = 0x6A746669, 0x6A74736D, 0x6A747373
 _PLAN_DEFAULTS = {"sampling_ratio": 0.01, "num_epochs": 200, "clipping_threshold": 1.0,
                   "noise_multiplier": None, "max_epsilon": None, "non_private": False,
                   "warm_start": 0.1}
+
+
+# what `fit` passes itself: not options a user may give
+_SET_BY_SYNTHESIZER = {"key", "model", "data", "frame", "spec", "epsilon", "delta", "privacy",
+                       "num_components", "domain", "domain_epsilon", "check_delta", "source"}
+
+
+def _check_arguments(method, epsilon, delta, num_components, options) -> None:
+  """Refuses bad constructor arguments before any data is read (one clear line each)."""
+  import difflib
+  import inspect
+  import numbers
+  def real(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+  if not (real(epsilon) and epsilon > 0):
+    raise JtwinInputError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+  if delta is not None and not (real(delta) and 0 < delta < 1):
+    raise JtwinInputError(f"delta must be a number in (0, 1) or None, got {delta!r}")
+  if num_components is not None and not (isinstance(num_components, numbers.Integral)
+                                         and not isinstance(num_components, bool)
+                                         and num_components >= 1):
+    raise JtwinInputError(f"num_components must be an integer >= 1 or None, got "
+                          f"{num_components!r}")
+  if method == "vi":
+    from jtwin import infer
+    known = set(_PLAN_DEFAULTS) | set(inspect.signature(infer.fit).parameters)
+  else:
+    from jtwin import napsumq
+    known = {k for k in inspect.signature(napsumq._fit_marginals).parameters
+             if not k.startswith("_")}
+  known -= _SET_BY_SYNTHESIZER
+  for name in options:
+    if name not in known:
+      near = difflib.get_close_matches(name, sorted(known), n=1)
+      raise JtwinInputError(f"unknown option {name!r} for method {method!r}"
+                            + (f" (did you mean {near[0]!r}?)" if near else "")
+                            + f"; options: {', '.join(sorted(known))}")
 
 
 def _model_source(model):
@@ -131,6 +169,7 @@ class Synthesizer:
     self.model_source = _model_source(model) if model is not None else None
     if method == "napsumq" and isinstance(self.model_source, str):
       raise JtwinInputError(f"{self.model_source}: custom .py models are for method 'vi'")
+    _check_arguments(method, epsilon, delta, num_components, options)
     self.epsilon, self.delta, self.drop_na = epsilon, delta, bool(drop_na)
     self.num_components = num_components or (50 if method == "vi" else 400)
     self.allow_large_delta, self.allow_large_epsilon = allow_large_delta, allow_large_epsilon

@@ -270,3 +270,27 @@ def test_a_tiny_table_warns_of_its_large_default_delta():
   with warnings.catch_warnings():
     warnings.simplefilter("error")                            # a chosen delta: no warning
     dd.plan_release(np.random.default_rng(0), frame, spec, epsilon=1.0, delta=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(epsilon="1"), "epsilon must be a finite number > 0, got '1'"),
+    (dict(epsilon=-1.0), "epsilon must be a finite number > 0"),
+    (dict(delta=-1.0), "delta must be a number in (0, 1)"),
+    (dict(num_components=0), "num_components must be an integer >= 1"),
+    (dict(num_components=2.5), "num_components must be an integer >= 1"),
+    (dict(bogus=1), "unknown option 'bogus' for method 'vi'"),
+    (dict(method="napsumq", steps=10), "unknown option 'steps' for method 'napsumq'"),
+])
+def test_synthesizer_refuses_bad_arguments_before_any_data(kwargs, needle):
+  import re
+  import jtwin
+  from jtwin.errors import JtwinInputError
+  with pytest.raises(JtwinInputError, match=re.escape(needle)):
+    jtwin.Synthesizer("age : Normal\n", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_epochs=3, sampling_ratio=0.1),
+                                    dict(method="napsumq", final_steps=10, target="age")])
+def test_synthesizer_accepts_the_options_of_its_method(kwargs):
+  import jtwin
+  assert jtwin.Synthesizer("age : Normal\n", **kwargs).options
