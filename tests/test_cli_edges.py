@@ -181,7 +181,7 @@ def test_check_names_columns_whose_synthetic_values_are_not_clipped(tmp_path, ca
   pd.DataFrame({"w": [1.5, 2.5, 3.0], "x": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "d.csv", index=False)
   (tmp_path / "m.txt").write_text("w : Normal ; missing = no\nx : Normal ; bounds = 0, 5 ; missing = no\n")
   code, out, err = _run(["check", str(tmp_path / "d.csv"), str(tmp_path / "m.txt"),
-                         "--sampling_ratio", "0.5"], capsys)
+                         "--sampling_ratio", "0.5", "--domain", "data"], capsys)
   line = next(l for l in out.splitlines() if "not clipped" in l)
   named = line.split("go negative): ")[1].split(";")[0]
   assert named == "w"
