@@ -12,23 +12,15 @@ import pandas as pd
 import pytest
 
 from jtwin import _atomic
+from _cli_run import one_error as _one_error
+from _cli_run import outputs as _outputs
+from _cli_run import run as _run
 from jtwin.cli import main
 from jtwin.errors import DataError
 
 FAST = ["-e", "2", "-q", "0.1", "--k", "2", "--seed", "0", "--visualize", "none", "--quiet"]
 
 
-def _run(argv, capsys):
-  code = main(argv)
-  out, err = capsys.readouterr()
-  return code, out, err
-
-
-def _one_error(err):
-  assert "Traceback" not in err
-  lines = [l for l in err.strip().splitlines() if "error" in l]
-  assert len(lines) == 1, err
-  return lines[0]
 
 
 @pytest.fixture(scope="module")

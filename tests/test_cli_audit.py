@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jtwin.cli import main
+from _cli_run import one_error as _one_error
+from _cli_run import outputs as _outputs
+from _cli_run import run as _run
 
 FAST = ["--k", "2", "--steps", "5", "--ensemble", "1", "--seed", "0", "--visualize", "none",
         "--quiet"]
@@ -18,21 +20,7 @@ def files(declared_files):
   return declared_files
 
 
-def _run(argv, capsys):
-  code = main(argv)
-  out, err = capsys.readouterr()
-  return code, out, err
 
-
-def _outputs(tmp):
-  return sorted(p.name for p in tmp.rglob("*") if p.name.startswith("out"))
-
-
-def _one_error(err):
-  assert "Traceback" not in err
-  lines = [l for l in err.strip().splitlines() if "error" in l]
-  assert len(lines) == 1, err
-  return lines[0]
 
 
 @pytest.mark.parametrize("flags,needle", [

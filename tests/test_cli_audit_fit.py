@@ -8,6 +8,9 @@ import pytest
 
 from jtwin import dp_domain as dd
 from jtwin import spec as jspec
+from _cli_run import one_error as _one_error
+from _cli_run import outputs as _outputs
+from _cli_run import run as _run
 from jtwin.cli import main
 from jtwin.errors import DataError
 
@@ -19,21 +22,7 @@ x : Normal
 """
 
 
-def _run(argv, capsys):
-  code = main(argv)
-  out, err = capsys.readouterr()
-  return code, out, err
 
-
-def _outputs(tmp):
-  return sorted(p.name for p in tmp.rglob("*") if p.name.startswith("out"))
-
-
-def _one_error(err):
-  assert "Traceback" not in err
-  lines = [l for l in err.strip().splitlines() if "error" in l]
-  assert len(lines) == 1, err
-  return lines[0]
 
 
 @pytest.fixture
