@@ -183,6 +183,9 @@ def _fit_prepared(args, prep, key, timer, paths, calibrated) -> int:
   _note_release(args, public)
   if args.verbose:
     _say(args, *(f"jtwin: {line}" for line in clipped_lines(prep.clipped)))
+  if args.num_synthetic is not None:   # before training, not after
+    from jtwin.sampling import check_output_size
+    check_output_size(args.num_synthetic, d, "--num_synthetic")
   q = args.sampling_ratio
   if q * n < 1:
     raise DataError(f"{args.data_path}: too few rows for --sampling_ratio {q:g} "
@@ -560,6 +563,10 @@ def sample(args) -> int:
                               marginal=loaded.meta["model"].get("method") == "napsumq",
                               flag="--sampling", m_flag="--m")
   custom = loaded.meta["model"]["kind"] == "custom"
+  from jtwin.sampling import check_output_size
+  check_output_size(args.num_synthetic,
+                    len(model.features) if model.features else
+                    len(loaded.meta["model"].get("columns") or ()), "-n")
   try:
     values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
                                         records_per_draw=args.m,

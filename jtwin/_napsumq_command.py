@@ -137,6 +137,8 @@ def napsumq(args) -> int:
   num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
          else args.num_synthetic)
   m = args.num_synthetic_records_per_parameter_sample
+  from jtwin.sampling import check_output_size
+  check_output_size(num, len(result.cells), "--num_synthetic")
   synth = nq.sample_marginals(k_sample, result, num, records_per_draw=m, sampling=args.sampling)
   timer.lap("sampling")
   written = []

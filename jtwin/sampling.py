@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import jax
 import numpy as np
@@ -11,6 +12,33 @@ from jtwin.models import posterior as post
 from jtwin.models.interface import Model
 
 DEFAULT_CHUNK = 1 << 13   # measured fastest on CPU (smaller chunks stay in cache)
+# bytes per synthetic cell held at once: the float32 value and its mask, the
+# decoded frame's cell (float64 or an object pointer) and headroom for pandas
+BYTES_PER_CELL = 32
+
+
+def check_output_size(num_rows: int, num_columns: int, flag: str) -> None:
+  """Refuses a twin too large for this machine's memory, before it is drawn.
+
+  The twin is held in memory before it is written: `num_rows` x
+  `num_columns` cells at about `BYTES_PER_CELL` bytes each. Only a twin
+  larger than the physical memory is refused (where the OS reports it).
+
+  Raises:
+    JtwinInputError: it would need more memory than the machine has.
+  """
+  from jtwin.errors import JtwinInputError
+  need = int(num_rows) * max(int(num_columns), 1) * BYTES_PER_CELL
+  try:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (AttributeError, ValueError, OSError):
+    return
+  if total > 0 and need > total:
+    raise JtwinInputError(
+        f"{flag} {num_rows:,} rows x {num_columns} columns would need about "
+        f"{need / 2**30:,.0f} GiB of memory, more than this machine's {total / 2**30:,.0f} GiB; "
+        "draw fewer rows per run (several 'jtwin sample' runs with different --seed "
+        "give more)")
 
 
 def _generic_predictive(model: Model, key, posterior: post.MeanFieldParams, n: int):

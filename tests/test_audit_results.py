@@ -286,3 +286,13 @@ def test_synthesizer_refuses_bad_arguments_before_any_data(kwargs, needle):
 def test_synthesizer_accepts_the_options_of_its_method(kwargs):
   import jtwin
   assert jtwin.Synthesizer("age : Normal\n", **kwargs).options
+
+
+def test_a_twin_larger_than_memory_is_refused_before_it_is_drawn(vi_result, tmp_path, capsys):
+  from jtwin.sampling import check_output_size
+  check_output_size(1000, 10, "-n")                                   # small: fine
+  code, _, err = _run(["sample", str(vi_result), "-n", str(10**13), "-o",
+                       str(tmp_path / "o.csv"), "--quiet"], capsys)
+  line = _one_error(err)
+  assert code == 1 and "-n 10,000,000,000,000 rows x 2 columns would need about" in line
+  assert not (tmp_path / "o.csv").exists()
