@@ -30,6 +30,8 @@ import numpy as np
 import optax
 from scipy import stats
 
+from jtwin.errors import DataError
+
 
 class AuditRow(NamedTuple):
   """One audited configuration.
@@ -894,6 +896,7 @@ def category_audit(name: str, *, epsilon: float, delta: float, count: Optional[i
 
 # ------------------------------------------------------------------ (g) DP numeric domains
 NUMERIC_STATISTICS = ("loc", "scale", "median edge", "lowest edge", "highest edge")
+REFUSED = -1e30   # every statistic of a run whose range the DP domain step refused
 
 
 def _numeric_statistics(rel, name: str) -> list:
@@ -947,21 +950,26 @@ def numeric_domain_audit(name: str, *, epsilon: float, delta: float, change: str
     frame = pd.DataFrame({"y": values})
     out = []
     for run in range(num_runs):
-      rel = dp_domain.release_domain(np.random.default_rng([seed, world, run]), frame, spec,
-                                     epsilon=epsilon, delta=delta, need_edges=True)
-      out.append(_numeric_statistics(rel, "y"))
+      try:
+        rel = dp_domain.release_domain(np.random.default_rng([seed, world, run]), frame, spec,
+                                       epsilon=epsilon, delta=delta, need_edges=True)
+        out.append(_numeric_statistics(rel, "y"))
+      except DataError:     # "too few rows for its range": decided on the noisy histogram,
+        out.append([REFUSED] * len(NUMERIC_STATISTICS))   # an outcome, mapped to a constant
     worlds.append(np.array(out, np.float64))
   null, alt = worlds
   lower, tau, j = multi_statistic_epsilon_lower_bound(null, alt, claim[1], alpha)
-  sd, sd_se = sd_with_se(null[:, 0])
-  shift = float(alt[:, 0].mean() - null[:, 0].mean())
-  shift_se = math.sqrt(null[:, 0].var(ddof=1) / num_runs + alt[:, 0].var(ddof=1) / num_runs)
+  ok0, ok1 = null[:, 0] != REFUSED, alt[:, 0] != REFUSED       # diagnostics: released runs
+  sd, sd_se = sd_with_se(null[ok0, 0])
+  shift = float(alt[ok1, 0].mean() - null[ok0, 0].mean())
+  shift_se = math.sqrt(null[ok0, 0].var(ddof=1) / ok0.sum() + alt[ok1, 0].var(ddof=1) / ok1.sum())
   s, _ = domain_noise(epsilon, delta)
   return AuditRow(name, claim[0], claim[1], sd, math.nan, sd_se, shift, math.nan, shift_se,
                   lower, num_runs,
                   {"statistic": NUMERIC_STATISTICS[j], "threshold": tau, "s": s,
                    "domain_epsilon": epsilon, "domain_delta": delta,
-                   "loc_median": float(np.median(null[:, 0])),
+                   "loc_median": float(np.median(null[ok0, 0])),
+                   "refused": (float(np.mean(~ok0)), float(np.mean(~ok1))),
                    "top_edge_above_1e8": (float(np.mean(null[:, 4] > 1e8)),
                                           float(np.mean(alt[:, 4] > 1e8)))})
 
