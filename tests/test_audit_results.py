@@ -296,3 +296,17 @@ def test_a_twin_larger_than_memory_is_refused_before_it_is_drawn(vi_result, tmp_
   line = _one_error(err)
   assert code == 1 and "-n 10,000,000,000,000 rows x 2 columns would need about" in line
   assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(backend="zz"), "backend must be 'auto', 'sklearn' or 'numpy'"),
+    (dict(synth=pd.DataFrame({"a": []})), "the synthetic table has no rows"),
+    (dict(real=np.zeros((3, 1))), "real must be a pandas DataFrame, got ndarray"),
+])
+def test_evaluate_refuses_what_it_cannot_score(kwargs, needle):
+  import re
+  from jtwin.evaluate.core import evaluate
+  args = {"real": pd.DataFrame({"a": [1, 2, 3]}), "synth": pd.DataFrame({"a": [1, 2, 2]})}
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=re.escape(needle)):
+    evaluate(args.pop("real"), args.pop("synth"), **args)

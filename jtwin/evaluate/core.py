@@ -131,7 +131,8 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
     A JSON-serialisable dict (NaN marks an undefined value).
 
   Raises:
-    ValueError: no common columns, or a bad target.
+    ValueError: a table that is not a DataFrame or has no rows, no common
+      columns, a bad target or an unknown backend.
 
   Privacy:
     Reads the real data and returns non-private statistics of it: for the
@@ -139,6 +140,13 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   """
   clock = {"start": time.perf_counter()}
   rng = np.random.default_rng(seed)
+  for name, table in (("real", real), ("synth", synth), ("test", test)):
+    if table is not None and not isinstance(table, pd.DataFrame):
+      raise ValueError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
+  if len(real) == 0 or len(synth) == 0:
+    raise ValueError(f"the {'real' if len(real) == 0 else 'synthetic'} table has no rows")
+  if backend not in ("auto", "sklearn", "numpy"):
+    raise ValueError(f"backend must be 'auto', 'sklearn' or 'numpy', got {backend!r}")
   columns = [c for c in real.columns if c in synth.columns]
   if not columns:
     raise ValueError("the real and synthetic tables have no column in common")
