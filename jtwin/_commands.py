@@ -62,7 +62,8 @@ def prepare(df, model_path, *, k: int, drop_na: bool, source: str, release=None)
   warn_unused_by_dp_vi(spec)
   frame = jdata.select_columns(df, spec, bool(drop_na), source=source)
   if len(frame) == 0:
-    raise DataError(f"{source}: no rows left after dropping rows with missing values "
+    raise DataError(f"{source}: the data set has no rows" if len(df) == 0 else
+                    f"{source}: no rows left after dropping rows with missing values "
                     "(--drop_na); declare the columns as 'missing' instead")
   public = None
   if release is not None:   # DP row count and domain: what follows sees only these

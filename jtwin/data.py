@@ -467,6 +467,10 @@ def write_csv_atomic(df: pd.DataFrame, path) -> None:
 
 
 def _check_columns(df: pd.DataFrame, spec: ModelSpec, source: str) -> None:
+  repeated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+  if repeated:
+    raise DataError(f"{source}: the column name(s) {', '.join(repeated)} appear more than "
+                    "once; give every column its own name")
   columns = [str(c) for c in df.columns]
   for f in spec.features:
     if f.name in df.columns:

@@ -877,6 +877,11 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
       thr_delta = _ZCDP_THRESHOLD_DELTA * delta
       to_rho = gaussian.composed_rho if composition == "gdp" else zcdp.cdp_rho
       rho_all = to_rho(ref - rows_eps, delta - thr_delta)
+      if not thr_delta * math.exp(-ref) > 0:
+        raise JtwinInputError(
+            f"epsilon {ref:g} is too large for the DP domain step: its category threshold "
+            "needs delta x e^-epsilon, which is below the smallest float; declare the "
+            "domain in the model file, or use a smaller epsilon")
       release = _release(rng, frame, counts, spec, rho=share * rho_all,
                          category_rho=float(category_share) * rho_all,
                          threshold_delta=thr_delta * math.exp(-ref),

@@ -310,3 +310,27 @@ def test_evaluate_refuses_what_it_cannot_score(kwargs, needle):
   args.update(kwargs)
   with pytest.raises(ValueError, match=re.escape(needle)):
     evaluate(args.pop("real"), args.pop("synth"), **args)
+
+
+@pytest.mark.parametrize("frame,needle", [
+    (lambda d: d.iloc[:0], "data: the data set has no rows"),
+    (lambda d: pd.concat([d, d[["age"]]], axis=1), "the column name(s) age appear more than once"),
+])
+def test_synthesizer_names_an_empty_frame_and_a_repeated_column(frame, needle):
+  import re
+  import jtwin
+  df = pd.DataFrame({"age": [20, 30, 40] * 20, "job": ["a", "b", "c"] * 20})
+  model = ("age : Normal ; bounds = 0, 100 ; integer ; missing = no\n"
+           "job : Categorical ; categories = a, b, c ; missing = no\n")
+  with pytest.raises(DataError, match=re.escape(needle)):
+    jtwin.Synthesizer(model, num_epochs=1).fit(frame(df))
+
+
+def test_an_epsilon_beyond_the_category_thresholds_floats_is_one_line():
+  from jtwin import dp_domain as dd
+  from jtwin.errors import JtwinInputError
+  from jtwin.spec import parse_model_text
+  frame = pd.DataFrame({"a": ["x", "y"] * 100})
+  with pytest.raises(JtwinInputError, match="epsilon 1000 is too large for the DP domain step"):
+    dd.plan_release(np.random.default_rng(0), frame, parse_model_text("a : Categorical\n"),
+                    epsilon=1000.0, delta=1e-6, composition="zcdp")
