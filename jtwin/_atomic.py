@@ -39,7 +39,9 @@ def atomic_write(path, mode: str = "w", *, encoding: Optional[str] = "utf-8",
   """
   if mode not in ("w", "wt", "wb"):
     raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
-  path = os.path.realpath(os.fspath(path))
+  path = os.fspath(path)
+  if not _is_special(path):     # os.stat follows links: /dev/stdout to a pipe is special
+    path = os.path.realpath(path)
   if _is_special(path):
     with open(path, mode, **({} if "b" in mode else {"encoding": encoding,
                                                       "newline": newline})) as f:
@@ -84,7 +86,7 @@ def check_output_path(path, inputs: Iterable = ()) -> None:
   path = os.fspath(path)
   if not os.path.basename(path):
     raise DataError(f"{path!r}: names no file; give an output file name")
-  if _is_special(os.path.realpath(path)):      # a device or pipe: written directly
+  if _is_special(path):      # a device or pipe (os.stat follows links): written directly
     if not os.access(path, os.W_OK):
       raise DataError(f"{path}: is not writable; choose another output path")
     return

@@ -549,7 +549,11 @@ def sample(args) -> int:
   from jtwin.result_io import load_result, provenance_warnings, rebuild
   from jtwin.marginals.cells import coarse_maps
   from jtwin.marginals.ensemble import resolve_sampling, sample_posterior
-  check_output_path(args.output, inputs=[args.result] + ([args.model] if args.model else []))
+  to_stdout = args.output == "-"   # the CSV goes to standard output: the summary must not
+  if to_stdout:
+    args.quiet = True
+  else:
+    check_output_path(args.output, inputs=[args.result] + ([args.model] if args.model else []))
   t0 = time.perf_counter()
   loaded = load_result(args.result)
   model, post, decode = rebuild(loaded, custom_model_path=args.model, source=args.result)
@@ -583,7 +587,12 @@ def sample(args) -> int:
   if not custom and not np.all(np.isfinite(np.asarray(values)[np.asarray(observed)])):
     raise JtwinInputError(f"{args.result}: sampling gave non-finite values: the result file "
                           "is corrupt (its parameters are out of range)")
-  jdata.write_csv_atomic(decode(values, observed, numpy_generator(k_decode)), args.output)
+  synth = decode(values, observed, numpy_generator(k_decode))
+  if to_stdout:
+    synth.to_csv(sys.stdout, index=False)
+    sys.stdout.flush()
+  else:
+    jdata.write_csv_atomic(synth, args.output)
   p = loaded.meta.get("privacy", {})
   _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "
        f"{time.perf_counter() - t0:.2f} s (post-processing of a result with "

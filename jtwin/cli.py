@@ -135,7 +135,8 @@ def _add_sample_parser(sub):
                  help="PREFIX.jtwin.npz from 'jtwin fit' or 'jtwin napsumq'")
   p.add_argument("-n", "--num_synthetic", type=_non_negative_int("-n"), required=True,
                  help="rows to draw")
-  p.add_argument("-o", "--output", required=True, metavar="OUT.csv", help="output CSV")
+  p.add_argument("-o", "--output", required=True, metavar="OUT.csv",
+                 help="output CSV ('-': standard output, and nothing else is printed there)")
   p.add_argument("--seed", type=_non_negative_int("--seed"), default=None,
                  help="seed (default: from the OS)")
   p.add_argument("--model", default=None, metavar="MODEL.py",

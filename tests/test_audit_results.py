@@ -334,3 +334,12 @@ def test_an_epsilon_beyond_the_category_thresholds_floats_is_one_line():
   with pytest.raises(JtwinInputError, match="epsilon 1000 is too large for the DP domain step"):
     dd.plan_release(np.random.default_rng(0), frame, parse_model_text("a : Categorical\n"),
                     epsilon=1000.0, delta=1e-6, composition="zcdp")
+
+
+def test_sample_to_standard_output_prints_only_the_csv(vi_result, tmp_path, capsys,
+                                                       monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  code, out, err = _run(["sample", str(vi_result), "-n", "4", "-o", "-"], capsys)
+  assert code == 0 and err == ""
+  assert out.splitlines()[0] == "age,job" and len(out.splitlines()) == 5   # no summary line
+  assert os.listdir(tmp_path) == []                                        # no file named '-'
