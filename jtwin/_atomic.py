@@ -86,6 +86,12 @@ def check_output_path(path, inputs: Iterable = ()) -> None:
   path = os.fspath(path)
   if not os.path.basename(path):
     raise DataError(f"{path!r}: names no file; give an output file name")
+  if path.lower().endswith(".zst"):   # written compressed (`jtwin.data.write_csv_atomic`)
+    try:
+      import zstandard  # noqa: F401
+    except ImportError:
+      raise DataError(f"{path}: writing a .zst file needs the 'zstandard' package (pip "
+                      "install zstandard); or use .gz, .bz2, .xz or no compression") from None
   if _is_special(path):      # a device or pipe (os.stat follows links): written directly
     if not os.access(path, os.W_OK):
       raise DataError(f"{path}: is not writable; choose another output path")

@@ -184,9 +184,11 @@ def _fit_prepared(args, prep, key, timer, paths, calibrated) -> int:
   _note_release(args, public)
   if args.verbose:
     _say(args, *(f"jtwin: {line}" for line in clipped_lines(prep.clipped)))
-  if args.num_synthetic is not None:   # before training, not after
-    from jtwin.sampling import check_output_size
-    check_output_size(args.num_synthetic, d, "--num_synthetic")
+  from jtwin.sampling import check_output_size, whole_draws
+  m = args.num_synthetic_records_per_parameter_sample
+  num = whole_draws(rows if args.num_synthetic is None else args.num_synthetic, m,
+                    "--num_synthetic")
+  check_output_size(num, d, "--num_synthetic")   # before training, not after
   q = args.sampling_ratio
   if q * n < 1:
     raise DataError(f"{args.data_path}: too few rows for --sampling_ratio {q:g} "
@@ -235,8 +237,6 @@ def _fit_prepared(args, prep, key, timer, paths, calibrated) -> int:
   timer.lap("training")
   timer.phases["training"] -= result.timings["compile"]
 
-  num = rows if args.num_synthetic is None else args.num_synthetic
-  m = args.num_synthetic_records_per_parameter_sample
   values, observed = sample_synthetic(k_sample, prep.model, result.posterior, num,
                                       records_per_draw=m)
   synth = prep.decode(values, observed, numpy_generator(k_decode))
@@ -568,12 +568,13 @@ def sample(args) -> int:
                               marginal=loaded.meta["model"].get("method") == "napsumq",
                               flag="--sampling", m_flag="--m")
   custom = loaded.meta["model"]["kind"] == "custom"
-  from jtwin.sampling import check_output_size
-  check_output_size(args.num_synthetic,
+  from jtwin.sampling import check_output_size, whole_draws
+  num = whole_draws(args.num_synthetic, args.m, "-n")
+  check_output_size(num,
                     len(model.features) if model.features else
                     len(loaded.meta["model"].get("columns") or ()), "-n")
   try:
-    values, observed = sample_posterior(k_sample, model, post, args.num_synthetic,
+    values, observed = sample_posterior(k_sample, model, post, num,
                                         records_per_draw=args.m,
                                         members=int(loaded.meta["model"].get("ensemble") or 1),
                                         sampling=sampling,
@@ -594,7 +595,7 @@ def sample(args) -> int:
   else:
     jdata.write_csv_atomic(synth, args.output)
   p = loaded.meta.get("privacy", {})
-  _say(args, f"jtwin: wrote {args.num_synthetic} rows to {args.output} in "
+  _say(args, f"jtwin: wrote {num} rows to {args.output} in "
        f"{time.perf_counter() - t0:.2f} s (post-processing of a result with "
        f"epsilon = {_stored_up(p.get('epsilon'))}, delta = {_stored_g(p.get('delta'))}; "
        "no extra privacy cost)")

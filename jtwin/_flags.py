@@ -112,7 +112,9 @@ def add_output_group(p, rows_default: str) -> None:
                  default=None,
                  help=f"synthetic rows to write (default: {rows_default})")
   g.add_argument("--num_synthetic_records_per_parameter_sample", "--m", type=_positive_int("--m"),
-                 default=1, help="rows per posterior parameter draw")
+                 default=1,
+                 help="rows per posterior parameter draw; the row count is rounded up to whole "
+                 "draws (as twinify does), and the rows of one draw are consecutive")
   g.add_argument("--separate_output", action="store_true",
                  help="write OUTPUT_PREFIX.{i}.csv per parameter draw")
   g.add_argument("--visualize", choices=("none", "store", "popup", "both"), default="store",

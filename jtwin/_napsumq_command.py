@@ -134,10 +134,10 @@ def napsumq(args) -> int:
          + " spread their rows partly by a smooth fit to their noisy counts (the blend with"
          " the lowest estimated error; post-processing; --one_way_smoothing 0 turns it off)")
 
-  num = (max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
-         else args.num_synthetic)
   m = args.num_synthetic_records_per_parameter_sample
-  from jtwin.sampling import check_output_size
+  from jtwin.sampling import check_output_size, whole_draws
+  num = whole_draws(max(int(round(result.num_rows_estimate)), 0) if args.num_synthetic is None
+                    else args.num_synthetic, m, "--num_synthetic")
   check_output_size(num, len(result.cells), "--num_synthetic")
   synth = nq.sample_marginals(k_sample, result, num, records_per_draw=m, sampling=args.sampling)
   timer.lap("sampling")

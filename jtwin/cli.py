@@ -136,13 +136,16 @@ def _add_sample_parser(sub):
   p.add_argument("-n", "--num_synthetic", type=_non_negative_int("-n"), required=True,
                  help="rows to draw")
   p.add_argument("-o", "--output", required=True, metavar="OUT.csv",
-                 help="output CSV ('-': standard output, and nothing else is printed there)")
+                 help="output CSV ('-': standard output, and nothing else is printed there); "
+                 "compressed when its name ends in .gz, .bz2, .xz, .zip or .zst")
   p.add_argument("--seed", type=_non_negative_int("--seed"), default=None,
                  help="seed (default: from the OS)")
   p.add_argument("--model", default=None, metavar="MODEL.py",
                  help="the custom model file, for results of custom models")
   p.add_argument("--m", "--num_synthetic_records_per_parameter_sample", dest="m",
-                 type=_positive_int("--m"), default=1, help="rows per posterior parameter draw")
+                 type=_positive_int("--m"), default=1,
+                 help="rows per posterior parameter draw; the row count is rounded up to whole "
+                 "draws (as twinify does), and the rows of one draw are consecutive")
   add_sampling_flag(p, default_text="balanced for 'jtwin napsumq' results with --m 1, else iid")
   p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
   return p

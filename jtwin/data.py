@@ -414,7 +414,8 @@ def decode(values, observed, domain: Domain, rng=None) -> pd.DataFrame:
   uniformly within their bin from `rng` (a numpy Generator; default: seeded
   with 0; the draw is data-independent). Unobserved or non-finite cells
   are NA. Integer columns with NA use pandas' nullable Int64 dtype so that a
-  CSV shows `37`, not `37.0`.
+  CSV shows `37`, not `37.0`. A category code that is not a whole number in
+  range is refused (ValueError naming the column).
   """
   values = np.asarray(values, dtype=np.float64)
   observed = np.asarray(observed, dtype=bool)
@@ -422,6 +423,10 @@ def decode(values, observed, domain: Domain, rng=None) -> pd.DataFrame:
   if values.ndim != 2 or values.shape[1] != d or observed.shape != values.shape:
     raise ValueError(f"decode expects values and observed of shape [N, {d}], "
                      f"got {values.shape} and {observed.shape}")
+  from jtwin._validate import check_codes
+  check_codes(values, observed & np.isfinite(values), domain.names,
+              [len(c.categories) if c.family in _CATEGORICAL else None
+               for c in domain.columns], what="decode")
   out = {}
   for j, c in enumerate(domain.columns):
     v = values[:, j]
@@ -458,9 +463,20 @@ def decode(values, observed, domain: Domain, rng=None) -> pd.DataFrame:
 
 
 def write_csv_atomic(df: pd.DataFrame, path) -> None:
-  """Writes `df` as CSV (no index, NA as empty cells) atomically to `path`."""
-  with _atomic.atomic_write(path, "w", newline="") as f:
-    df.to_csv(f, index=False)
+  """Writes `df` as CSV (no index, NA as empty cells) atomically to `path`,
+  compressed when its name ends in .gz, .bz2, .xz, .zst or .zip (as pandas
+  infers it; the archive member of a .zip is named after the file)."""
+  from pandas.io.common import infer_compression
+  compression = infer_compression(os.fspath(path), "infer")
+  if compression is None:
+    with _atomic.atomic_write(path, "w", newline="") as f:
+      df.to_csv(f, index=False)
+    return
+  options = {"method": compression}
+  if compression == "zip":
+    options["archive_name"] = os.path.basename(os.fspath(path))[:-len(".zip")]
+  with _atomic.atomic_write(path, "wb") as f:
+    df.to_csv(f, index=False, compression=options)
 
 
 # ----------------------------------------------------------------- resolving

@@ -181,6 +181,22 @@ def _unpack_data(data):
   return np.where(observed, values, 0.0).astype(np.float32), observed
 
 
+def _check_against_model(model: Model, values: np.ndarray, observed: np.ndarray) -> None:
+  """Encoded arrays that fit the model's columns: their number, and category codes in
+  range (a wrong code would index outside a parameter table, which JAX does not refuse)."""
+  from jtwin._validate import check_codes
+  features = model.features
+  if not features:
+    return
+  if values.shape[1] != len(features):
+    raise ValueError(f"data have {values.shape[1]} columns, the model {len(features)} "
+                     f"({', '.join(f.name for f in features)}): encode the data with the "
+                     "model's domain")
+  check_codes(values, observed, [f.name for f in features],
+              [f.num_categories if f.family in ("categorical", "bernoulli") else None
+               for f in features], what="data")
+
+
 def _validate(epsilon, delta, sampling_ratio, num_epochs, clip, n):
   if not (0 < sampling_ratio <= 1):
     raise JtwinInputError(f"sampling ratio q must be in (0, 1], got {sampling_ratio}")
@@ -496,6 +512,8 @@ def fit(key: Optional[Array], model: Model, data, *, epsilon: Optional[float] = 
     NonFiniteError: the parameters became non-finite.
   """
   values, observed = _unpack_data(data)
+  if not getattr(data, "validated", False):
+    _check_against_model(model, values, observed)
   t0 = time.perf_counter()
   plan = plan_fit(model, values.shape[0], privacy=privacy, epsilon=epsilon, delta=delta,
                   sampling_ratio=sampling_ratio, num_epochs=num_epochs,

@@ -798,7 +798,8 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
   Args:
     key: PRNG key, or an int seed (tagged, so the same int as the fit's is safe).
     result: a `MarginalResult`.
-    num_rows: rows to draw.
+    num_rows: rows to draw (an int >= 0; exactly this many, the last draw
+      short when `records_per_draw` does not divide it).
     records_per_draw: rows per posterior draw (twinify's --m).
     sampling: "balanced" (the default with one row per draw): the mixture at
       the posterior mean, with every component's and cell's count rounded
@@ -816,12 +817,22 @@ def sample_marginals(key: jax.Array, result: MarginalResult, num_rows: int, *,
   Raises:
     JtwinInputError: an unknown `sampling`, or "balanced" with
       `records_per_draw` > 1.
+    TypeError, ValueError: `num_rows` or `records_per_draw` not a whole
+      number in range, `key` neither a key nor an int seed.
   """
+  from jtwin._validate import as_key, count
   from jtwin.models.posterior import MeanFieldParams
-  if isinstance(key, (int, np.integer)):
+  if not isinstance(result, MarginalResult):
+    raise TypeError(f"result must be a MarginalResult (from fit_marginals), got "
+                    f"{type(result).__name__}")
+  num_rows = count("num_rows", num_rows)
+  records_per_draw = count("records_per_draw", records_per_draw, minimum=1)
+  if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
     # a purpose tag, so that the same int given to fit_marginals and here
     # never makes the sampler reuse the measurement noise's keys
-    key = jax.random.fold_in(root_key(int(key)), _SAMPLE_TAG)
+    key = jax.random.fold_in(root_key(count("key", key)), _SAMPLE_TAG)
+  else:
+    key = as_key(key)
   k_sample, k_decode = jax.random.split(key)
   post = MeanFieldParams(*[{k: jax.numpy.asarray(v) for k, v in part.items()}
                            for part in result.posterior])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 
 import jax
 import numpy as np
@@ -39,6 +40,19 @@ def check_output_size(num_rows: int, num_columns: int, flag: str) -> None:
         f"{need / 2**30:,.0f} GiB of memory, more than this machine's {total / 2**30:,.0f} GiB; "
         "draw fewer rows per run (several 'jtwin sample' runs with different --seed "
         "give more)")
+
+
+def whole_draws(num_rows: int, records_per_draw: int, flag: str, m_flag: str = "--m") -> int:
+  """Rows a command writes: `num_rows` rounded up to whole draws of `records_per_draw`
+  rows, as twinify does (ceil(n / m) parameter draws, m rows each), so that
+  every draw (every `--separate_output` file) has m rows; says so when it
+  rounds. The library's samplers draw exactly `num_rows`."""
+  m = int(records_per_draw)
+  rounded = -(-int(num_rows) // m) * m
+  if rounded != num_rows:
+    warnings.warn(f"{flag} {num_rows} is not a multiple of {m_flag} {m}: writing "
+                  f"{rounded} rows ({rounded // m} posterior draws of {m} rows), as twinify does")
+  return rounded
 
 
 def _generic_predictive(model: Model, key, posterior: post.MeanFieldParams, n: int):
@@ -83,9 +97,10 @@ def sample_synthetic(key: jax.Array, model: Model, posterior: post.MeanFieldPara
   Sampling is post-processing of the DP posterior: it never reads the data.
 
   Args:
-    key: PRNG key (split once per chunk).
+    key: PRNG key (split once per chunk), or an int seed.
     model: the fitted model.
-    posterior: its variational parameters.
+    posterior: its variational parameters (refused with a ValueError when
+      their shapes are not the model's, e.g. another K).
     num_rows: rows to draw (>= 0).
     chunk_size: rows per compiled call.
     records_per_draw: rows per parameter draw (default 1: a fresh theta per
@@ -94,11 +109,11 @@ def sample_synthetic(key: jax.Array, model: Model, posterior: post.MeanFieldPara
   Returns:
     numpy (values float32 [num_rows, D], observed bool [num_rows, D]).
   """
-  if num_rows < 0:
-    raise ValueError(f"num_rows must be >= 0, got {num_rows}")
-  if records_per_draw < 1:
-    raise ValueError(f"records_per_draw must be >= 1, got {records_per_draw}")
-  m = int(records_per_draw)
+  from jtwin._validate import as_key, check_posterior, count
+  key = as_key(key)
+  num_rows = count("num_rows", num_rows)
+  m = count("records_per_draw", records_per_draw, minimum=1)
+  check_posterior(model, posterior)
   num_draws = int(math.ceil(num_rows / m))
   size = int(max(1, min(max(chunk_size // m, 1), num_draws)))
   draw = jax.jit(predictive_fn(model, m), static_argnums=2)

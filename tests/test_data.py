@@ -284,8 +284,8 @@ def test_decode_clips_rounds_and_handles_nonfinite():
       data.ColumnDomain("c", "categorical", categories=("a", "b")),
       data.ColumnDomain("f", "categorical", categories=("0.5", "1.5")),
   ))
-  values = np.array([[9.0, -2.0, 5.0, 1.0], [0.3, np.nan, -1.0, 0.0],
-                     [np.inf, 2.6, 0.6, 1.0]])
+  values = np.array([[9.0, -2.0, 1.0, 1.0], [0.3, np.nan, 0.0, 0.0],
+                     [np.inf, 2.6, 1.0, 1.0]])
   observed = np.ones_like(values, bool)
   observed[0, 1] = False
   out = data.decode(values, observed, domain)
@@ -297,6 +297,22 @@ def test_decode_clips_rounds_and_handles_nonfinite():
   assert out["f"].tolist() == [1.5, 0.5, 1.5]
   with pytest.raises(ValueError, match=r"shape \[N, 4\]"):
     data.decode(values[:, :3], observed[:, :3], domain)
+
+
+@pytest.mark.parametrize("code", [2.0, -1.0, 0.6, np.inf])
+def test_decode_refuses_category_codes_that_are_not_whole_numbers_in_range(code):
+  domain = data.Domain((data.ColumnDomain("x", "normal", shift=0.0, scale=1.0),
+                        data.ColumnDomain("c", "categorical", categories=("a", "b"))))
+  values = np.array([[0.0, 1.0], [0.0, code]])
+  observed = np.ones_like(values, bool)
+  if np.isfinite(code):
+    with pytest.raises(ValueError, match=r"column 1 \('c'\) has category code .* in row 1; "
+                       r"its codes must be whole numbers 0..1"):
+      data.decode(values, observed, domain)
+  else:   # a non-finite cell is missing, as documented
+    assert data.decode(values, observed, domain)["c"].isna().tolist() == [False, True]
+  observed[1, 1] = False     # an unobserved cell's placeholder is never checked
+  assert data.decode(values, observed, domain)["c"].isna().tolist() == [False, True]
 
 
 def test_encode_rejects_values_outside_a_saved_domain():

@@ -89,7 +89,6 @@ def _read_csv(path: str, what: str) -> pd.DataFrame:
   try:
     frame = pd.read_csv(path)
     check_header(path)
-    return frame
   except FileNotFoundError:
     raise DataError(f"{path}: {what} file not found; check the path") \
         from None
@@ -100,6 +99,15 @@ def _read_csv(path: str, what: str) -> pd.DataFrame:
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise DataError(f"{path}: cannot read the {what} as CSV ({first})") \
         from None
+  for column in frame.columns:
+    x = frame[column]
+    if pd.api.types.is_float_dtype(x):
+      bad = np.isinf(x.to_numpy(dtype=float))
+      if bad.any():
+        raise DataError(f"{path}: column '{column}' has an infinite value on line "
+                        f"{int(np.argmax(bad)) + 2} ({int(bad.sum())} in all); give finite "
+                        "numbers, or empty cells for missing values")
+  return frame
 
 
 def _parse_model_minimal(path: str) -> list[tuple[str, str, None, None]]:

@@ -61,6 +61,19 @@ def _w1_ratio(real: pd.Series, synth: pd.Series,
   return w1, base, (w1 / base if base > 0 else nan)
 
 
+def _check_finite(table: pd.DataFrame, name: str) -> None:
+  """Refuses +-inf in a numeric column (bins between the real minimum and maximum
+  would be undefined; NaN, a missing value, is fine)."""
+  for column in table.columns:
+    x = table[column]
+    if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
+      bad = np.isinf(x.to_numpy(dtype=float, na_value=np.nan))
+      if bad.any():
+        raise ValueError(f"the {name} table's column '{column}' has {int(bad.sum())} "
+                         f"infinite value(s) (the first in row {int(np.argmax(bad))}); "
+                         "give finite numbers, or empty cells for missing values")
+
+
 def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
              test: Optional[pd.DataFrame] = None,
              target: Optional[str] = None,
@@ -132,7 +145,7 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
 
   Raises:
     ValueError: a table that is not a DataFrame or has no rows, no common
-      columns, a bad target or an unknown backend.
+      columns, infinite values, a bad target or an unknown backend.
 
   Privacy:
     Reads the real data and returns non-private statistics of it: for the
@@ -158,6 +171,9 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
     if missing:
       raise ValueError(f"the test table lacks column(s) {missing}")
     test = test[columns]
+  for name, table in (("real", real), ("synthetic", synth), ("test", test)):
+    if table is not None:
+      _check_finite(table, name)
   others = [synth] + ([test] if test is not None else [])
   categorical = set(categorical or ())
   declared_numeric = set(numeric or ()) - categorical

@@ -264,7 +264,8 @@ def make_mixture_model(features: Sequence[Feature], num_components: int = 50, *,
   """The automatic mixture model of twinify, as a `Model`.
 
   Args:
-    features: the columns, in data order (`jtwin.models.Feature`).
+    features: the columns, in data order (`jtwin.models.Feature`s), or a
+      `jtwin.data.Domain` (its `features()`).
     num_components: K, the number of mixture components (twinify default 50).
     group_clip: DP clipping per parameter group (mixture weights, each numeric
       column, all categorical columns, all missingness indicators), each group
@@ -279,6 +280,8 @@ def make_mixture_model(features: Sequence[Feature], num_components: int = 50, *,
     docstring, with the fast exact clipped-gradient path and the
     component-gathering posterior-predictive sampler.
   """
+  if callable(getattr(features, "features", None)):   # a `jtwin.data.Domain`
+    features = features.features()
   features = tuple(Feature(*f) for f in features)
   layout = make_layout(features, num_components)
   shapes = param_shapes(layout)
