@@ -8,7 +8,7 @@ from typing import Iterable, Iterator, Optional
 
 from jtwin.errors import DataError
 
-__all__ = ["atomic_write", "check_output_path"]
+__all__ = ["atomic_write", "check_numbered_outputs", "check_output_path", "numbered_outputs"]
 
 
 @contextlib.contextmanager
@@ -125,6 +125,43 @@ def check_output_path(path, inputs: Iterable = ()) -> None:
     if _same_file(path, source):
       raise DataError(f"{path}: refusing to overwrite the input file "
                       f"'{source}'; choose a different output path")
+
+
+def numbered_outputs(prefix: str) -> dict:
+  """{i: path} of the existing files PREFIX.{i}.csv (i a whole number, as
+  `--separate_output` names them)."""
+  prefix = os.fspath(prefix)
+  directory, base = os.path.split(prefix)
+  try:
+    names = os.listdir(directory or ".")
+  except OSError:
+    return {}
+  out = {}
+  for name in names:
+    middle = name[len(base) + 1:-len(".csv")] if (
+        name.startswith(base + ".") and name.endswith(".csv")) else ""
+    if middle.isdigit() and middle == str(int(middle)):
+      out[int(middle)] = os.path.join(directory, name)
+  return out
+
+
+def check_numbered_outputs(prefix: str, inputs: Iterable = ()) -> None:
+  """Refuses a run whose `--separate_output` files PREFIX.{i}.csv could
+  overwrite one of the `inputs` (checked before anything is computed, since
+  the number of files is known only at the end).
+
+  Raises:
+    DataError: naming the input file.
+  """
+  for source in inputs:
+    if source is None:
+      continue
+    source = os.fspath(source)
+    for path in numbered_outputs(prefix).values():
+      if _same_file(path, source):
+        raise DataError(f"{path}: refusing to overwrite the input file '{source}' "
+                        "(--separate_output writes OUTPUT_PREFIX.{i}.csv); choose a "
+                        "different output prefix")
 
 
 def check_output_prefix(prefix: str, visualize: str = "none") -> None:

@@ -128,7 +128,7 @@ def _warn_inferred(inferred, advice=None):
 
 
 def _output_paths(args):
-  from jtwin._atomic import check_output_path, check_output_prefix
+  from jtwin._atomic import check_numbered_outputs, check_output_path, check_output_prefix
   prefix = args.output_path
   check_output_prefix(prefix, getattr(args, "visualize", "none"))
   paths = {"csv": prefix + ".csv", "result": prefix + ".jtwin.npz",
@@ -136,6 +136,8 @@ def _output_paths(args):
   inputs = [args.data_path, args.model_path]
   for p in paths.values():
     check_output_path(p, inputs=inputs)
+  if getattr(args, "separate_output", False):
+    check_numbered_outputs(prefix, inputs)
   return paths
 
 
@@ -243,10 +245,7 @@ def _fit_prepared(args, prep, key, timer, paths, calibrated) -> int:
   timer.lap("sampling")
   written = []
   if args.separate_output:
-    for i, start in enumerate(range(0, num, m)):
-      path = f"{args.output_path}.{i}.csv"
-      jdata.write_csv_atomic(synth.iloc[start:start + m], path)
-    written.append(f"{args.output_path}.{{0..{max(math.ceil(num / m) - 1, 0)}}}.csv")
+    written += write_separate_outputs(synth, args.output_path, m)
   else:
     jdata.write_csv_atomic(synth, paths["csv"])
     written.append(paths["csv"])
@@ -349,8 +348,8 @@ def compose_public(privacy, public, epsilon_target):
 def _rows_text(public, n):
   if public.rows_epsilon == 0:
     return f"{n} rows"
-  a = math.exp(-public.rows_epsilon)
-  sd = math.sqrt(2.0 * a) / (1.0 - a)     # two-sided geometric noise
+  from jtwin.dp_domain import row_count_sd
+  sd = row_count_sd(public.rows_epsilon)
   return f"about {public.rows} rows (DP estimate, noise sd {sd:.0f})"
 
 
@@ -394,6 +393,31 @@ def _domain_budget(r) -> str:
 
 
 _DOMAIN_FILE_HEAD = "# Domain released under DP by jtwin"
+
+
+def write_separate_outputs(synth, prefix: str, rows_per_draw: int) -> list:
+  """Writes OUTPUT_PREFIX.{i}.csv, one per posterior draw of `rows_per_draw` rows;
+  returns [the paths' pattern]. Files PREFIX.{j}.csv left by an earlier run
+  beyond this run's last index are named in a warning (never removed: they
+  may be the user's), since combining them with this run's would mix runs."""
+  import math
+  from jtwin import data as jdata
+  from jtwin._atomic import numbered_outputs
+  num, m = len(synth), int(rows_per_draw)
+  count = math.ceil(num / m)
+  for i, start in enumerate(range(0, num, m)):
+    jdata.write_csv_atomic(synth.iloc[start:start + m], f"{prefix}.{i}.csv")
+  stale = sorted(i for i in numbered_outputs(prefix) if i >= count)
+  if stale:
+    shown = ", ".join(f"{prefix}.{i}.csv" for i in stale[:3]) + (
+        f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+    warnings.warn(f"{shown}: left from an earlier run (this run wrote {prefix}.0.csv to "
+                  f"{prefix}.{max(count - 1, 0)}.csv); remove them before combining the "
+                  "files, or they mix two runs")
+  if m == 1 and num > 1:
+    warnings.warn(f"--separate_output with --m 1 writes one file per row ({num} files); "
+                  "for one data set per posterior draw give --m ROWS_PER_SET")
+  return [f"{prefix}.{{0..{max(count - 1, 0)}}}.csv"]
 
 
 def _write_domain_file(prefix, public, model_path) -> list:
@@ -456,6 +480,13 @@ def _run_key(args):
   from jtwin._rng import root_key
   if args.resume and not args.checkpoint:
     raise JtwinInputError("--resume needs --checkpoint DIR (the checkpoint to continue)")
+  if args.checkpoint:
+    out_dir = os.path.dirname(os.path.abspath(args.output_path))
+    if os.path.realpath(args.checkpoint) == os.path.realpath(out_dir):
+      raise JtwinInputError(f"--checkpoint {args.checkpoint}: is the output folder; the "
+                            "checkpoint holds the run's secret key and must not sit beside "
+                            "the files to release: give a directory of its own")
+    checkpoint.check_directory(args.checkpoint)
   meta = checkpoint.read_meta(args.checkpoint) if args.checkpoint else {}
   if meta and not args.resume:
     raise JtwinInputError(f"--checkpoint {args.checkpoint}: already holds a checkpoint; "

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import warnings
 
 from jtwin._commands import _note_release, _say, _Timer, _unsafe_delta, _warn_inferred
 from jtwin._commands import _write_domain_file, private_plot_prefix
 from jtwin._commands import format_up as _up
-from jtwin._commands import warn_no_popup
+from jtwin._commands import warn_no_popup, write_separate_outputs
 from jtwin.errors import JtwinInputError
 
 
@@ -60,7 +59,8 @@ def _load(args, streaming: bool = False):
       spec = parse_model_file(args.model_path)
     frame = jdata.select_columns(df, spec, bool(args.drop_na), source=args.data_path)
   if args.queries:
-    forced += mq.parse_query_file(args.queries, columns=set(spec.names))
+    forced += mq.parse_query_file(args.queries, columns=set(spec.names),
+                                  what="query file (--queries)", columns_of="the model file")
   return frame, spec, forced, notes
 
 
@@ -68,7 +68,7 @@ def napsumq(args) -> int:
   import jax
   from jtwin import data as jdata
   from jtwin import napsumq as nq
-  from jtwin._atomic import check_output_path, check_output_prefix
+  from jtwin._atomic import check_numbered_outputs, check_output_path, check_output_prefix
   from jtwin._progress import ProgressBar
   from jtwin._rng import root_key
   from jtwin.result_io import save_result
@@ -88,6 +88,14 @@ def napsumq(args) -> int:
   check_output_prefix(args.output_path, args.visualize)
   for p in paths.values():
     check_output_path(p, inputs=inputs)
+  if args.separate_output:
+    check_numbered_outputs(args.output_path, inputs)
+  if args.select == "none" and not args.queries:     # before the data is read
+    from jtwin.marginals import queries as mq
+    if not mq.is_query_file(args.model_path):
+      raise JtwinInputError("--select none measures only the query cliques, but none were "
+                            "given: pass --queries FILE (or a query file as MODEL), or "
+                            "choose another --select")
   from jtwin._stream_command import wants_stream
   streaming = wants_stream(args)
   frame, spec, forced, notes = _load(args, streaming)
@@ -112,6 +120,7 @@ def napsumq(args) -> int:
       residuals=nq.RESIDUALS if args.residuals is None else args.residuals,
       one_way_smoothing=(nq.ONE_WAY_SMOOTHING if args.one_way_smoothing is None
                          else args.one_way_smoothing),
+      multires=args.multires,
       progress=lambda frac, text: bar.update(int(1000 * frac), text))
   inferred = notes + result.inferred_from_data
   # fit_marginals warned about the rest itself; only a model file chooses these
@@ -143,9 +152,7 @@ def napsumq(args) -> int:
   timer.lap("sampling")
   written = []
   if args.separate_output:
-    for i, start in enumerate(range(0, num, m)):
-      jdata.write_csv_atomic(synth.iloc[start:start + m], f"{args.output_path}.{i}.csv")
-    written.append(f"{args.output_path}.{{0..{max(math.ceil(num / m) - 1, 0)}}}.csv")
+    written += write_separate_outputs(synth, args.output_path, m)
   else:
     jdata.write_csv_atomic(synth, paths["csv"])
     written.append(paths["csv"])
@@ -190,7 +197,7 @@ def model_info(result) -> dict:
 
 def add_parser(sub, types):
   """The `napsumq` subcommand (twinify 2.0's name for its marginal-query method)."""
-  from jtwin._flags import (HelpFormatter, add_domain_flags, add_drop_na_and_seed,
+  from jtwin._flags import (HelpFormatter, _fraction, add_domain_flags, add_drop_na_and_seed,
                             add_output_group, add_sampling_flag)
   positive_float, positive_int, probability = types
   p = sub.add_parser(
@@ -243,6 +250,12 @@ def add_parser(sub, types):
                  help="with --select all: release each 2- and 3-way table centred (its "
                  "1-way parts removed, measured once by the 1-way tables), which needs "
                  "less noise for the same budget [default: on]")
+  g.add_argument("--multires", type=_fraction("--multires"),
+                 default=0.0, metavar="SHARE",
+                 help="with --select all: spend this share of the multi-way budget on "
+                 "coarse copies of the tables with a numeric column (4 runs of its coarse "
+                 "cells), which shows broad relations more clearly: better Rubin's-rules "
+                 "coverage (Adult: 0.54 -> 0.66 at 0.3), slightly worse 3-way TVD (0: off)")
   g.add_argument("--rounds", type=positive_int("--rounds"), default=None,
                  help="AIM's initial number of rounds [default: 16 x columns]")
   g.add_argument("--one_way_fraction", type=probability("--one_way_fraction", upper_open=True),

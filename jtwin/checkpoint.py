@@ -174,6 +174,10 @@ class Checkpointer:
       raise JtwinInputError(f"{path}: cannot read the checkpoint state: {e.strerror}") from None
     if hashlib.sha256(blob).hexdigest() != meta["state_sha256"]:
       raise JtwinInputError(f"{path}: the checkpoint state is damaged (checksum mismatch)")
+    if meta.get("position_sha256") != _position_digest(meta):
+      raise JtwinInputError(f"{self.meta_path}: the checkpoint's position (steps done, key) "
+                            "does not match its state (edited, or from an older jtwin); "
+                            "remove the checkpoint directory and start afresh")
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
       leaves = [z[f"leaf_{i}"] for i in range(meta["num_leaves"])]
     p = meta["position"]
@@ -240,6 +244,7 @@ class Checkpointer:
                          "diagnostics": {k: list(vals)
                                          for k, vals in position.diagnostics.items()}},
             "note": self.note}
+    meta["position_sha256"] = _position_digest(meta)
     with atomic_write(self.meta_path, "w", file_mode=0o600) as f:
       json.dump(meta, f)
     if previous and previous != name:
@@ -247,6 +252,32 @@ class Checkpointer:
         os.unlink(os.path.join(self.directory, previous))
       except OSError:
         pass
+
+
+def _position_digest(meta: dict) -> str:
+  """SHA-256 tying the loop position, steps done and key to the state file's checksum,
+  so that an edited position cannot make a resumed run repeat (unaccounted) steps."""
+  tied = {k: meta.get(k) for k in ("state_sha256", "steps_done", "position", "key",
+                                    "fingerprint")}
+  return hashlib.sha256(json.dumps(tied, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def check_directory(directory) -> None:
+  """Refuses a checkpoint directory that exists, holds no checkpoint and is not
+  empty (it must be private: new, or empty and then made 0700).
+
+  Raises:
+    JtwinInputError: a file, or a non-empty directory without a checkpoint.
+  """
+  directory = os.fspath(directory)
+  if os.path.exists(directory) and not os.path.isdir(directory):
+    raise JtwinInputError(f"{directory}: is a file; give a new directory for the checkpoint")
+  if os.path.isdir(directory) and not os.path.isfile(os.path.join(directory, META)):
+    if os.listdir(directory):
+      raise JtwinInputError(f"{directory}: is not empty; the checkpoint holds the run's "
+                            "secret key and must have a private directory of its own: give "
+                            "a new or empty directory")
+    os.chmod(directory, 0o700)
 
 
 def read_meta(directory) -> dict:

@@ -610,6 +610,22 @@ def _resolve_normal(x: np.ndarray, f: FeatureSpec, from_data: list) -> dict:
 # ------------------------------------------------------------ value helpers
 
 
+def check_declared_missing(frame: pd.DataFrame, spec: ModelSpec, source: str) -> None:
+  """Refuses a missing value in a column the model file declares 'missing = no'
+  (the same message as `resolve_domain`; for data read in chunks).
+
+  Raises:
+    DataError: naming the file line, the column and the model file's line.
+  """
+  for f in spec.features:
+    if f.missing is False and f.name in frame.columns:
+      isna = frame[f.name].isna().to_numpy()
+      if isna.any():
+        raise DataError(f"{_row(frame.index, isna, source)}: column '{f.name}' is "
+                        f"missing but {spec.where(f)} declares 'missing = no'; declare "
+                        "'missing' or drop incomplete rows (--drop_na)")
+
+
 def _row(index: pd.Index, bad: np.ndarray, source: str) -> str:
   """`source:line` of the first True in `bad` (header = line 1)."""
   label = index[int(np.argmax(bad))]
@@ -633,6 +649,11 @@ def _numeric(col: pd.Series, name: str, family: str,
     bad = (conv.isna() & col.notna()).to_numpy()
     if bad.any():
       value = col.iloc[int(np.argmax(bad))]
+      if family in _CATEGORICAL:   # only binned categorical columns are read as numbers
+        raise DataError(f"{_row(col.index, bad, source)}: column '{name}' has the "
+                        f"non-numeric value '{value}', but the model file declares it "
+                        "binned ('bins = ...': a numeric column); fix the value, or remove "
+                        "'bins' to model its values as categories")
       raise DataError(f"{_row(col.index, bad, source)}: column '{name}' has "
                       f"the non-numeric value '{value}', but it is modelled as "
                       f"{_DISPLAY[family]}; fix the value or model the column "

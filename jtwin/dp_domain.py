@@ -164,6 +164,12 @@ def needs_release(spec: ModelSpec, *, need_edges: bool = False) -> list:
   return [f"{f.name}: {item}" for f in spec.features for item in _undeclared(f, need_edges)]
 
 
+def row_count_sd(epsilon: float) -> float:
+  """The sd of `noisy_row_count`'s two-sided geometric noise at this epsilon."""
+  a = math.exp(-epsilon)
+  return math.sqrt(2.0 * a) / (1.0 - a)
+
+
 def noisy_row_count(rng: np.random.Generator, n: int, epsilon: float) -> int:
   """N + two-sided geometric noise (exactly epsilon-DP), at least 1."""
   if not epsilon > 0:
@@ -858,13 +864,26 @@ def plan_release(rng: np.random.Generator, frame: pd.DataFrame, spec: Optional[M
   ref = float(epsilon) if epsilon is not None else 1.0
   rows_eps = ROWS_FRACTION * ref
   rows = noisy_row_count(rng, n, rows_eps)
-  if delta is None and 0.1 / rows > LARGE_DEFAULT_DELTA:
+  if delta is None:
     import warnings
-    warnings.warn(f"the table is tiny (about {rows} rows, DP estimate), so the default "
-                  f"delta = 0.1 / rows is {0.1 / rows:.2g}: a weak guarantee; no DP method "
-                  "protects so few rows well (pass --delta to choose it yourself)",
-                  stacklevel=2)
-  delta = float(delta) if delta is not None else 0.1 / rows
+    # the default delta = 0.1 / N-hat, with N-hat never taken below 3 noise sds of the
+    # row count: a noise-dominated count (a tiny table, or a tiny epsilon) would otherwise
+    # give a large delta (0.1 when the count is clamped at 1); a larger N-hat only makes
+    # delta smaller, which is the safe direction
+    sd = row_count_sd(rows_eps)
+    delta = 0.1 / max(rows, 3.0 * sd)
+    if rows < 3.0 * sd:
+      warnings.warn(f"the DP row count ({rows:,}) is within 3 noise sds ({sd:,.0f} rows at "
+                    f"this epsilon) of zero, so the default delta is 0.1 / (3 sds) = "
+                    f"{delta:.2g} and the default number of synthetic rows ({rows:,}) is "
+                    "unreliable: pass --num_synthetic (and --delta to choose delta yourself)",
+                    stacklevel=2)
+    elif delta > LARGE_DEFAULT_DELTA:
+      warnings.warn(f"the table is tiny (about {rows} rows, DP estimate), so the default "
+                    f"delta = 0.1 / rows is {delta:.2g}: a weak guarantee; no DP method "
+                    "protects so few rows well (pass --delta to choose it yourself)",
+                    stacklevel=2)
+  delta = float(delta)
   todo = needs_release(spec, need_edges=need_edges) if spec is not None else []
   if composition not in ("basic", "zcdp", "gdp"):
     raise JtwinInputError(f"composition must be 'basic', 'zcdp' or 'gdp', got {composition!r}")

@@ -554,6 +554,7 @@ def _open_checkpoint(directory, key, model, values, observed, plan: FitPlan, set
       other data, settings or key.
   """
   from jtwin import checkpoint as ckpt
+  ckpt.check_directory(directory)
   init_loc = settings.pop("init_loc")
   settings["init_loc"] = None if init_loc is None else ckpt._sha256(
       *[np.asarray(init_loc[k_], np.float32) for k_ in sorted(init_loc)])

@@ -3,6 +3,7 @@ session): result files that are corrupt or edited, custom models that fail at
 sampling time, output paths that are devices or links, results whose epsilon
 does not cover everything, and library arguments."""
 import json
+import warnings
 import os
 import shutil
 import stat
@@ -254,14 +255,45 @@ def test_a_tiny_table_warns_of_its_large_default_delta():
   from jtwin import dp_domain as dd
   from jtwin.spec import parse_model_text
   spec = parse_model_text("a : Categorical ; categories = x, y ; missing = no\n")
-  frame = pd.DataFrame({"a": ["x", "y"] * 3})
+  frame = pd.DataFrame({"a": ["x", "y"] * 15})
+  # epsilon 50: the row count's noise sd is 2.8 rows, so about 30 rows are measured well,
+  # and delta = 0.1 / 30 is large
   with pytest.warns(UserWarning, match="the table is tiny"):
-    plan = dd.plan_release(np.random.default_rng(0), frame, spec, epsilon=1.0, delta=None)
+    plan = dd.plan_release(np.random.default_rng(0), frame, spec, epsilon=50.0, delta=None)
   assert plan.delta > dd.LARGE_DEFAULT_DELTA
+  assert plan.delta == pytest.approx(0.1 / plan.rows)
   import warnings
   with warnings.catch_warnings():
     warnings.simplefilter("error")                            # a chosen delta: no warning
     dd.plan_release(np.random.default_rng(0), frame, spec, epsilon=1.0, delta=1e-6)
+
+
+@pytest.mark.parametrize("epsilon,rows", [(1.0, 6), (1e-3, 2000), (1e-3, 10**6)])
+def test_a_noise_dominated_row_count_never_gives_a_large_default_delta(epsilon, rows):
+  """Audit 4: at epsilon 1e-3 the DP row count of 2,000 rows (noise sd 141,421) was
+  clamped at 1 on half the seeds, and the default delta became 0.1."""
+  from jtwin import dp_domain as dd
+  from jtwin.spec import parse_model_text
+  spec = parse_model_text("a : Categorical ; categories = x, y ; missing = no\n")
+  frame = pd.DataFrame({"a": np.resize(["x", "y"], rows)})
+  sd = dd.row_count_sd(dd.ROWS_FRACTION * epsilon)
+  for seed in range(6):
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      plan = dd.plan_release(np.random.default_rng(seed), frame, spec, epsilon=epsilon,
+                             delta=None)
+    assert plan.delta == pytest.approx(0.1 / max(plan.rows, 3 * sd), rel=1e-12)
+    assert plan.delta <= 0.1 / (3 * sd) * (1 + 1e-12)
+    noisy = plan.rows < 3 * sd
+    assert any("within 3 noise sds" in str(w.message) for w in caught) == noisy
+    assert not any("the table is tiny" in str(w.message) for w in caught)
+
+
+def test_row_count_sd_is_the_two_sided_geometric_sd():
+  from jtwin import dp_domain as dd
+  rng = np.random.default_rng(0)
+  draws = [dd.noisy_row_count(rng, 10**6, 0.05) - 10**6 for _ in range(20000)]
+  assert np.std(draws) == pytest.approx(dd.row_count_sd(0.05), rel=0.03)
 
 
 @pytest.mark.parametrize("kwargs,needle", [

@@ -120,6 +120,19 @@ def test_quality_napsumq_quick(capsys):
 
 
 @pytest.mark.slow
+def test_coverage_bias_napsumq_quick(capsys):
+  assert _load("coverage_bias_napsumq").main(["--quick"]) == 0
+  out = capsys.readouterr().out
+  _header_ok(out)
+  for label in ("real rows:", "twin:", "real covariates, oracle income:",
+                "twin covariates, oracle income:"):
+    line = next(l for l in out.splitlines() if l.startswith(label))
+    assert len(line[len(label):].split(" / ")) == 5, line
+  assert re.search(r"^real: (\+|-)\d\.\d{3}( (\+|-)\d\.\d{3}){5}$", out, re.M)
+  assert re.search(r"^twin:( +\d+\.\d| +nan){14}$", out, re.M)
+
+
+@pytest.mark.slow
 def test_coverage_napsumq_quick(capsys):
   assert _load("coverage_napsumq").main(["--quick", "--options", "init_peak=0.0"]) == 0
   out = capsys.readouterr().out

@@ -99,6 +99,8 @@ def _read_csv(path: str, what: str) -> pd.DataFrame:
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise DataError(f"{path}: cannot read the {what} as CSV ({first})") \
         from None
+  if len(frame) == 0:
+    raise DataError(f"{path}: the {what} file has a header but no rows")
   for column in frame.columns:
     x = frame[column]
     if pd.api.types.is_float_dtype(x):
@@ -248,8 +250,35 @@ def _privacy(args) -> Optional[dict]:
       return None
     raise DataError(f"{path}: not a readable jtwin result file "
                     f"({type(e).__name__})") from None
+  columns = _result_columns(meta)
+  if columns is not None and set(columns) != set(_header_of(args.synthetic)):
+    if args.result is None:       # found beside SYNTHETIC by its name: not this twin's
+      return None
+    raise DataError(f"{path}: this result was fitted on the columns "
+                    f"{', '.join(columns[:6])}{', ...' if len(columns) > 6 else ''}, not "
+                    f"those of {args.synthetic}; pass the result file of this twin with "
+                    "--result")
   return {"path": path, "epsilon": privacy.get("epsilon"),
           "delta": privacy.get("delta"), "mode": privacy.get("mode")}
+
+
+def _result_columns(meta: dict) -> Optional[list]:
+  """The columns a result's twin has (None when unknown, e.g. a custom model's,
+  whose postprocess() may change them)."""
+  model = meta.get("model") or {}
+  if model.get("kind") == "custom":
+    return None
+  if model.get("cells"):
+    names = [c.get("name") for c in model["cells"]]
+    for d in sorted(model.get("derived") or (), key=lambda d: d.get("position", 0)):
+      names.insert(int(d.get("position", len(names))), d.get("name"))
+    return names
+  domain = (meta.get("domain") or {}).get("columns")
+  return [c.get("name") for c in domain] if domain else None
+
+
+def _header_of(path: str) -> list:
+  return [str(c) for c in pd.read_csv(path, nrows=0).columns]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -268,10 +297,11 @@ def run(args: argparse.Namespace) -> int:
   from jtwin.evaluate.report import format_summary, write_report
 
   if args.output is not None:
-    directory = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(directory):
-      raise DataError(f"{args.output}: output directory '{directory}' does "
-                      "not exist; create it first")
+    from jtwin._atomic import check_output_path, check_output_prefix
+    check_output_prefix(args.output)     # a folder ("DIR/") would give hidden ".json"
+    for suffix in (".json", ".html"):
+      check_output_path(args.output + suffix, inputs=[args.real, args.synthetic, args.test,
+                                                      args.model, args.result])
   real = _read_csv(args.real, "real data")
   synth = _read_csv(args.synthetic, "synthetic data")
   test = _read_csv(args.test, "test data") if args.test else None
@@ -285,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
   if test is not None:
     absent = [c for c in columns if c not in test.columns]
     if absent:
-      raise DataError(f"{args.test}: lacks column(s) {absent}")
+      raise DataError(f"{args.test}: the --test file lacks column(s) {absent} of "
+                      f"{args.real} and {args.synthetic}; give it the same columns")
     test = test[columns]
   numeric = [c for c in columns if c not in categorical
              and is_numeric_column(real[c])]

@@ -156,8 +156,9 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   for name, table in (("real", real), ("synth", synth), ("test", test)):
     if table is not None and not isinstance(table, pd.DataFrame):
       raise ValueError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
-  if len(real) == 0 or len(synth) == 0:
-    raise ValueError(f"the {'real' if len(real) == 0 else 'synthetic'} table has no rows")
+  for name, table in (("real", real), ("synthetic", synth), ("test", test)):
+    if table is not None and len(table) == 0:
+      raise ValueError(f"the {name} table has no rows")
   if backend not in ("auto", "sklearn", "numpy"):
     raise ValueError(f"backend must be 'auto', 'sklearn' or 'numpy', got {backend!r}")
   columns = [c for c in real.columns if c in synth.columns]

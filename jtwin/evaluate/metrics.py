@@ -263,7 +263,8 @@ def synthetic_ranking_agreement(scores_real: Sequence[float],
   """Fraction of model pairs ordered the same way by both score lists.
 
   A pair (i, j) agrees when sign(real_i - real_j) == sign(synth_i - synth_j)
-  (a tie agrees only with a tie). NaN with fewer than two models.
+  (a tie agrees only with a tie); pairs with an undefined (NaN) score are
+  left out. NaN with fewer than two models with defined scores.
 
   References:
     Jordon, Yoon, van der Schaar (2018), "Measuring the quality of synthetic
@@ -271,7 +272,8 @@ def synthetic_ranking_agreement(scores_real: Sequence[float],
   """
   r = np.asarray(scores_real, dtype=float)
   s = np.asarray(scores_synth, dtype=float)
-  pairs = list(itertools.combinations(range(r.size), 2))
+  ok = np.isfinite(r) & np.isfinite(s)    # an undefined score (e.g. AUROC of one class)
+  pairs = [(i, j) for i, j in itertools.combinations(range(r.size), 2) if ok[i] and ok[j]]
   if not pairs:
     return float("nan")
   agree = [np.sign(r[i] - r[j]) == np.sign(s[i] - s[j]) for i, j in pairs]

@@ -107,6 +107,14 @@ def utility(train: pd.DataFrame, synth: pd.DataFrame, test: pd.DataFrame,
                                   max_rows, seed + 1)
   x_test, y_test, _ = _features(test, target_coder, feature_coders,
                                 max_rows, seed + 2)
+  for what, y in (("real training", y_real), ("synthetic", y_synth), ("test", y_test)):
+    if len(y) == 0:
+      raise ValueError(f"the {what} rows have no value in the target column {target!r} "
+                       "(every cell is missing)")
+  if len(np.unique(y_real)) < 2:
+    import warnings
+    warnings.warn(f"the real training rows have one class of {target!r} only: the "
+                  "real-trained scores and the ranking agreement are undefined (n/a)")
   per_model = {}
   for model in models:
     row = {}

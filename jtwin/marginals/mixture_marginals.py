@@ -66,8 +66,14 @@ def cell_features(cells) -> tuple:
   return tuple(Feature(c.name, "categorical", c.num_cells, c.missing) for c in cells)
 
 
-def views(cells) -> tuple:
+def views(cells, extra: Sequence[tuple] = ()) -> tuple:
   """The views of these cell columns (see `MarginalIndex`), without a model.
+
+  Args:
+    cells: the cell columns.
+    extra: more views, (column, runs) each, runs a tuple of tuples of the
+      column's cells (the missing cell, if any, is one more view cell);
+      they come after the coarse views, in this order.
 
   Returns:
     (view_column, sizes, multiway_view): the column of every view, its
@@ -81,11 +87,16 @@ def views(cells) -> tuple:
       multiway.append(len(columns))
       columns.append(j)
       sizes.append(c.coarse_size)
+  for j, runs in extra:
+    columns.append(int(j))
+    sizes.append(len(runs) + int(cells[j].missing))
   return tuple(columns), tuple(int(s) for s in sizes), tuple(multiway)
 
 
-def make_index(cells, num_components: int, cond_cols: Sequence[int] = ()) -> MarginalIndex:
-  """Builds the static index for these cell columns and conditioning views."""
+def make_index(cells, num_components: int, cond_cols: Sequence[int] = (),
+               extra: Sequence[tuple] = ()) -> MarginalIndex:
+  """Builds the static index for these cell columns, conditioning views and
+  `extra` views (see `views`)."""
   layout = mixture.make_layout(cell_features(cells), num_components)
   ct = len(layout.flat_feature)
   miss_of = {int(col): i for i, col in enumerate(layout.missing_idx)}
@@ -112,6 +123,17 @@ def make_index(cells, num_components: int, cond_cols: Sequence[int] = ()) -> Mar
     columns.append(j)
     sizes.append(c.coarse_size)
     offset += len(c.coarse)
+  for j, runs in extra:
+    c = cells[j]
+    block = np.zeros((c_fine, len(runs)))
+    for i, members in enumerate(runs):
+      block[cell_pos[j][list(members)], i] = 1.0
+    blocks.append(block)
+    pos = list(range(offset, offset + len(runs))) + ([cell_pos[j][-1]] if c.missing else [])
+    cell_pos.append(np.asarray(pos, np.int64))
+    columns.append(int(j))
+    sizes.append(len(runs) + int(c.missing))
+    offset += len(runs)
   coarse = np.concatenate(blocks, 1) if blocks else np.zeros((c_fine, 0))
   flat_missing = np.asarray([miss_of.get(int(layout.cat_idx[f]), -1)
                              for f in layout.flat_feature], np.int64)

@@ -22,16 +22,21 @@ from jtwin.errors import ModelFileError
 __all__ = ["MAX_CATEGORIES", "is_query_file", "parse_query_file", "spec_from_data"]
 
 
-def _lines(path: str) -> list:
+def _lines(path: str, what: str = "model file") -> list:
+  if os.path.isdir(path):
+    raise ModelFileError(f"{path}: is a directory, not a {what}")
   try:
     with open(path, encoding="utf-8-sig") as f:
       return f.read().splitlines()
   except FileNotFoundError:
-    raise ModelFileError(f"{path}: model file not found; check the path") from None
+    raise ModelFileError(f"{path}: {what} not found; check the path") from None
   except UnicodeDecodeError:
-    raise ModelFileError(f"{path}: not UTF-8 text") from None
+    from jtwin.data import _bad_utf8_place
+    place = _bad_utf8_place(path)
+    raise ModelFileError(f"{path}: not UTF-8 text{f' ({place})' if place else ''}; save "
+                         f"the {what} as UTF-8") from None
   except OSError as e:
-    raise ModelFileError(f"{path}: cannot read the model file ({e.strerror or e})") from None
+    raise ModelFileError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
 
 
 def is_query_file(path: str) -> bool:
@@ -40,9 +45,7 @@ def is_query_file(path: str) -> bool:
   Raises:
     ModelFileError: the file is missing, unreadable, a directory or empty.
   """
-  if os.path.isdir(path):
-    raise ModelFileError(f"{path}: is a directory, not a model or query file")
-  body = [ln.split("#")[0].strip() for ln in _lines(path)]
+  body = [ln.split("#")[0].strip() for ln in _lines(path, "model or query file")]
   body = [ln for ln in body if ln]
   if not body:
     raise ModelFileError(f"{path}: the file has no queries or columns; write a model file "
@@ -51,19 +54,25 @@ def is_query_file(path: str) -> bool:
   return not any(":" in ln for ln in body)
 
 
-def parse_query_file(path: str, columns=None) -> list:
+MAX_CLIQUE = 3   # the mixture's closed-form marginals go up to 3-way tables
+
+
+def parse_query_file(path: str, columns=None, *, what: str = "query file",
+                     columns_of: str = "the data") -> list:
   """Cliques of a query file: a list of lists of column names.
 
   Args:
     path: the file.
     columns: if given, every name must be one of these.
+    what: the file's role in messages ("query file", "query file (--queries)").
+    columns_of: where `columns` come from, in messages ("the data", "the model file").
 
   Raises:
-    ModelFileError: empty file, an empty name, or an unknown column (one
-      line naming `path:line`).
+    ModelFileError: empty file, an empty name, an unknown column or a clique
+      of more than 3 columns (one line naming `path:line`).
   """
   cliques = []
-  for number, raw in enumerate(_lines(path), start=1):
+  for number, raw in enumerate(_lines(path, what), start=1):
     line = raw.split("#")[0].strip()
     if not line:
       continue
@@ -74,9 +83,14 @@ def parse_query_file(path: str, columns=None) -> list:
     if columns is not None:
       for x in names:
         if x not in columns:
-          raise ModelFileError(f"{path}:{number}: column '{x}' is not in the data; "
+          raise ModelFileError(f"{path}:{number}: column '{x}' is not in {columns_of}; "
                                "check the spelling")
-    cliques.append(list(dict.fromkeys(names)))
+    distinct = list(dict.fromkeys(names))
+    if len(distinct) > MAX_CLIQUE:
+      raise ModelFileError(f"{path}:{number}: the clique has {len(distinct)} columns; jtwin "
+                           f"measures cliques of at most {MAX_CLIQUE} columns: split it into "
+                           f"cliques of {MAX_CLIQUE} or fewer")
+    cliques.append(distinct)
   if not cliques:
     raise ModelFileError(f"{path}: the query file has no queries; write one clique per "
                          "line, column names separated by commas")

@@ -107,8 +107,14 @@ def encode_csv(source: CsvSource, spec, directory: str, *, plan: Callable,
   names = list(spec.names)
   chunks = table_store.model_chunks(path, spec, chunk_rows=source.chunk_rows,
                                     drop_na=bool(source.drop_na), source=name)
+  from jtwin.data import check_declared_missing
+
+  def checked():
+    for chunk in chunks():
+      check_declared_missing(chunk, spec, name)
+      yield chunk
   # pass 1: exact counts (PRIVATE); the noise is added once, by `plan`
-  counts = table_store.count_chunks(chunks(), spec, need_edges=True, source=name)
+  counts = table_store.count_chunks(checked(), spec, need_edges=True, source=name)
   table_store._check_rows(counts.rows, path, name, bool(source.drop_na))
   public = plan(counts, spec)
   cells, domain = cells_for(public)

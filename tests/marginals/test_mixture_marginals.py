@@ -99,6 +99,28 @@ def test_coarse_view_marginals_are_sums_of_fine_cells(use_jit):
     np.testing.assert_allclose(vector[mm.clique_positions(index, clique)], expected, atol=2e-6)
 
 
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_extra_view_marginals_are_sums_of_fine_cells(use_jit):
+  """A second, coarser view of a column (multi-resolution tables) beside its coarse view."""
+  import dataclasses
+  a, b, c = _cells()
+  c = dataclasses.replace(c, coarse=((0, 1), (2,), (3,)))
+  extra = ((2, ((0, 1, 2), (3,))),)                  # runs of c's fine cells
+  index = mm.make_index((a, b, c), num_components=3, cond_cols=[1], extra=extra)
+  assert index.view_column == (0, 1, 2, 2, 2) and index.multiway_view == (0, 1, 3)
+  assert list(index.sizes) == [4, 2, 5, 4, 3]       # the missing cell stays its own
+  assert mm.views((a, b, c), extra) == (index.view_column, tuple(index.sizes),
+                                        index.multiway_view)
+  theta = _random_theta(index, 3, 5)
+  fn = lambda th: mm.marginal_vector(index, th)
+  vector = np.asarray((jax.jit(fn) if use_jit else fn)(theta), np.float64)
+  joint = _joint(index, theta)
+  runs = np.stack([joint[..., :3].sum(-1), joint[..., 3], joint[..., 4]], axis=-1)
+  for clique, other in [((4,), (0, 1)), ((0, 4), (1,)), ((1, 4), (0,)), ((0, 1, 4), ())]:
+    expected = runs.sum(axis=other).ravel() if other else runs.ravel()
+    np.testing.assert_allclose(vector[mm.clique_positions(index, clique)], expected, atol=2e-6)
+
+
 def _random_theta(index, k, seed):
   rng = np.random.default_rng(seed)
   return {"mix": rng.normal(size=k - 1).astype(np.float32),

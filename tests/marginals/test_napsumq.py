@@ -584,3 +584,45 @@ def test_a_long_empty_tail_is_decoded_by_the_smooth_fit_and_says_so(tmp_path, ca
                "--ensemble", "1", "--visualize", "none", "--epsilon", "0.3"]) == 0
   assert "merged cells of d spread their rows partly by a smooth fit" in capsys.readouterr().out
   assert load_result(out + ".jtwin.npz").meta["smooth_decoded_runs"] == ["d"]
+
+
+def test_multires_adds_coarse_copies_within_the_same_certified_budget(frame):
+  """`multires`: coarse copies of the tables with a numeric column, accounted like the rest."""
+  spec = parse_model_text(MODEL)
+  base = napsumq.fit_marginals(jax.random.key(1), frame, spec, epsilon=1.0, delta=1e-6,
+                               target="b", **FAST)
+  res = napsumq.fit_marginals(jax.random.key(1), frame, spec, epsilon=1.0, delta=1e-6,
+                              target="b", multires=0.3, multires_cells=2, **FAST)
+  extra = res.measurements[len(base.measurements):]
+  assert res.measurements[:len(base.measurements)] != base.measurements   # noisier fine tables
+  assert [m[:2] for m in res.measurements[:len(base.measurements)]] == \
+      [m[:2] for m in base.measurements]
+  # one copy of each pair with c and of the target's triple with c, c seen in 2 runs
+  assert sorted(tuple(m[0]) for m in extra) == [("a", "b", "c"), ("a", "c"), ("b", "c")]
+  sizes = {m[0][0]: m[1] for m in res.measurements[:3]}
+  for names, cells, sigma, s in extra:
+    runs = 2 + 0                                    # c has no missing cell
+    assert cells == runs * np.prod([sizes[x] for x in names if x != "c"])
+    want = math.sqrt(np.prod([1 - 1 / (runs if x == "c" else sizes[x]) for x in names]))
+    assert s == pytest.approx(want, rel=1e-12)
+  p = res.privacy
+  rho_tables = sum(s**2 / (2 * sigma**2) for _, _, sigma, s in res.measurements)
+  assert rho_tables == pytest.approx(p.rho_one_way + p.rho_measurement, rel=1e-9)
+  # the copies get 30% of the multi-way rho; the certified epsilon is unchanged
+  rho_extra = sum(s**2 / (2 * sigma**2) for _, _, sigma, s in extra)
+  assert rho_extra == pytest.approx(0.3 * p.rho_measurement, rel=1e-9)
+  assert p.rho == pytest.approx(base.privacy.rho, rel=1e-9)
+  assert 0.999 < p.epsilon <= 1.0
+  assert len(napsumq.sample_marginals(0, res, 50)) == 50
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"multires": 1.0}, r"multires must be a share in \[0, 1\)"),
+    ({"multires": -0.1}, r"multires must be a share in \[0, 1\)"),
+    ({"multires": 0.2, "multires_cells": 1}, "multires_cells must be an integer >= 2"),
+    ({"multires": 0.2, "multires_order": 4}, "multires_order must be 2 or 3"),
+])
+def test_multires_bad_settings(frame, options, message):
+  from jtwin.errors import JtwinInputError
+  with pytest.raises(JtwinInputError, match=message):
+    napsumq.fit_marginals(0, frame, parse_model_text(MODEL), **options, **FAST)
