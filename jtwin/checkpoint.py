@@ -264,16 +264,27 @@ def _position_digest(meta: dict) -> str:
 
 def check_directory(directory) -> None:
   """Refuses a checkpoint directory that exists, holds no checkpoint and is not
-  empty (it must be private: new, or empty and then made 0700).
+  empty (it must be private: new, or empty and then made 0700), or whose
+  parent folder is missing.
 
   Raises:
-    JtwinInputError: a file, or a non-empty directory without a checkpoint.
+    JtwinInputError: a file, a missing parent, state files without their
+      JSON, or a non-empty directory without a checkpoint.
   """
   directory = os.fspath(directory)
   if os.path.exists(directory) and not os.path.isdir(directory):
     raise JtwinInputError(f"{directory}: is a file; give a new directory for the checkpoint")
+  parent = os.path.dirname(os.path.abspath(directory))
+  if not os.path.isdir(parent):
+    raise JtwinInputError(f"{directory}: its parent folder '{parent}' does not exist; "
+                          "create it first")
   if os.path.isdir(directory) and not os.path.isfile(os.path.join(directory, META)):
-    if os.listdir(directory):
+    names = os.listdir(directory)
+    if any(n.startswith("state-") and n.endswith(".npz") for n in names):
+      raise JtwinInputError(f"{directory}: holds checkpoint state files but no {META} "
+                            "(damaged or interrupted while writing); remove the directory "
+                            "to start afresh")
+    if names:
       raise JtwinInputError(f"{directory}: is not empty; the checkpoint holds the run's "
                             "secret key and must have a private directory of its own: give "
                             "a new or empty directory")

@@ -276,3 +276,18 @@ def test_an_edited_checkpoint_position_is_refused(files, capsys):
   code, _, err = run(args + ["--resume"], capsys)
   assert code == 1
   assert "the checkpoint's position (steps done, key) does not match its state" in one_error(err)
+
+
+def test_checkpoint_directory_needs_its_parent_and_a_readable_checkpoint(files, capsys):
+  data, model, out = str(files / "data.csv"), str(files / "model.txt"), str(files / "out")
+  deep = files / "nope" / "deeper"
+  code, _, err = run(["fit", data, model, out, "--checkpoint", str(deep)] + FT, capsys)
+  assert code == 1 and "its parent folder" in one_error(err) and "does not exist" in err
+  assert not (files / "nope").exists()
+  torn = files / "torn"
+  torn.mkdir()
+  (torn / "state-000002.npz").write_bytes(b"x")
+  code, _, err = run(["fit", data, model, out, "--checkpoint", str(torn), "--resume"] + FT,
+                     capsys)
+  assert code == 1
+  assert "holds checkpoint state files but no checkpoint.json" in one_error(err)
