@@ -278,7 +278,7 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       Measured on Adult at epsilon = 1 (benchmarks/README.md §6):
       `multires=0.3` brings the Rubin's-rules coverage of
       `coverage_napsumq.py` from 0.54 to 0.66 (age slope 0.386 -> 0.412,
-      real 0.456) but costs about 0.0005 of 3-way TVD; for inference, not
+      real 0.456) but costs 0.0005-0.0015 of 3-way TVD; for inference, not
       for the twin's tables. Tables whose coarse views have at most
       `multires_cells` cells (small data) get no copies.
     residuals: with selection "all", release every 2- and 3-way table
