@@ -219,6 +219,88 @@ def check_header(path) -> None:
                     "it with commas")
 
 
+SCAN_BLOCK = 1 << 23            # bytes per block of `short_row`'s scan
+QUOTED_SCAN_LIMIT = 1 << 25     # a file with quotes is scanned with the csv module up to this size
+
+
+def short_row(path) -> Optional[tuple]:
+  """(line, fields, header fields) of the first data row with fewer fields than
+  the header, or None. pandas reads such a row (a file cut off mid-line, a
+  lost separator) as missing values without a word; a row with more fields
+  it refuses itself.
+
+  Files without a double quote are scanned in blocks by counting commas per
+  line (numpy, about as fast as reading); a file with quotes (a field may hold
+  a comma or a line break) with the csv module, up to `QUOTED_SCAN_LIMIT`
+  bytes (beyond that it is not checked). Blank lines are skipped, as pandas
+  skips them. Compressed files are read as pandas reads them.
+  """
+  from pandas.io.common import get_handle
+  with get_handle(os.fspath(path), "rb", compression="infer", is_text=False) as handle:
+    f = handle.handle
+    header = f.readline()
+    if b'"' in header:
+      return _short_row_quoted(path)
+    want = header.count(b",")
+    line, rest = 1, b""
+    while True:
+      block = f.read(SCAN_BLOCK)
+      final = not block
+      text = rest + block
+      if b'"' in text:
+        return _short_row_quoted(path)
+      cut = len(text) if final else text.rfind(b"\n") + 1
+      body, rest = text[:cut], text[cut:]
+      if body:
+        data = np.frombuffer(body, np.uint8)
+        stops = np.flatnonzero(data == 10)
+        if data[-1] != 10:                      # the last line, without a line break
+          stops = np.append(stops, len(data))
+        starts = np.concatenate([[0], stops[:-1] + 1])
+        commas = np.concatenate([[0], np.cumsum(data == 44)])
+        per_line = commas[stops] - commas[starts]
+        length = stops - starts
+        first = data[np.minimum(starts, len(data) - 1)]
+        blank = (length == 0) | ((length == 1) & (first == 13))     # "" or "\r"
+        bad = np.flatnonzero((per_line < want) & ~blank)
+        if len(bad):
+          k = int(bad[0])
+          return line + k + 1, int(per_line[k]) + 1, want + 1
+        line += len(stops)
+      if final:
+        return None
+
+
+def _short_row_quoted(path) -> Optional[tuple]:
+  import csv
+  import io
+  from pandas.io.common import get_handle
+  if os.path.getsize(path) > QUOTED_SCAN_LIMIT:
+    return None
+  with get_handle(os.fspath(path), "r", compression="infer", encoding="utf-8-sig",
+                  errors="replace") as handle:
+    reader = csv.reader(handle.handle)
+    header = next(reader, [])
+    for row in reader:
+      if row and row != [""] and len(row) < len(header):
+        return reader.line_num, len(row), len(header)
+  return None
+
+
+def check_row_lengths(path) -> None:
+  """Refuses a data row with fewer fields than the header (see `short_row`).
+
+  Raises:
+    DataError: naming the file line and the two field counts.
+  """
+  found = short_row(path)
+  if found is not None:
+    line, got, want = found
+    raise DataError(f"{path}:{line}: the row has {got} field(s), the header {want}; every "
+                    "row needs as many fields as the header (a file cut off mid-line, or a "
+                    "lost comma?)")
+
+
 def _raw_header(path) -> list:
   """The first line's fields as written (duplicates kept, blanks as '')."""
   head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
@@ -233,7 +315,8 @@ def read_csv(path) -> pd.DataFrame:
 
   Raises:
     DataError: the file is missing, a directory, unreadable, empty, has no
-      data rows or is not valid CSV.
+      data rows, is not valid CSV or has a row with fewer fields than the
+      header (`check_row_lengths`).
   """
   path = os.fspath(path)
   if not os.path.exists(path):
@@ -243,6 +326,7 @@ def read_csv(path) -> pd.DataFrame:
   with csv_read_errors(path):
     df = pd.read_csv(path)
     check_header(path)
+    check_row_lengths(path)
   if len(df) == 0:
     raise DataError(f"{path}: the file has a header but no data rows")
   return df

@@ -108,6 +108,7 @@ def iter_csv(path, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFram
     raise JtwinInputError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
   with jdata.csv_read_errors(path):
     jdata.check_header(path)
+    jdata.check_row_lengths(path)      # one fast pass: pandas reads short rows as missing
     reader = pd.read_csv(path, chunksize=int(chunk_rows))
   with reader:
     while True:

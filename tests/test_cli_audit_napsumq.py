@@ -291,3 +291,54 @@ def test_checkpoint_directory_needs_its_parent_and_a_readable_checkpoint(files, 
                      capsys)
   assert code == 1
   assert "holds checkpoint state files but no checkpoint.json" in one_error(err)
+
+
+# ------------------------------------------------------------------ short rows
+
+
+@pytest.mark.parametrize("name,body,found", [
+    ("crlf", b"a,b,c\r\n1,2,3\r\n\r\n4,5\r\n", (4, 2, 3)),
+    ("cut off", b"a,b,c\n1,2,3\n4,5", (3, 2, 3)),
+    ("complete without a final line break", b"a,b,c\n1,2,3\n4,5,6", None),
+    ("blank lines", b"a,b,c\n1,2,3\n\n\n4,5,6\n", None),
+    ("empty fields", b"a,b,c\n,,\n1,,\n", None),
+    ("quoted comma and line break", b'a,b,c\n"x,y",2,3\n"p\nq",5\n', (4, 2, 3)),
+    ("quoted, complete", b'a,b,c\n"x,y",2,3\n"p\nq",5,6\n', None),
+    ("byte order mark", b"\xef\xbb\xbfa,b,c\n1,2,3\n1,2\n", (3, 2, 3)),
+])
+@pytest.mark.parametrize("block", [7, 1 << 23])
+def test_short_row_finds_the_first_row_with_too_few_fields(tmp_path, monkeypatch, name, body,
+                                                           found, block):
+  from jtwin import data
+  monkeypatch.setattr(data, "SCAN_BLOCK", block)     # block boundaries inside lines
+  path = tmp_path / "x.csv"
+  path.write_bytes(body)
+  assert data.short_row(path) == found
+  import gzip
+  gz = tmp_path / "x.csv.gz"
+  gz.write_bytes(gzip.compress(body))
+  assert data.short_row(gz) == found
+
+
+@pytest.mark.parametrize("command,extra", [
+    ("fit", FT + ["--stream", "off"]), ("fit", FT + ["--stream", "on", "--chunk_rows", "50"]),
+    ("napsumq", NQ + ["--stream", "on", "--chunk_rows", "50"]), ("napsumq", NQ),
+    ("check", [])])
+def test_a_row_with_too_few_fields_is_one_line_on_every_path(files, capsys, command, extra):
+  text = (files / "data.csv").read_text().splitlines()
+  text[200] = text[200].rsplit(",", 1)[0]          # line 201: the last field lost
+  (files / "cut.csv").write_text("\n".join(text) + "\n")
+  code, _, err = run([command, str(files / "cut.csv"), str(files / "model.txt")]
+                     + ([str(files / "out")] if command != "check" else []) + extra, capsys)
+  assert code == 1
+  assert one_error(err).endswith(f"{files / 'cut.csv'}:201: the row has 2 field(s), the "
+                                 "header 3; every row needs as many fields as the header (a "
+                                 "file cut off mid-line, or a lost comma?)")
+  assert outputs(files) == []
+
+
+def test_evaluate_refuses_a_cut_off_synthetic_file(files, capsys):
+  _frame().to_csv(files / "real.csv", index=False)
+  (files / "syn.csv").write_text((files / "real.csv").read_text() + "q,x")   # a cut last row
+  code, _, err = run(["evaluate", str(files / "real.csv"), str(files / "syn.csv")], capsys)
+  assert code == 1 and "the row has 2 field(s), the header 3" in one_error(err)

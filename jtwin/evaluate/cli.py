@@ -85,10 +85,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read_csv(path: str, what: str) -> pd.DataFrame:
-  from jtwin.data import check_header
+  from jtwin.data import check_header, check_row_lengths
   try:
     frame = pd.read_csv(path)
     check_header(path)
+    check_row_lengths(path)
   except FileNotFoundError:
     raise DataError(f"{path}: {what} file not found; check the path") \
         from None
