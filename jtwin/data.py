@@ -257,8 +257,8 @@ def short_row(path) -> Optional[tuple]:
         if data[-1] != 10:                      # the last line, without a line break
           stops = np.append(stops, len(data))
         starts = np.concatenate([[0], stops[:-1] + 1])
-        commas = np.concatenate([[0], np.cumsum(data == 44)])
-        per_line = commas[stops] - commas[starts]
+        before = np.searchsorted(np.flatnonzero(data == 44), stops)   # commas before each end
+        per_line = np.diff(np.concatenate([[0], before]))
         length = stops - starts
         first = data[np.minimum(starts, len(data) - 1)]
         blank = (length == 0) | ((length == 1) & (first == 13))     # "" or "\r"
