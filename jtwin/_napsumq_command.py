@@ -278,8 +278,8 @@ def add_parser(sub, types):
                  "next to OUTPUT_PREFIX, removed at the end), so memory does not grow with N "
                  "(same result); needs a model file; auto: on when the data file is over "
                  "1 GiB (compressed: over 200 MiB)")
-  g.add_argument("--chunk_rows", type=positive_int("--chunk_rows"), default=100_000,
-                 help="with streaming: CSV rows read at a time (bounds the memory)")
+  g.add_argument("--chunk_rows", type=positive_int("--chunk_rows"), default=None,
+                 help="with streaming: CSV rows read at a time (bounds the memory) [default: 100000]")
   add_domain_flags(p)
   add_output_group(p, rows_default="the DP estimate of N")
   add_sampling_flag(p, default_text="balanced with one row per draw (--m 1), else iid")

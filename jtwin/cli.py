@@ -120,8 +120,8 @@ def _add_scale_group(p) -> None:
                  help="with streaming (implies --stream on): write the encoded table to DIR "
                  "(a new directory, mode 0700, kept: it holds the private data) instead of a "
                  "temporary directory next to OUTPUT_PREFIX that is removed at the end")
-  g.add_argument("--chunk_rows", type=_positive_int("--chunk_rows"), default=100_000,
-                 help="with streaming: CSV rows read at a time (bounds the memory)")
+  g.add_argument("--chunk_rows", type=_positive_int("--chunk_rows"), default=None,
+                 help="with streaming: CSV rows read at a time (bounds the memory) [default: 100000]")
 
 
 def _add_sample_parser(sub):

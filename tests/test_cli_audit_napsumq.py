@@ -342,3 +342,24 @@ def test_evaluate_refuses_a_cut_off_synthetic_file(files, capsys):
   (files / "syn.csv").write_text((files / "real.csv").read_text() + "q,x")   # a cut last row
   code, _, err = run(["evaluate", str(files / "real.csv"), str(files / "syn.csv")], capsys)
   assert code == 1 and "the row has 2 field(s), the header 3" in one_error(err)
+
+
+def test_chunk_rows_without_streaming_is_said_to_be_ignored(files, capsys):
+  code, _, err = run(["napsumq", str(files / "data.csv"), str(files / "model.txt"),
+                      str(files / "out"), "--stream", "off", "--chunk_rows", "50"] + NQ, capsys)
+  assert code == 0
+  assert "--chunk_rows 50 is ignored: this run reads the whole file at once" in err
+  code, _, err = run(["napsumq", str(files / "data.csv"), str(files / "model.txt"),
+                      str(files / "out2"), "--stream", "on", "--chunk_rows", "50"] + NQ, capsys)
+  assert code == 0 and "--chunk_rows" not in err
+
+
+def test_a_repeated_column_in_a_clique_is_said(files, capsys):
+  (files / "q.txt").write_text("a, a\nb, a, b\n")
+  code, _, err = run(["napsumq", str(files / "data.csv"), str(files / "model.txt"),
+                      str(files / "out"), "--queries", str(files / "q.txt")] + NQ, capsys)
+  assert code == 0
+  assert (f"{files / 'q.txt'}:1: column 'a' appears more than once in the clique; it is the "
+          "clique (a), a 1-way table, which is measured anyway") in err
+  assert f"{files / 'q.txt'}:2: column 'b' appears more than once in the clique; it is the " \
+         "clique (b, a)" in err

@@ -86,6 +86,13 @@ def parse_query_file(path: str, columns=None, *, what: str = "query file",
           raise ModelFileError(f"{path}:{number}: column '{x}' is not in {columns_of}; "
                                "check the spelling")
     distinct = list(dict.fromkeys(names))
+    if len(distinct) < len(names):
+      import warnings
+      twice = next(x for x in distinct if names.count(x) > 1)
+      warnings.warn(f"{path}:{number}: column '{twice}' appears more than once in the clique; "
+                    f"it is the clique ({', '.join(distinct)})" + (
+                        ", a 1-way table, which is measured anyway" if len(distinct) == 1
+                        else ""))
     if len(distinct) > MAX_CLIQUE:
       raise ModelFileError(f"{path}:{number}: the clique has {len(distinct)} columns; jtwin "
                            f"measures cliques of at most {MAX_CLIQUE} columns: split it into "
