@@ -363,3 +363,24 @@ def test_a_repeated_column_in_a_clique_is_said(files, capsys):
           "clique (a), a 1-way table, which is measured anyway") in err
   assert f"{files / 'q.txt'}:2: column 'b' appears more than once in the clique; it is the " \
          "clique (b, a)" in err
+
+
+def test_evaluate_holds_the_files_to_the_model_files_declarations(tables, capsys):
+  (tables / "other.txt").write_text(MODEL.replace("categories = x, y", "categories = yes, no"))
+  code, _, err = run(["evaluate", str(tables / "real.csv"), str(tables / "syn.csv"), "--model",
+                      str(tables / "other.txt")], capsys)
+  assert code == 0
+  assert (f"{tables / 'real.csv'}: column 'b' has 2 label(s) ('x', 'y') that "
+          f"{tables / 'other.txt'} does not declare (categories = yes, no)") in err
+  code, _, err = run(["evaluate", str(tables / "real.csv"), str(tables / "syn.csv"), "--model",
+                      str(tables / "model.txt")], capsys)
+  assert code == 0 and "does not declare" not in err
+  synth = pd.read_csv(tables / "syn.csv").astype({"c": object})
+  synth.loc[4, "c"] = "abc"
+  synth.to_csv(tables / "word.csv", index=False)
+  code, _, err = run(["evaluate", str(tables / "real.csv"), str(tables / "word.csv"), "--model",
+                      str(tables / "model.txt")], capsys)
+  assert code == 1
+  assert one_error(err).endswith(f"{tables / 'word.csv'}:6: column 'c' has the non-numeric "
+                                 f"value 'abc', but {tables / 'model.txt'} declares it numeric; "
+                                 "fix the file or the model file")

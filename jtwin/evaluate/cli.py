@@ -147,6 +147,36 @@ def _model_features(path: str
           for f in spec.parse_model_file(path).features]
 
 
+def _check_declarations(args, tables) -> None:
+  """Holds each file to the model file's declarations: a non-numeric value in a
+  column declared numeric (Normal, Poisson, binned) is refused with its line;
+  labels outside a column's declared categories are warned about (they are
+  scored as they are, but the model file does not describe the data)."""
+  import warnings
+  from jtwin.data import _labels, _row
+  from jtwin.spec import parse_model_file
+  for f in parse_model_file(args.model).features:
+    numeric = f.bins is not None or f.family.lower() in ("normal", "poisson")
+    for frame, path in tables:
+      col = frame[f.name]
+      obs = col.notna().to_numpy()
+      if numeric:
+        bad = (pd.to_numeric(col, errors="coerce").isna().to_numpy() & obs)
+        if bad.any():
+          raise DataError(f"{_row(col.index, bad, path)}: column '{f.name}' has the "
+                          f"non-numeric value '{col.iloc[int(np.argmax(bad))]}', but "
+                          f"{args.model} declares it numeric; fix the file or the model file")
+      elif f.categories is not None:
+        labels = _labels(col[obs])
+        extra = sorted(set(labels) - set(f.categories))
+        if extra:
+          shown = ", ".join(repr(x) for x in extra[:3]) + (", ..." if len(extra) > 3 else "")
+          warnings.warn(f"{path}: column '{f.name}' has {len(extra)} label(s) ({shown}) that "
+                        f"{args.model} does not declare (categories = "
+                        f"{', '.join(f.categories[:4])}{', ...' if len(f.categories) > 4 else ''}"
+                        "): the model file does not describe this file", stacklevel=2)
+
+
 class _Columns(NamedTuple):
   """What the model file (or the CSV headers) say about the columns."""
   columns: list
@@ -181,6 +211,7 @@ def _columns(args, real, synth) -> _Columns:
     if absent:
       raise DataError(f"{path}: lacks column(s) {absent} named in model "
                       f"file {args.model}")
+  _check_declarations(args, ((real, args.real), (synth, args.synthetic)))
   columns = [f[0] for f in features]
   bins, categorical, numeric = {}, [], []
   for name, family, bounds, edges in features:
