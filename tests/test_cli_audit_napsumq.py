@@ -384,3 +384,43 @@ def test_evaluate_holds_the_files_to_the_model_files_declarations(tables, capsys
   assert one_error(err).endswith(f"{tables / 'word.csv'}:6: column 'c' has the non-numeric "
                                  f"value 'abc', but {tables / 'model.txt'} declares it numeric; "
                                  "fix the file or the model file")
+
+
+def test_evaluate_of_wide_tables_samples_pairs_and_leaves_out_the_matrices(tmp_path, monkeypatch,
+                                                                          capsys):
+  from jtwin.evaluate import core
+  from jtwin.evaluate import evaluate
+  rng = np.random.default_rng(0)
+  real = pd.DataFrame({f"c{i}": rng.choice(["a", "b", "c"], 80) for i in range(20)})
+  synth = pd.DataFrame({f"c{i}": rng.choice(["a", "b", "c"], 80) for i in range(20)})
+  full = evaluate(real, synth)
+  assert full["tvd_2way_num_pairs"] == 190
+  assert np.isfinite(np.asarray(full["association"]["cramers_v_real"], float)).all()
+  sampled = evaluate(real, synth, max_marginal_pairs=50)
+  assert sampled["tvd_2way_num_pairs"] == 50
+  v = np.asarray(sampled["association"]["cramers_v_real"], float)
+  assert np.isfinite(v[np.triu_indices(20, 1)]).sum() == 50      # the sampled pairs only
+  assert np.isfinite(sampled["cramers_v_diff_mean"])
+  monkeypatch.setattr(core, "MAX_MATRIX_COLUMNS", 10)
+  real.to_csv(tmp_path / "r.csv", index=False)
+  synth.to_csv(tmp_path / "s.csv", index=False)
+  code, _, err = run(["evaluate", str(tmp_path / "r.csv"), str(tmp_path / "s.csv"), "-o",
+                      str(tmp_path / "rep")], capsys)
+  assert code == 0, err
+  report = json.loads((tmp_path / "rep.json").read_text())
+  assert "cramers_v_real" not in report["association"]
+  assert "left out of the report above 10 columns" in report["association"]["omitted"]
+  assert "left out of the report" in (tmp_path / "rep.html").read_text()
+
+
+def test_an_interrupted_report_leaves_no_file(tmp_path, monkeypatch):
+  from jtwin.evaluate import evaluate, report
+  real = _frame(100, 1)
+  results = evaluate(real, _frame(100, 2))
+
+  def stop(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(report, "_html", stop)      # interrupted while drawing the figures
+  with pytest.raises(KeyboardInterrupt):
+    report.write_report(results, real, _frame(100, 2), str(tmp_path / "rep"))
+  assert list(tmp_path.iterdir()) == []

@@ -61,6 +61,10 @@ def _w1_ratio(real: pd.Series, synth: pd.Series,
   return w1, base, (w1 / base if base > 0 else nan)
 
 
+MAX_MARGINAL_PAIRS = 10_000   # 2-way TVD and Cramér's V: a seeded sample of pairs above this
+MAX_MATRIX_COLUMNS = 150      # association matrices in the result (and report) up to this
+
+
 def _check_finite(table: pd.DataFrame, name: str) -> None:
   """Refuses +-inf in a numeric column (bins between the real minimum and maximum
   would be undefined; NaN, a missing value, is fine)."""
@@ -82,6 +86,7 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
              numeric: Optional[Iterable[str]] = None,
              seed: int = 0, max_triples: int = 200,
              max_pairs: int = 300,
+             max_marginal_pairs: int = MAX_MARGINAL_PAIRS,
              max_levels: Optional[int] = encoding.DEFAULT_MAX_LEVELS,
              max_model_rows: Optional[int] = propensity.MAX_ROWS,
              backend: str = "auto") -> dict:
@@ -133,6 +138,9 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
       baseline and the hold-out split.
     max_triples: most 3-way marginals compared.
     max_pairs: most column pairs in the interaction pMSE model.
+    max_marginal_pairs: most column pairs whose 2-way TVD and Cramér's V are
+      computed (a seeded sample when there are more: 142 columns and up;
+      the V matrices are NaN for the others).
     max_levels: most categories kept per categorical column (None: all).
     max_model_rows: most rows of each table used by the pMSE and utility
       models (a seeded subsample; None: all). Marginals, associations and
@@ -186,7 +194,7 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   codes_s = encoding.encode_frame(synth, coders)
   d = len(columns)
   tvd1 = metrics.kway_tvds(codes_r, codes_s, sizes, [(j,) for j in range(d)])
-  pairs = metrics.sample_subsets(d, 2, 10**9, rng)
+  pairs = metrics.sample_subsets(d, 2, max_marginal_pairs, rng)
   tvd2 = metrics.kway_tvds(codes_r, codes_s, sizes, pairs)
   triples = metrics.sample_subsets(d, 3, max_triples, rng)
   tvd3 = metrics.kway_tvds(codes_r, codes_s, sizes, triples)
@@ -195,8 +203,9 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   miss_err = np.abs(miss_r - miss_s)
   clock["marginals"] = time.perf_counter()
 
-  v_real = metrics.cramers_v_matrix(codes_r, sizes)
-  v_synth = metrics.cramers_v_matrix(codes_s, sizes)
+  every = len(pairs) == d * (d - 1) // 2       # else a sample: the other entries are NaN
+  v_real = metrics.cramers_v_matrix(codes_r, sizes, None if every else pairs)
+  v_synth = metrics.cramers_v_matrix(codes_s, sizes, None if every else pairs)
   numeric = _numeric_columns(real, categorical)
   w1_columns = _w1_columns(coders, numeric, declared_numeric)
   p_real = metrics.pearson_matrix(real[numeric])
@@ -208,6 +217,7 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
     mean, top = _nan_stats(values)
     out[f"tvd_{k}way_mean"], out[f"tvd_{k}way_max"] = mean, top
   out["tvd_3way_num_triples"] = len(triples)
+  out["tvd_2way_num_pairs"] = len(pairs)
   out["missing_abs_error_mean"], out["missing_abs_error_max"] = (
       float(miss_err.mean()), float(miss_err.max()))
   out["cramers_v_diff_mean"], out["cramers_v_diff_max"] = _nan_stats(
@@ -256,15 +266,20 @@ def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
   clock["utility"] = time.perf_counter()
 
   out["per_column"] = per_column
-  out["association"] = {
-      "columns": columns,
-      "cramers_v_real": v_real.tolist(), "cramers_v_synth": v_synth.tolist(),
-      "pearson_columns": numeric,
-      "pearson_real": p_real.tolist(), "pearson_synth": p_synth.tolist(),
-  }
+  if d <= MAX_MATRIX_COLUMNS:
+    out["association"] = {
+        "columns": columns,
+        "cramers_v_real": v_real.tolist(), "cramers_v_synth": v_synth.tolist(),
+        "pearson_columns": numeric,
+        "pearson_real": p_real.tolist(), "pearson_synth": p_synth.tolist(),
+    }
+  else:      # d^2 entries x 4 would dominate the report (1,000 columns: 85 MB of JSON)
+    out["association"] = {"columns": columns, "omitted": (
+        f"{d} columns: the matrices are left out of the report above "
+        f"{MAX_MATRIX_COLUMNS} columns (their summaries are kept)")}
   out["settings"] = {
       "seed": seed, "target": target, "max_triples": max_triples,
-      "max_pairs": max_pairs,
+      "max_pairs": max_pairs, "max_marginal_pairs": max_marginal_pairs,
       "binned_columns": {c.name: c.edges.tolist() for c in coders
                          if c.kind == "numeric"},
       "max_levels": max_levels, "max_model_rows": max_model_rows,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -131,14 +131,18 @@ def cramers_v(table: np.ndarray) -> float:
   return float(np.sqrt(chi2 / (n * (min(r, c) - 1))))
 
 
-def cramers_v_matrix(codes: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
-  """Cramér's V of every column pair: float [D, D], symmetric, diagonal 1.
+def cramers_v_matrix(codes: np.ndarray, sizes: Sequence[int],
+                     pairs: Optional[Sequence[tuple]] = None) -> np.ndarray:
+  """Cramér's V of every column pair (or of `pairs` only, NaN elsewhere): float
+  [D, D], symmetric, diagonal 1.
 
   Missing is a category of its own, numeric columns are binned (codes).
   """
   d = codes.shape[1]
   out = np.eye(d)
-  for a, b in itertools.combinations(range(d), 2):
+  if pairs is not None:
+    out[~np.eye(d, dtype=bool)] = np.nan
+  for a, b in (itertools.combinations(range(d), 2) if pairs is None else pairs):
     if _num_cells(sizes, (a, b)) <= DENSE_CELLS:
       v = cramers_v(joint_counts(codes, sizes, (a, b)))
     else:

@@ -230,9 +230,12 @@ def _html(results: dict, real: pd.DataFrame, synth: pd.DataFrame,
   parts.append("<p>W1 ratios are given for numeric columns only (binned, or "
                "declared Normal, Poisson or binned in the model file).</p>")
   parts.append("<h2>Association: synthetic \u2212 real</h2>")
-  fig = plots.figure_correlations(results["association"], panels=("diff",),
-                                  note=False)
-  parts.append(f'<div class="wide">{plots.svg_string(fig)}</div>')
+  if "omitted" in results["association"]:
+    parts.append(f"<p>{results['association']['omitted']}.</p>")
+  else:
+    fig = plots.figure_correlations(results["association"], panels=("diff",),
+                                    note=False)
+    parts.append(f'<div class="wide">{plots.svg_string(fig)}</div>')
   parts.append("<h2>Marginals</h2>")
   parts.append('<div class="figs">')
   numeric = {c for c, r in results["per_column"].items()
@@ -278,8 +281,10 @@ def write_report(results: dict, real: pd.DataFrame, synth: pd.DataFrame,
   if header.get("jtwin_version") is None:
     from jtwin import __version__
     header["jtwin_version"] = __version__
-  json_path = plots.write_atomic(f"{prefix}.json",
-                                 to_json(results, header).encode("utf-8"))
-  html_path = plots.write_atomic(
-      f"{prefix}.html", _html(results, real, synth, header).encode("utf-8"))
+  # both are made first and written one after the other: an interrupted
+  # rendering (the figures take the time) leaves neither file
+  html = _html(results, real, synth, header).encode("utf-8")
+  json_bytes = to_json(results, header).encode("utf-8")
+  json_path = plots.write_atomic(f"{prefix}.json", json_bytes)
+  html_path = plots.write_atomic(f"{prefix}.html", html)
   return [json_path, html_path]
