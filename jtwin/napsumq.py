@@ -463,6 +463,10 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
       import warnings
       warnings.warn(f"--target '{target}' has no effect with --select {selection} (only 'all' "
                     "and 'aim' measure the 3-way tables that contain it)", stacklevel=3)
+  if multires > 0 and selection != "all":
+    import warnings
+    warnings.warn(f"multires has no effect with --select {selection} (only 'all' measures "
+                  "the coarse copies)", stacklevel=3)
   timings["cells"] = time.perf_counter() - t0
 
   # the DP domain's histograms (if any) took their share of this budget

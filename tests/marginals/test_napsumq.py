@@ -641,3 +641,11 @@ def test_certified_epsilon_never_exceeds_the_target(frame, epsilon, selection):
                                 posterior_steps=2)
   assert res.privacy.epsilon <= epsilon
   assert res.privacy.epsilon > epsilon * (1 - 1e-6)     # and the budget is still spent
+
+
+def test_multires_with_another_selection_is_said_to_do_nothing(frame):
+  with pytest.warns(UserWarning, match="multires has no effect with --select mst"):
+    res = napsumq.fit_marginals(0, frame, parse_model_text(MODEL), selection="mst",
+                                multires=0.3, multires_cells=2, **FAST)
+  base = napsumq.fit_marginals(0, frame, parse_model_text(MODEL), selection="mst", **FAST)
+  assert res.measurements == base.measurements
