@@ -592,9 +592,11 @@ def _fit_marginals(key: jax.Array, frame, spec, *, epsilon: float = 1.0,
     # centring a one-cell axis would zero the table: such axes stay as they are
     axes = [tuple(a for a, v in enumerate(r) if sizes[v] > 1) if residuals else ()
             for r in cand]
-    extra_view = {j: d + num_coarse + i for i, (j, _) in enumerate(extra)}
+    # the target keeps its view in the copies (a 3-way table's conditioning column)
+    extra_view = {j: d + num_coarse + i for i, (j, _) in enumerate(extra) if j != target_col}
     coarse_cand = [tuple(sorted(extra_view.get(view_column[v], v) for v in r))
-                   for r in cand if len(r) <= multires_order and any(view_column[v] in extra_view for v in r)]
+                   for r in cand if len(r) <= multires_order
+                   and any(view_column[v] in extra_view for v in r)]
     coarse_axes = [tuple(a for a, v in enumerate(r) if sizes[v] > 1) if residuals else ()
                    for r in coarse_cand]
     load = sum(rs.sensitivity([sizes[v] for v in r], a)**2 for r, a in zip(cand, axes))

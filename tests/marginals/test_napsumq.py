@@ -649,3 +649,13 @@ def test_multires_with_another_selection_is_said_to_do_nothing(frame):
                                 multires=0.3, multires_cells=2, **FAST)
   base = napsumq.fit_marginals(0, frame, parse_model_text(MODEL), selection="mst", **FAST)
   assert res.measurements == base.measurements
+
+
+def test_multires_with_a_numeric_target(frame):
+  """The target keeps its own view in the coarse copies (it conditions the 3-way tables)."""
+  res = napsumq.fit_marginals(0, frame, parse_model_text(MODEL), target="c", multires=0.3,
+                              multires_cells=2, **FAST)
+  base = napsumq.fit_marginals(0, frame, parse_model_text(MODEL), target="c", **FAST)
+  extra = res.measurements[len(base.measurements):]
+  assert sorted(tuple(m[0]) for m in extra) == []      # only c is numeric, and it is the target
+  assert 0.999 < res.privacy.epsilon <= 1.0
