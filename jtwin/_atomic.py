@@ -153,11 +153,12 @@ def check_numbered_outputs(prefix: str, inputs: Iterable = ()) -> None:
   Raises:
     DataError: naming the input file.
   """
+  existing = numbered_outputs(prefix).values()
   for source in inputs:
     if source is None:
       continue
     source = os.fspath(source)
-    for path in numbered_outputs(prefix).values():
+    for path in existing:
       if _same_file(path, source):
         raise DataError(f"{path}: refusing to overwrite the input file '{source}' "
                         "(--separate_output writes OUTPUT_PREFIX.{i}.csv); choose a "

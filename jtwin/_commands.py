@@ -400,7 +400,6 @@ def write_separate_outputs(synth, prefix: str, rows_per_draw: int) -> list:
   returns [the paths' pattern]. Files PREFIX.{j}.csv left by an earlier run
   beyond this run's last index are named in a warning (never removed: they
   may be the user's), since combining them with this run's would mix runs."""
-  import math
   from jtwin import data as jdata
   from jtwin._atomic import numbered_outputs
   num, m = len(synth), int(rows_per_draw)

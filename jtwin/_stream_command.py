@@ -21,15 +21,13 @@ _COMPRESSION_RATIO = 5               # a compressed CSV counts this many times i
 _PLOT_ROWS = 50_000                  # real-data rows decoded for the plots
 
 
-DEFAULT_CHUNK_ROWS = 100_000
-
-
 def wants_stream(args) -> bool:
   """Whether `jtwin fit` streams: `--stream on` or `--memmap DIR`, or (auto) a large file.
   Sets `args.chunk_rows` to its default when it was not given, and warns when it was
   given to a run that does not stream (it would be ignored)."""
   streams = _wants_stream(args)
   if getattr(args, "chunk_rows", None) is None:
+    from jtwin.table_store import DEFAULT_CHUNK_ROWS
     args.chunk_rows = DEFAULT_CHUNK_ROWS
   elif not streams:
     import warnings

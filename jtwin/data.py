@@ -273,7 +273,6 @@ def short_row(path) -> Optional[tuple]:
 
 def _short_row_quoted(path) -> Optional[tuple]:
   import csv
-  import io
   from pandas.io.common import get_handle
   if os.path.getsize(path) > QUOTED_SCAN_LIMIT:
     return None

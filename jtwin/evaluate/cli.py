@@ -102,14 +102,13 @@ def _read_csv(path: str, what: str) -> pd.DataFrame:
         from None
   if len(frame) == 0:
     raise DataError(f"{path}: the {what} file has a header but no rows")
-  for column in frame.columns:
-    x = frame[column]
-    if pd.api.types.is_float_dtype(x):
-      bad = np.isinf(x.to_numpy(dtype=float))
-      if bad.any():
-        raise DataError(f"{path}: column '{column}' has an infinite value on line "
-                        f"{int(np.argmax(bad)) + 2} ({int(bad.sum())} in all); give finite "
-                        "numbers, or empty cells for missing values")
+  from jtwin.evaluate.core import first_infinite
+  found = first_infinite(frame)
+  if found is not None:
+    column, count, row = found
+    raise DataError(f"{path}: column '{column}' has an infinite value on line {row + 2} "
+                    f"({count} in all); give finite numbers, or empty cells for missing "
+                    "values")
   return frame
 
 

@@ -65,17 +65,26 @@ MAX_MARGINAL_PAIRS = 10_000   # 2-way TVD and Cramér's V: a seeded sample of pa
 MAX_MATRIX_COLUMNS = 150      # association matrices in the result (and report) up to this
 
 
-def _check_finite(table: pd.DataFrame, name: str) -> None:
-  """Refuses +-inf in a numeric column (bins between the real minimum and maximum
-  would be undefined; NaN, a missing value, is fine)."""
+def first_infinite(table: pd.DataFrame):
+  """(column, how many, first row position) of the first numeric column holding
+  +-inf, or None (bins between the real minimum and maximum would be undefined;
+  NaN, a missing value, is fine)."""
   for column in table.columns:
     x = table[column]
     if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
       bad = np.isinf(x.to_numpy(dtype=float, na_value=np.nan))
       if bad.any():
-        raise ValueError(f"the {name} table's column '{column}' has {int(bad.sum())} "
-                         f"infinite value(s) (the first in row {int(np.argmax(bad))}); "
-                         "give finite numbers, or empty cells for missing values")
+        return column, int(bad.sum()), int(np.argmax(bad))
+  return None
+
+
+def _check_finite(table: pd.DataFrame, name: str) -> None:
+  found = first_infinite(table)
+  if found is not None:
+    column, count, row = found
+    raise ValueError(f"the {name} table's column '{column}' has {count} infinite value(s) "
+                     f"(the first in row {row}); give finite numbers, or empty cells for "
+                     "missing values")
 
 
 def evaluate(real: pd.DataFrame, synth: pd.DataFrame, *,
